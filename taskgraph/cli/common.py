@@ -1,0 +1,43 @@
+"""Helpers shared by CLI commands: dataset options, tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from taskgraph.exceptions import ConfigError
+
+
+def parse_options(pairs: Sequence[str]) -> dict:
+    """``["n_tasks=9", "relation=opposed"]`` → ``{"n_tasks": 9, "relation": "opposed"}``."""
+    import tomllib
+
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"--option must look like KEY=VALUE, got {p!r}", key="--option")
+        k, v = p.split("=", 1)
+        try:
+            out[k.strip()] = tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+dataset_option = click.option(
+    "--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+    help="Dataset option, e.g. -o n_tasks=9 -o relation=unrelated (repeatable).",
+)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r])
+    Console().print(table)

@@ -1,0 +1,85 @@
+"""``taskgraph train`` and ``taskgraph datasets``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from taskgraph.cli.common import dataset_option, parse_options, print_table
+
+
+@click.command("datasets")
+def datasets_cmd() -> None:
+    """List the bundled datasets."""
+    from taskgraph.data import DATASETS
+
+    for name in DATASETS:
+        click.echo(name)
+
+
+def _hidden(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"must be comma-separated ints like 256,128, got {value!r}") from None
+
+
+@click.command("train")
+@click.argument("dataset")
+@dataset_option
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--hidden", default="256,128", show_default=True, help="MLP trunk widths.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--baselines/--no-baselines", default=True, show_default=True,
+              help="Also train one single-task model per task and report Δm%.")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines, json_out, quiet):
+    """Train an all-in-one model on DATASET and print a per-task table.
+
+    With baselines (the default) every task also gets a single-task model with
+    the same trunk and budget, and the table shows Δ% per task and Δm%
+    (negative = the multi-task model is better).
+    """
+    import torch
+
+    from taskgraph.data import load_dataset
+    from taskgraph.models import TrunkSpec
+    from taskgraph.training import TrainConfig, delta_m, per_task_delta, train_partition
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    data = load_dataset(dataset, key="DATASET", **parse_options(options))
+    spec = TrunkSpec("mlp", _hidden(hidden))
+    if len(data.input_shape) != 1:
+        spec = TrunkSpec("cnn", (16, 32))
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    names = list(data.tasks.names)
+
+    def factory():
+        return spec.build(data.input_shape)
+
+    click.echo(f"{data.name}: {len(names)} tasks, {len(data.train)} train / {len(data.val)} val / "
+               f"{len(data.test)} test samples, trunk {spec.kind} {spec.hidden}")
+    mtl = train_partition(factory, data, [names], cfg, progress=not quiet)["test"]
+    single = train_partition(factory, data, [[n] for n in names], cfg, progress=not quiet)["test"] \
+        if baselines else None
+    rows = []
+    deltas = per_task_delta(mtl.metrics, single.metrics, data.tasks) if single else {}
+    for t in data.tasks:
+        row = [t.name, t.metric + (" ↑" if t.higher_is_better else " ↓"), mtl.metrics[t.name]]
+        if single:
+            row += [single.metrics[t.name], f"{deltas[t.name]:+.2f}"]
+        rows.append(row)
+    cols = ["task", "metric", "all-in-one"] + (["single-task", "Δ%"] if single else [])
+    print_table(f"{data.name}: test metrics", cols, rows)
+    result = {"dataset": data.name, "all_in_one": mtl.to_dict()}
+    if single:
+        dm = delta_m(mtl.metrics, single.metrics, data.tasks)
+        click.echo(f"Δm% = {dm:+.2f}  (negative: the all-in-one model beats single-task models)")
+        result.update(single_task=single.to_dict(), delta_m=dm)
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(result, f, indent=2)

@@ -1,0 +1,5 @@
+"""Loss weighting strategies (one small class each)."""
+
+from taskgraph.weighting.base import EqualWeighting, LossWeighting
+
+__all__ = ["EqualWeighting", "LossWeighting"]
