@@ -136,7 +136,7 @@ class TrainConfig:
 def seed_everything(seed: int) -> None:
     """Seed torch and numpy (CPU runs are then reproducible)."""
     torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds legacy global users
 
 
 def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -380,7 +380,13 @@ class _Progress:
     """A rich progress bar that shows the running mean training loss."""
 
     def __init__(self, total: int, description: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
