@@ -252,10 +252,13 @@ class Probe:
                     for g, p in zip(out, self.params)]
         return list(per_task_gradients(weights @ self.losses, self.params, retain_graph=not last))
 
-    def chunks(self, n_rows: int, chunk_size: int | None) -> Iterator[slice]:
-        c = n_rows if not chunk_size else max(1, int(chunk_size))
-        for s in range(0, n_rows, c):
-            yield slice(s, min(n_rows, s + c))
+    @staticmethod
+    def chunks(n_rows: int, chunk_size: int | None) -> Iterator[slice]:
+        """Slices of at most ``chunk_size`` rows, as even as possible (9 rows by 8 → 5 + 4)."""
+        k = 1 if not chunk_size else -(-n_rows // max(1, int(chunk_size)))
+        size = -(-n_rows // k) if n_rows else 0
+        for s in range(0, n_rows, max(size, 1)):
+            yield slice(s, min(n_rows, s + size))
 
     # ----------------------------------------------------------------- lookahead
     @torch.no_grad()
