@@ -29,11 +29,18 @@ from taskgraph.weighting.base import LossWeighting, stack_losses
 __all__ = ["DWAState", "DynamicWeightAverage", "dwa_weights"]
 
 
-def dwa_weights(last: Sequence[float], before: Sequence[float], *, temperature: float) -> list[float]:
-    """DWA weights from the last two epochs' mean losses (a ratio with a zero denominator counts as 1)."""
+def dwa_weights(last: Sequence[float], before: Sequence[float], *, temperature: float,
+                floor: float = 1e-6) -> list[float]:
+    """DWA weights from the last two epochs' mean losses.
+
+    A ratio with a zero denominator counts as 1. The softmax is computed stably;
+    a weight that would underflow (ratios hundreds of temperatures apart) is
+    raised to ``floor`` times the largest before renormalising to K, so every
+    weight stays positive as the method intends.
+    """
     ratios = [a / b if b > 0 else 1.0 for a, b in zip(last, before)]
     m = max(r / temperature for r in ratios)
-    e = [math.exp(r / temperature - m) for r in ratios]
+    e = [max(math.exp(r / temperature - m), floor) for r in ratios]
     s = sum(e)
     return [len(e) * v / s for v in e]
 
