@@ -153,19 +153,21 @@ class ExactSolver(GroupingSolver):
             sols, _, solves = self._top_m(problem, cols, cand, top_m)
             lp_bound, iters = None, 0
         else:
-            lp_bound, rc, iters = self._column_generation(problem, cols, feasible)
+            lp_bound, rc, iters, start_cols = self._column_generation(problem, cols, feasible)
             scale = 1.0 + abs(lp_bound)
             delta = 1e-3 * scale
             solves = 0
             while True:
-                cand = np.nonzero(feasible & (rc >= -delta - 1e-7 * scale))[0]
+                # the heuristic start's columns always join: they hold a feasible integer solution
+                cand = np.union1d(np.nonzero(feasible & (rc >= -delta - 1e-7 * scale))[0],
+                                  start_cols[feasible[start_cols]])
                 sols, distinct, s = self._top_m(problem, cols, cand, top_m)
                 solves += s
                 if distinct == top_m and lp_bound - sols[-1][0] <= delta:
                     break
                 if len(cand) == int(feasible.sum()):
                     break
-                gap = lp_bound - sols[-1][0] if distinct == top_m else math.inf
+                gap = lp_bound - sols[-1][0] if distinct == top_m else 4 * delta
                 delta = max(2 * delta, gap)
         if not sols:
             raise GroupingError("the exact solver found no feasible grouping (check k, budget and singletons)")
@@ -194,7 +196,8 @@ class ExactSolver(GroupingSolver):
         from taskgraph.grouping.scalable import ScalableSolver
 
         start = ScalableSolver(restarts=2, seed=0).solve(problem)[0]
-        active = set(self._columns_of(problem, cols, start))
+        start_cols = np.array(sorted(set(self._columns_of(problem, cols, start))), dtype=np.int64)
+        active = set(start_cols.tolist())
         active |= set(np.nonzero(feasible & (popcount(cols.served) <= 2))[0].tolist())
         penalty = 10.0 * (np.abs(problem.Z).sum() + abs(o.singleton_value) * n + 1.0)
         iters = 0
@@ -231,7 +234,7 @@ class ExactSolver(GroupingSolver):
             if new.size == 0:
                 if res.x[len(idx):].max(initial=0.0) > 1e-7:
                     raise GroupingError("the exact solver's LP needs artificial columns: no feasible grouping")
-                return float(-res.fun), rc, iters
+                return float(-res.fun), rc, iters, start_cols
             if new.size > self.columns_per_round:
                 new = new[np.argpartition(-rc[new], self.columns_per_round - 1)[: self.columns_per_round]]
             active.update(new.tolist())
