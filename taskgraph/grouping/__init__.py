@@ -24,11 +24,13 @@ from typing import Any
 
 from taskgraph.grouping.objective import GroupingProblem, Objective, as_problem
 from taskgraph.grouping.value import Grouping
+
 from taskgraph.grouping.base import SOLVERS, GroupingSolver, make_solver  # isort: skip
 from taskgraph.grouping.brute import BruteForceSolver
 from taskgraph.grouping.exact import ExactSolver
 from taskgraph.grouping.hierarchy import HierarchySolver, TaskHierarchy, hierarchy
 from taskgraph.grouping.scalable import ScalableSolver
+
 from taskgraph.grouping.api import KChoice, choose_k, group_tasks  # isort: skip
 
 __all__ = [

@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 

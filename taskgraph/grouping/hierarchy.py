@@ -129,9 +129,9 @@ class TaskHierarchy:
 
     def plot(self, path: str | Path | None = None, *, title: str | None = None):
         """A dendrogram (matplotlib Agg); writes a PNG when ``path`` is given. Returns the Figure."""
-        from taskgraph.grouping.plot import new_figure, save_figure
-
         from scipy.cluster.hierarchy import dendrogram
+
+        from taskgraph.grouping.plot import new_figure, save_figure
 
         fig, ax = new_figure(figsize=(max(4.0, 0.45 * self.n + 2), 3.6))
         if self.n > 1:

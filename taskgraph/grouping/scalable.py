@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -93,7 +94,9 @@ def initial_labelings(problem: GroupingProblem, rng: np.random.Generator, count:
                 continue
             emb = vecs[:, -kk:]
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-            _, lab = kmeans2(emb, kk, minit="++", seed=rng)
+            with warnings.catch_warnings():  # an empty cluster only means fewer sets: repair copes
+                warnings.simplefilter("ignore", UserWarning)
+                _, lab = kmeans2(emb, kk, minit="++", seed=rng)
             out.append(lab)
     while len(out) < count:
         kk = int(rng.integers(1, k + 1))
@@ -235,7 +238,7 @@ class _State:
 
     def swap_round(self) -> bool:
         """Exchange pairs of tasks between served sets (best disjoint swaps first); True if any."""
-        n, Z = self.n, self.Z
+        Z = self.Z
         lab = self.labels()
         t, u = np.nonzero(lab[:, None] < lab[None, :])
         if t.size == 0:
@@ -330,7 +333,7 @@ class _State:
         split_rest = np.zeros(0, int)
         merged: list[tuple[int, int]] = []
         applied = 0
-        for g, kind, i in cands:
+        for _gain, kind, i in cands:
             if kind == "move":
                 t, a, b = i, int(lab[i]), int(target[i])
                 blocks = {a} if b == B0 else {a, b}

@@ -1,0 +1,92 @@
+"""``taskgraph group``: group the tasks of a dataset from measured (or saved) affinity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from taskgraph.cli.common import dataset_option, parse_options, print_table
+
+
+@click.command("group")
+@click.argument("dataset")
+@dataset_option
+@click.option("--matrix", "matrix_path", type=click.Path(exists=True, dir_okay=False),
+              help="Use a saved AffinityMatrix JSON (from `taskgraph affinity`) instead of measuring.")
+@click.option("-k", "--k", "k", type=click.IntRange(min=1), default=None,
+              help="The most groups (default: chosen automatically).")
+@click.option("--variant", type=click.Choice(["partition", "overlap"]), default="partition", show_default=True)
+@click.option("--singletons", type=click.Choice(["allow", "forbid"]), default="allow", show_default=True)
+@click.option("--budget", type=float, default=None, help="Network budget (a group network costs 1).")
+@click.option("--solver", default="auto", show_default=True, help="exact, scalable, hierarchy, brute or auto.")
+@click.option("--top-m", default=3, show_default=True, type=click.IntRange(min=1), help="Groupings to rank/check.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Confirm the top groupings (and the all-in-one model) with short training runs.")
+@click.option("--steps", default=150, show_default=True, type=click.IntRange(min=1),
+              help="SGD steps of the affinity run.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1), help="Epochs per check run.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out-dir", default="taskgraph-grouping", show_default=True, type=click.Path(file_okay=False),
+              help="Where grouping.json and the pictures go.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def group_cmd(dataset, options, matrix_path, k, variant, singletons, budget, solver, top_m, check, steps, epochs,
+              seed, out_dir, quiet):
+    """Rank groupings of DATASET's tasks by TAG's serving score and pick one.
+
+    Affinity is measured with TAG's exact lookahead during a short SGD run (or read
+    from --matrix). With --check (the default) the top groupings and the all-in-one
+    model are trained briefly and the lowest validation loss wins.
+    """
+    from taskgraph.affinity import AffinityMatrix, measure_affinity
+    from taskgraph.data import load_dataset
+    from taskgraph.grouping import group_tasks
+    from taskgraph.models import MultiTaskModel, TrunkSpec
+    from taskgraph.training import TrainConfig, seed_everything
+
+    data = load_dataset(dataset, key="DATASET", **parse_options(options))
+    hidden = tuple(data.info.get("trunk_hidden", (256, 128)))
+    spec = TrunkSpec("mlp", hidden) if len(data.input_shape) == 1 else TrunkSpec("cnn", (16, 32))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    aff_cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.0, batch_size=128, seed=seed, restore_best=False)
+    click.echo(f"{data.name}: {len(data.tasks)} tasks, trunk {spec.kind} {spec.hidden}")
+
+    if check:
+        from taskgraph.grouping import auto_group
+
+        if matrix_path:
+            raise click.UsageError("--matrix needs --no-check (auto-grouping measures its own affinity)")
+        result = auto_group(lambda: spec.build(data.input_shape), data.tasks, None, None, data=data, k=k,
+                            variant=variant, singletons=singletons, budget=budget, top_m=top_m, solver=solver,
+                            affinity_config=aff_cfg.replace(epochs=1, max_steps=steps),
+                            check_config=TrainConfig(epochs=epochs, lr=3e-3, batch_size=128, seed=seed),
+                            out_dir=out, quiet=quiet)
+        rows = [["all-in-one" if c.affinity_rank == 0 else f"#{c.affinity_rank}",
+                 " | ".join("{" + ", ".join(g) + "}" for g in c.grouping.groups), c.grouping.score, c.val_loss,
+                 "" if c.test_loss is None else c.test_loss] for c in result.candidates]
+        print_table(f"{data.name}: candidates by validation loss", ["rank", "groups", "score", "val loss",
+                                                                  "test loss"], rows)
+        chosen = result.grouping
+        (out / "auto_group.json").write_text(json.dumps(result.to_dict(), indent=2))
+        result.matrix.save(out / "affinity.json")
+    else:
+        if matrix_path:
+            matrix = AffinityMatrix.load(matrix_path)
+        else:
+            seed_everything(seed)
+            model = MultiTaskModel(spec.build(data.input_shape), data.tasks, input_shape=data.input_shape)
+            matrix = measure_affinity(model, data.tasks, data.train.loader(128, shuffle=True, seed=seed),
+                                      steps=steps, every=2, config=aff_cfg, progress=not quiet)
+            matrix.save(out / "affinity.json")
+        ranked = group_tasks(matrix, k=k, variant=variant, singletons=singletons, budget=budget, top_m=top_m,
+                             solver=solver)
+        rows = [[f"#{i}", " | ".join("{" + ", ".join(g) + "}" for g in g.groups), g.score,
+                 "yes" if g.optimal else ""] for i, g in enumerate(ranked, 1)]
+        print_table(f"{data.name}: groupings by serving score", ["rank", "groups", "score", "proven"], rows)
+        chosen = ranked[0]
+        chosen.plot(matrix, out / "grouping.png")
+    chosen.save(out / "grouping.json")
+    click.echo(f"chosen: {chosen}")
+    click.echo(f"wrote {out / 'grouping.json'} and pictures in {out}")
