@@ -104,7 +104,7 @@ def test_singletons_and_budget_change_the_answer():
 
 
 def test_choose_k_finds_the_planted_number_of_clusters():
-    Z, _ = planted(12, 3, seed=4, noise=0.1)
+    Z, _ = planted(9, 3, seed=4, noise=0.1)
     choice = choose_k(Z, k_max=6, variant="partition")
     assert choice.k == 3
     assert list(choice.scores) == sorted(choice.scores)
