@@ -162,7 +162,7 @@ class ExactLookahead(AffinityEstimator):
         chunks = list(probe.chunks(len(w), self.chunk_size))
         for k, sl in enumerate(chunks):
             grads = probe.gradients(w[sl], last=k == len(chunks) - 1)
-            new = lookahead_parameters(optimizer, probe.params, grads)
+            new = lookahead_parameters(optimizer, probe.params, grads, inplace=True)
             del grads
             out.append(1.0 - probe.losses_at(new) / probe.base)
         return torch.cat(out)
@@ -285,7 +285,7 @@ def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
         chunks = list(probe.chunks(len(keep), chunk_size))
         for k, sl in enumerate(chunks):
             grads = probe.gradients(W[sl], last=k == len(chunks) - 1)
-            res.append(1.0 - probe.losses_at(lookahead_parameters(optimizer, probe.params, grads)) / base)
+            res.append(1.0 - probe.losses_at(lookahead_parameters(optimizer, probe.params, grads, inplace=True)) / base)
         z = torch.cat(res).double().numpy()
         z[:, ~(torch.isfinite(base) & (base != 0)).numpy()] = np.nan
         z[~np.isfinite(z)] = np.nan
