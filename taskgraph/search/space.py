@@ -104,6 +104,18 @@ class Param:
 
 
 @dataclass(frozen=True)
+class _DefineByRun:
+    """A picklable ``trial -> None`` sampling function (what Ray's OptunaSearch takes as ``space``)."""
+
+    space: SearchSpace
+    tasks: tuple[str, ...]
+    groupings: tuple[str, ...]
+
+    def __call__(self, trial) -> None:
+        self.space.suggest(trial, tasks=self.tasks, groupings=self.groupings)
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """A trial's structured configuration, resolved from its flat parameters."""
 
@@ -288,12 +300,7 @@ class SearchSpace:
 
     def define_by_run(self, *, tasks: Sequence[str], groupings: Sequence[str]):
         """A ``trial -> None`` function for Ray Tune's ``OptunaSearch(space=...)``."""
-        tasks, groupings = tuple(tasks), tuple(groupings)
-
-        def space(trial) -> None:
-            self.suggest(trial, tasks=tasks, groupings=groupings)
-
-        return space
+        return _DefineByRun(self, tuple(tasks), tuple(groupings))
 
     def resolve(self, params: Mapping[str, Any]) -> TrialConfig:
         """Turn flat parameters into a :class:`TrialConfig` (per-task values become ``{task: v}``)."""
