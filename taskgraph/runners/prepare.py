@@ -123,6 +123,8 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
         for p, mime in files:
             upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=study, mimetype=mime)
     prepared = Prepared(names, groupings, scores, prepared.baselines, prepared.affinity, time.perf_counter() - t0)
+    study.set_user_attr("task_info", [{"name": t.name, "kind": t.kind, "metric": t.metric,
+                                       "higher_is_better": t.higher_is_better} for t in data.tasks])
     for key, value in prepared.to_attrs().items():
         study.set_user_attr(key, value)
     study.set_user_attr("prepared", True)
