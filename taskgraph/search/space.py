@@ -41,7 +41,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from taskgraph.exceptions import ConfigError
 from taskgraph.search._toml import Table, read_toml
 
 __all__ = ["REFERENCES", "Param", "SearchSpace", "TrialConfig"]
@@ -152,7 +151,6 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None) -> SearchSpace:
         """Validate a parsed search space (the TOML file's content)."""
-        from taskgraph.runners import stages
 
         top = Table(data, file=file)
         description = top.str("description", "")
