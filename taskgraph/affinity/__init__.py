@@ -1,6 +1,44 @@
-"""Inter-task affinity: estimators, the tracker callback and the AffinityMatrix value."""
+"""Inter-task affinity: estimators, the tracker callback and the AffinityMatrix value.
 
+See ``docs/affinity.md``. The public names:
+
+- :func:`measure_affinity` — train with tracking, return an :class:`AffinityMatrix`;
+- :class:`AffinityTracker` / :class:`Schedule` — the callback, also for your own loop;
+- :data:`ESTIMATORS` — ``"exact"`` (TAG lookahead), ``"first_order"``, ``"cosine"``;
+- :func:`group_lookahead` — group→task lookahead for scoring candidate groups;
+- :func:`naive_lookahead` — the slow reference definition.
+"""
+
+from taskgraph.affinity.estimators import (
+    ESTIMATORS,
+    AffinityEstimator,
+    AffinityStep,
+    ExactLookahead,
+    FirstOrder,
+    GradientCosine,
+    group_lookahead,
+    make_estimator,
+)
 from taskgraph.affinity.gradients import flat_per_task_gradients, per_task_gradients
 from taskgraph.affinity.matrix import AffinityMatrix
+from taskgraph.affinity.reference import naive_lookahead
+from taskgraph.affinity.tracker import DEFAULT_BUDGET, AffinityTracker, Schedule, measure_affinity
 
-__all__ = ["AffinityMatrix", "flat_per_task_gradients", "per_task_gradients"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "ESTIMATORS",
+    "AffinityEstimator",
+    "AffinityMatrix",
+    "AffinityStep",
+    "AffinityTracker",
+    "ExactLookahead",
+    "FirstOrder",
+    "GradientCosine",
+    "Schedule",
+    "flat_per_task_gradients",
+    "group_lookahead",
+    "make_estimator",
+    "measure_affinity",
+    "naive_lookahead",
+    "per_task_gradients",
+]

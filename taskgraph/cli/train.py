@@ -30,7 +30,8 @@ def _hidden(value: str) -> tuple[int, ...]:
 @dataset_option
 @click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--hidden", default="256,128", show_default=True, help="MLP trunk widths.")
+@click.option("--hidden", default=None,
+              help="MLP trunk widths, e.g. 256,128 (default: the dataset's recommendation, else 256,128).")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
@@ -52,7 +53,8 @@ def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines,
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_dataset(dataset, key="DATASET", **parse_options(options))
-    spec = TrunkSpec("mlp", _hidden(hidden))
+    widths = _hidden(hidden) if hidden else tuple(data.info.get("trunk_hidden", (256, 128)))
+    spec = TrunkSpec("mlp", widths)
     if len(data.input_shape) != 1:
         spec = TrunkSpec("cnn", (16, 32))
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)

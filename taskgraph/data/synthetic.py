@@ -11,7 +11,10 @@ Two generators:
   directions) or *opposed*: clusters come in pairs that read the same
   directions through a mirrored nonlinearity (``φ(z)`` against ``φ(-z)``), so a
   shared representation that serves one cluster is pulled the other way by its
-  partner — negative transfer that is real, not only a capacity effect.
+  partner: their trunk gradients point apart (negative cosine, negative TAG
+  affinity). With a trunk that has to share a narrow layer (``info["trunk_hidden"]``,
+  64→8), one all-in-one model is clearly worse than one model per cluster —
+  ``benchmarks/negative_transfer.py`` measures it.
 
 Both return a :class:`~taskgraph.data.base.MultiTaskData` with fixed splits;
 ``planted_clusters`` also sets ``ground_truth`` to the planted grouping.
@@ -91,7 +94,7 @@ def planted_clusters(
     kind: Literal["regression", "binary"] = "regression",
     n_samples: int = 3000,
     dim: int = 32,
-    rank: int = 2,
+    rank: int = 4,
     within: float = 0.9,
     noise: float = 0.1,
     seed: int = 0,
@@ -107,7 +110,8 @@ def planted_clusters(
             directions through φ(z) and φ(-z) (φ = softplus-like ramp),
             so their gradients on a shared trunk conflict.
         kind: ``"regression"`` or ``"binary"`` (label thresholded at the task's median).
-        rank: latent directions per cluster.
+        rank: latent directions per cluster (4: more than a narrow trunk can
+            share between two opposed clusters).
         within: correlation of task coefficients inside a cluster (1 = identical tasks).
         noise: label noise standard deviation (relative to unit-variance labels).
 
@@ -159,5 +163,7 @@ def planted_clusters(
         seed=seed,
         ground_truth=groups,
         info={"generator": "planted_clusters", "relation": relation, "kind": kind,
-              "n_clusters": n_clusters, "seed": seed, "cluster_of": cluster_of},
+              "n_clusters": n_clusters, "seed": seed, "cluster_of": cluster_of,
+              # a trunk narrow enough that clusters compete for it (see docs/data.md)
+              "trunk_hidden": (64, 8)},
     )

@@ -1,0 +1,293 @@
+"""Affinity estimators: one measurement of Z_{i→j} on one batch.
+
+Every estimator takes the model, its optimizer (read, never modified), one
+batch and the task set, and returns an :class:`AffinityStep`: an ``(n, n)``
+array whose entry ``[i, j]`` says how much a step on task i's gradient helps
+task j, plus which tasks were skipped and why.
+
+- :class:`ExactLookahead` (``"exact"``) — TAG's lookahead (Fifty et al.,
+  "Efficiently Identifying Task Groupings for Multi-Task Learning",
+  NeurIPS 2021): θ_{s|i} = update(θ_s, ∇_{θ_s} L_i) with the optimizer's own rule
+  and state, then Z_{i→j} = 1 − L_j(θ_{s|i}) / L_j(θ_s); heads unchanged.
+- :class:`FirstOrder` (``"first_order"``) — its first-order Taylor expansion,
+  Z_{i→j} ≈ −Δ_i·g_j / L_j with Δ_i = θ_{s|i} − θ_s the optimizer's actual step
+  for task i (for plain SGD Δ_i = −η g_i, so Z_{i→j} ≈ η g_i·g_j / L_j).
+- :class:`GradientCosine` (``"cosine"``) — cos(g_i, g_j) (Yu et al.,
+  "Gradient Surgery for Multi-Task Learning", NeurIPS 2020, use its sign as
+  conflict); symmetric, 1 on the diagonal, independent of the optimizer.
+
+All three share one batched backward for the per-task gradients (chunked over
+tasks); the exact estimator adds one vmapped forward per chunk of lookaheads.
+:func:`group_lookahead` is TAG's higher-order variant: the lookahead of a
+*group* of tasks (summed gradient) onto every task.
+
+Skips: a task with no labelled sample in the batch gets NaN in its row and
+column; a task whose current loss is zero gets NaN in its column (the ratio is
+undefined) and one whose loss is not finite NaN in its row and column. Each
+skip is reported in :attr:`AffinityStep.skipped`.
+
+Example:
+    >>> import torch
+    >>> from taskgraph.data import planted_clusters
+    >>> from taskgraph.models import MultiTaskModel, mlp
+    >>> data = planted_clusters(n_tasks=4, n_clusters=2, n_samples=200, seed=0)
+    >>> model = MultiTaskModel(mlp(32, (16,)), data.tasks, input_shape=(32,))
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> step = ESTIMATORS.get("exact")().measure(model, opt, data.train[list(range(64))], data.tasks)
+    >>> step.values.shape, step.skipped
+    ((4, 4), {})
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskgraph.affinity.optim import lookahead_parameters, update_directions
+from taskgraph.affinity.probe import Probe
+from taskgraph.data.base import unpack_batch
+from taskgraph.exceptions import AffinityError
+from taskgraph.registry import Registry
+from taskgraph.tasks import TaskSet
+
+__all__ = [
+    "ESTIMATORS",
+    "AffinityEstimator",
+    "AffinityStep",
+    "ExactLookahead",
+    "FirstOrder",
+    "GradientCosine",
+    "group_lookahead",
+    "make_estimator",
+]
+
+
+@dataclass(frozen=True)
+class AffinityStep:
+    """One measured step.
+
+    Attributes:
+        values: ``(n, n)`` Z_{i→j} (NaN where skipped).
+        losses: ``(n,)`` task losses at the current parameters (NaN if unlabelled).
+        skipped: ``{task: reason}`` for tasks left out of a row and/or column.
+    """
+
+    values: np.ndarray
+    losses: np.ndarray
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class AffinityEstimator(ABC):
+    """Base class: measure Z_{i→j} for all task pairs on one batch.
+
+    Args:
+        chunk_size: tasks per batched backward / lookahead (memory ∝ chunk_size);
+            None for the default of 8.
+
+    Subclasses implement :meth:`_compute` on a :class:`~taskgraph.affinity.probe.Probe`.
+    """
+
+    name: ClassVar[str] = ""
+    #: whether the estimator depends on the optimizer's update rule
+    uses_optimizer: ClassVar[bool] = True
+
+    def __init__(self, *, chunk_size: int | None = None):
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise AffinityError(f"chunk_size must be an int >= 1 or None, got {chunk_size!r}")
+        self.chunk_size = chunk_size or 8
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(chunk_size={self.chunk_size})"
+
+    def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, batch,
+                tasks: TaskSet) -> AffinityStep:
+        """Measure on one batch without changing the model, the optimizer or the RNG stream.
+
+        Args:
+            model: exposes ``shared_parameters()``; ``model(x)`` → ``{task: pred}``.
+            optimizer: the optimizer training ``model`` (its current state is used).
+            batch: ``(x, {task: y}[, {task: mask}])`` on the model's device.
+            tasks: the tasks to measure, in matrix order.
+
+        Raises:
+            AffinityError: no shared parameters, an unsupported optimizer, labels missing.
+        """
+        if self.uses_optimizer and optimizer is None:
+            raise AffinityError(f"estimator {self.name!r} needs the optimizer that trains the model, got None")
+        x, ys, ms = unpack_batch(batch)
+        n = len(tasks)
+        values = np.full((n, n), np.nan)
+        losses = np.full(n, np.nan)
+        with torch.random.fork_rng(devices=[]):
+            probe = Probe(model, tasks, x, ys, ms)
+            skipped = dict(probe.skipped)
+            if not probe.active:
+                return AffinityStep(values, losses, skipped)
+            base = probe.base
+            act = np.asarray(probe.active)
+            losses[act] = base.cpu().double().numpy()
+            z = self._compute(probe, optimizer).cpu().double().numpy()  # (n_active, n_active)
+            zero = (base == 0).cpu().numpy()
+            for k in zero.nonzero()[0]:
+                skipped[tasks[probe.active[k]].name] = "zero loss"
+            z[:, zero] = np.nan
+            z[~np.isfinite(z)] = np.nan
+            values[np.ix_(act, act)] = z
+        return AffinityStep(values, losses, skipped)
+
+    @abstractmethod
+    def _compute(self, probe: Probe, optimizer) -> torch.Tensor:
+        """``(n_active, n_active)`` affinities among the probe's active tasks."""
+
+
+class ExactLookahead(AffinityEstimator):
+    """TAG lookahead with the optimizer's own update rule (Fifty et al., NeurIPS 2021).
+
+    For each source task i (batched over ``chunk_size`` tasks): one step of the real
+    optimizer's rule from its current state with task i's gradient alone, applied to
+    the shared parameters only; Z_{i→j} = 1 − L_j(θ_{s|i}) / L_j(θ_s).
+    """
+
+    name = "exact"
+
+    def _compute(self, probe, optimizer):
+        w = torch.eye(len(probe.active), dtype=probe.base.dtype)
+        out = []
+        chunks = list(probe.chunks(len(w), self.chunk_size))
+        for k, sl in enumerate(chunks):
+            grads = probe.gradients(w[sl], last=k == len(chunks) - 1)
+            new = lookahead_parameters(optimizer, probe.params, grads)
+            del grads
+            out.append(1.0 - probe.losses_at(new) / probe.base)
+        return torch.cat(out)
+
+
+class FirstOrder(AffinityEstimator):
+    """First-order TAG: Z_{i→j} ≈ −Δ_i·g_j / L_j, Δ_i the optimizer's step for task i.
+
+    For plain SGD this is η g_i·g_j / L_j; for Adam and momentum it dots the actual
+    update direction (state included) with g_j. Equals the exact estimator to first
+    order in the learning rate.
+    """
+
+    name = "first_order"
+
+    def _compute(self, probe, optimizer):
+        n = len(probe.active)
+        eye = torch.eye(n, dtype=probe.base.dtype)
+        chunks = list(probe.chunks(n, self.chunk_size))
+        gs, ds = [], []
+        for k, sl in enumerate(chunks):
+            g = probe.gradients(eye[sl], last=k == len(chunks) - 1)
+            d = update_directions(optimizer, probe.params, g)
+            gs.append(torch.cat([t.reshape(t.shape[0], -1) for t in g], 1))
+            ds.append(torch.cat([t.reshape(t.shape[0], -1) for t in d], 1))
+        G, D = torch.cat(gs), torch.cat(ds)
+        return -(D @ G.T) / probe.base
+
+
+class GradientCosine(AffinityEstimator):
+    """cos(g_i, g_j) of per-task gradients on the shared parameters (NaN for a zero gradient)."""
+
+    name = "cosine"
+    uses_optimizer = False
+
+    def _compute(self, probe, optimizer):
+        n = len(probe.active)
+        eye = torch.eye(n, dtype=probe.base.dtype)
+        chunks = list(probe.chunks(n, self.chunk_size))
+        gs = []
+        for k, sl in enumerate(chunks):
+            g = probe.gradients(eye[sl], last=k == len(chunks) - 1)
+            gs.append(torch.cat([t.reshape(t.shape[0], -1) for t in g], 1))
+        G = torch.cat(gs)
+        norm = G.norm(dim=1)
+        Gn = G / torch.where(norm > 0, norm, torch.nan).unsqueeze(1)
+        return Gn @ Gn.T
+
+
+ESTIMATORS: Registry[type[AffinityEstimator]] = Registry("affinity estimator")
+for _cls in (ExactLookahead, FirstOrder, GradientCosine):
+    ESTIMATORS.register(_cls.name, _cls)
+
+
+def make_estimator(estimator: str | AffinityEstimator, **params) -> AffinityEstimator:
+    """An estimator instance from a name (see :data:`ESTIMATORS`) or an instance as is.
+
+    Raises:
+        UnknownNameError: the name is not registered (the message lists the valid ones).
+    """
+    if isinstance(estimator, AffinityEstimator):
+        return estimator
+    return ESTIMATORS.get(estimator, key="estimator")(**params)
+
+
+def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet,
+                    groups: Sequence[Sequence[str]], *, chunk_size: int | None = 8) -> np.ndarray:
+    """TAG's group→task affinity: lookahead with the summed gradient of each group.
+
+    Z_{G→j} = 1 − L_j(θ_{s|G}) / L_j(θ_s) with θ_{s|G} = update(θ_s, Σ_{i∈G} ∇L_i).
+    Used to score candidate groups directly (Fifty et al. 2021, higher-order
+    approximation).
+
+    Args:
+        groups: task-name lists (non-empty, names in ``tasks``).
+
+    Returns:
+        ``(len(groups), n)`` array; NaN for skipped target tasks, and for a group
+        none of whose tasks is labelled in the batch.
+
+    Raises:
+        AffinityError: an empty group or an unknown task name.
+
+    Example:
+        >>> import torch
+        >>> from taskgraph.data import planted_clusters
+        >>> from taskgraph.models import MultiTaskModel, mlp
+        >>> data = planted_clusters(n_tasks=4, n_clusters=2, n_samples=200, seed=0)
+        >>> model = MultiTaskModel(mlp(32, (16,)), data.tasks, input_shape=(32,))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> z = group_lookahead(model, opt, data.train[list(range(64))], data.tasks, [["t0", "t1"], ["t2"]])
+        >>> z.shape
+        (2, 4)
+    """
+    for g in groups:
+        if not g:
+            raise AffinityError("group_lookahead: every group must hold at least one task, got an empty group")
+        unknown = [t for t in g if t not in tasks]
+        if unknown:
+            raise AffinityError(f"group_lookahead: unknown task(s) {unknown}; known: {', '.join(tasks.names)}")
+    x, ys, ms = unpack_batch(batch)
+    n = len(tasks)
+    out = np.full((len(groups), n), np.nan)
+    with torch.random.fork_rng(devices=[]):
+        probe = Probe(model, tasks, x, ys, ms)
+        if not probe.active:
+            return out
+        pos = {tasks[i].name: k for k, i in enumerate(probe.active)}
+        W = torch.zeros(len(groups), len(probe.active), dtype=probe.base.dtype)
+        for r, g in enumerate(groups):
+            for t in g:
+                if t in pos:
+                    W[r, pos[t]] = 1.0
+        keep = (W.sum(1) > 0).nonzero().flatten()
+        if not len(keep):
+            return out
+        W = W[keep]
+        base = probe.base
+        res = []
+        chunks = list(probe.chunks(len(keep), chunk_size))
+        for k, sl in enumerate(chunks):
+            grads = probe.gradients(W[sl], last=k == len(chunks) - 1)
+            res.append(1.0 - probe.losses_at(lookahead_parameters(optimizer, probe.params, grads)) / base)
+        z = torch.cat(res).double().numpy()
+        z[:, ~(torch.isfinite(base) & (base != 0)).numpy()] = np.nan
+        z[~np.isfinite(z)] = np.nan
+        out[np.ix_(keep.numpy(), np.asarray(probe.active))] = z
+    return out

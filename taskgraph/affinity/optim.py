@@ -1,0 +1,183 @@
+"""The optimizer's update rule, applied to many gradients at once, without side effects.
+
+This is the one module of the affinity engine that reads an optimizer. Given
+the shared parameters θ, a stack of gradients ``(c, *θ.shape)`` (one per task,
+or per group of tasks) and a live ``torch.optim`` optimizer, it returns the
+``c`` parameter values the optimizer *would* produce if it stepped from its
+current state with each gradient alone: θ_{s|i} = update(θ, g_i, state).
+The optimizer, its state and the parameters are never modified.
+
+Closed forms (vectorised over the leading task axis) follow PyTorch's own
+update rules exactly:
+
+- ``SGD``: weight decay (L2), momentum with dampening, Nesterov, ``maximize``;
+  an empty momentum buffer is initialised with the gradient, as torch does.
+- ``Adam`` / ``AdamW``: L2 or decoupled weight decay, ``exp_avg`` and
+  ``exp_avg_sq`` from the state (zeros before the first step), the step count
+  plus one for the bias corrections, ``amsgrad``, ``maximize``.
+
+Other element-wise optimizers of ``torch.optim`` (RMSprop, Adagrad, Adamax,
+NAdam, RAdam, Adadelta) are handled by running the optimizer's own ``step``
+once on a *shadow* copy: parameters and state are stacked along a new leading
+task axis, so one step computes every task's update (exact, because these
+rules act element by element).
+
+Example:
+    >>> import torch
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    >>> opt = torch.optim.SGD([w], lr=0.1)
+    >>> grads = [torch.tensor([[1.0, 0.0], [0.0, 2.0]])]  # two tasks
+    >>> lookahead_parameters(opt, [w], grads)[0].round(decimals=4).tolist()
+    [[0.9, -1.0], [1.0, -1.2]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from taskgraph.exceptions import AffinityError
+
+__all__ = ["SUPPORTED_OPTIMIZERS", "lookahead_parameters", "update_directions"]
+
+_SHADOW_OK = ("RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta")
+SUPPORTED_OPTIMIZERS = ("SGD", "Adam", "AdamW", *_SHADOW_OK)
+
+
+def _groups_of(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> list[dict | None]:
+    where = {}
+    for g in optimizer.param_groups:
+        for p in g["params"]:
+            where[id(p)] = g
+    out = [where.get(id(p)) for p in params]
+    if all(g is None for g in out):
+        raise AffinityError(
+            f"the optimizer ({type(optimizer).__name__}) must update the model's shared parameters, "
+            f"but none of the {len(params)} shared parameters is in its param_groups"
+        )
+    return out
+
+
+def _scalar(v) -> float:
+    return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def _sgd(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict) -> torch.Tensor:
+    lr, wd = _scalar(group["lr"]), _scalar(group["weight_decay"])
+    mom, damp = _scalar(group["momentum"]), _scalar(group["dampening"])
+    d = -g if group.get("maximize", False) else g
+    if wd != 0:
+        d = d + wd * p
+    if mom != 0:
+        buf = state.get("momentum_buffer")
+        buf = d if buf is None else mom * buf + (1 - damp) * d
+        d = d + mom * buf if group["nesterov"] else buf
+    return p - lr * d
+
+
+def _adam(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict, decoupled: bool) -> torch.Tensor:
+    lr, wd, eps = _scalar(group["lr"]), _scalar(group["weight_decay"]), _scalar(group["eps"])
+    beta1, beta2 = (_scalar(b) for b in group["betas"])
+    g = -g if group.get("maximize", False) else g
+    base = p
+    if wd != 0:
+        if decoupled:
+            base = p * (1 - lr * wd)
+        else:
+            g = g + wd * p
+    step = _scalar(state["step"]) + 1 if "step" in state else 1.0
+    exp_avg = state.get("exp_avg")
+    exp_avg_sq = state.get("exp_avg_sq")
+    m = (1 - beta1) * g if exp_avg is None else torch.lerp(exp_avg.expand_as(g), g, 1 - beta1)
+    v = (1 - beta2) * g * g if exp_avg_sq is None else beta2 * exp_avg_sq + (1 - beta2) * g * g
+    if group.get("amsgrad", False) and state.get("max_exp_avg_sq") is not None:
+        v = torch.maximum(state["max_exp_avg_sq"], v)
+    bc1 = 1 - beta1**step
+    bc2_sqrt = math.sqrt(1 - beta2**step)
+    denom = v.sqrt() / bc2_sqrt + eps
+    return base - (lr / bc1) * m / denom
+
+
+def _closed_form(optimizer: torch.optim.Optimizer):
+    name = type(optimizer).__name__
+    if isinstance(optimizer, torch.optim.SGD) and name == "SGD":
+        return lambda p, g, grp, st: _sgd(p, g, grp, st)
+    if isinstance(optimizer, torch.optim.Adam) and name in ("Adam", "AdamW"):
+        return lambda p, g, grp, st: _adam(p, g, grp, st, bool(grp.get("decoupled_weight_decay", name == "AdamW")))
+    return None
+
+
+def _shadow_step(optimizer: torch.optim.Optimizer, params, grads, groups) -> list[torch.Tensor]:
+    """Run the optimizer's own ``step`` once on stacked copies of parameters and state."""
+    name = type(optimizer).__name__
+    if name not in _SHADOW_OK:
+        raise AffinityError(
+            f"the lookahead needs an element-wise optimizer; supported: {', '.join(SUPPORTED_OPTIMIZERS)}; "
+            f"got {name}"
+        )
+    shadows, shadow_groups = [], {}
+    for p, g, grp in zip(params, grads, groups):
+        c = g.shape[0]
+        s = p.detach().unsqueeze(0).expand(c, *p.shape).clone()
+        if grp is None:
+            shadows.append(s)
+            continue
+        s.grad = g.detach().clone()
+        shadows.append(s)
+        shadow_groups.setdefault(id(grp), ({k: v for k, v in grp.items() if k != "params"}, []))[1].append((p, s))
+    clone = type(optimizer)([{**hp, "params": [s for _, s in pairs]} for hp, pairs in shadow_groups.values()])
+    for _, pairs in shadow_groups.values():
+        for p, s in pairs:
+            st = {}
+            for k, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.shape == p.shape:
+                    st[k] = v.detach().unsqueeze(0).expand_as(s).clone()
+                elif isinstance(v, torch.Tensor):
+                    st[k] = v.detach().clone()
+                else:
+                    st[k] = v
+            if st:
+                clone.state[s] = st
+    with torch.no_grad():
+        clone.step()
+    return [s.detach() for s in shadows]
+
+
+@torch.no_grad()
+def lookahead_parameters(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                         grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The parameters one optimizer step would give, for each of a stack of gradients.
+
+    Args:
+        optimizer: the live optimizer; read, never modified.
+        params: the parameters to look ahead on (the shared ones).
+        grads: one tensor per parameter, shape ``(c, *param.shape)``.
+
+    Returns:
+        One tensor per parameter, ``(c, *param.shape)``: θ after a step with gradient c.
+        A parameter the optimizer does not hold is returned unchanged (it would not move).
+
+    Raises:
+        AffinityError: none of ``params`` is in the optimizer, or the optimizer's rule
+            is not element-wise (see :data:`SUPPORTED_OPTIMIZERS`).
+    """
+    groups = _groups_of(optimizer, params)
+    rule = _closed_form(optimizer)
+    if rule is None:
+        return _shadow_step(optimizer, params, grads, groups)
+    out = []
+    for p, g, grp in zip(params, grads, groups):
+        if grp is None:
+            out.append(p.detach().unsqueeze(0).expand_as(g))
+        else:
+            out.append(rule(p.detach(), g, grp, optimizer.state.get(p, {})))
+    return out
+
+
+def update_directions(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                      grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Δ_i = θ_{s|i} − θ: the step the optimizer would take with each gradient (``(c, *shape)``)."""
+    new = lookahead_parameters(optimizer, params, grads)
+    return [n - p.detach() for n, p in zip(new, params)]

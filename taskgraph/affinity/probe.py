@@ -1,0 +1,288 @@
+"""Autograd plumbing shared by the affinity estimators: one batch, many lookaheads.
+
+A :class:`Probe` is built for one batch. It runs one forward pass with a
+graph, keeps the per-task losses L(now), and then answers two questions in
+batches of tasks:
+
+- :meth:`Probe.gradients`: the gradients on the shared parameters of any
+  weighted sums of task losses (rows of a weight matrix; the identity gives the
+  per-task gradients, a 0/1 row the summed gradient of a group of tasks), in one
+  batched backward pass per chunk (``is_grads_batched``);
+- :meth:`Probe.losses_at`: every task's loss at a stack of shared-parameter
+  values, in one ``torch.func.vmap`` over ``torch.func.functional_call``.
+
+Two model paths give the same numbers:
+
+- the *stacked-heads* path, for a :class:`~taskgraph.models.base.MultiTaskModel`
+  whose heads are all ``nn.Linear``: the trunk runs under ``vmap`` and the heads
+  are one matrix product on the stacked features; per-task gradients reach the
+  trunk as one batched vector-Jacobian product of the features;
+- the *generic* path, for any model that exposes ``shared_parameters()`` and
+  maps ``x`` to ``{task: prediction}``: the whole model runs under ``vmap`` with
+  the shared parameters overridden (heads keep their own weights).
+
+Side effects are undone: module buffers (batch-norm statistics) are restored and
+the random number generator is forked, so measuring never changes training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from taskgraph.affinity.gradients import per_task_gradients
+from taskgraph.exceptions import AffinityError
+from taskgraph.tasks import TaskSet
+
+__all__ = ["Probe", "StackedLoss", "shared_parameters_of"]
+
+
+def shared_parameters_of(model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
+    """Names and tensors of ``model.shared_parameters()``.
+
+    Accepts ``(name, parameter)`` pairs or bare parameters (named by identity).
+
+    Raises:
+        AffinityError: no ``shared_parameters`` method, an empty result, or a
+            parameter that is not one of ``model.named_parameters()``.
+    """
+    fn = getattr(model, "shared_parameters", None)
+    if not callable(fn):
+        raise AffinityError(
+            f"affinity needs the model's shared parameters: {type(model).__name__} must define "
+            "shared_parameters() -> iterable of (name, parameter), as MultiTaskModel does"
+        )
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    names, params = [], []
+    for item in fn():
+        p = item[1] if isinstance(item, tuple) else item
+        if id(p) not in by_id:
+            raise AffinityError(
+                f"{type(model).__name__}.shared_parameters() yielded a tensor of shape {tuple(p.shape)} "
+                "that is not one of model.named_parameters()"
+            )
+        if p.requires_grad:
+            names.append(by_id[id(p)])
+            params.append(p)
+    if not params:
+        raise AffinityError(
+            f"{type(model).__name__}.shared_parameters() must yield at least one trainable parameter, got none"
+        )
+    return names, params
+
+
+class StackedLoss:
+    """Every task's masked mean loss from one concatenated output tensor.
+
+    ``H`` has shape ``(..., B, D)``: the heads' outputs side by side (regression
+    and binary tasks one column, multiclass tasks ``num_classes`` columns, in
+    task order). Equal to :meth:`taskgraph.tasks.Task.loss` per task, including
+    ``loss_scale``, computed in a few vectorised operations per task kind.
+    """
+
+    def __init__(self, tasks: TaskSet, ys: dict, ms: dict, *, dtype: torch.dtype, device: torch.device):
+        self.n = len(tasks)
+        self.width = sum(t.out_dim for t in tasks)
+        offsets, col = [], 0
+        for t in tasks:
+            offsets.append(col)
+            col += t.out_dim
+        self.offsets = offsets
+        self.parts = []
+        by_kind: dict[tuple[str, int], list[int]] = {}
+        for i, t in enumerate(tasks):
+            by_kind.setdefault((t.kind, t.out_dim), []).append(i)
+        for (kind, width), idx in by_kind.items():
+            mask = torch.stack([ms[tasks[i].name] for i in idx], -1).to(device)  # (B, k)
+            count = mask.sum(0).clamp_min(1).to(dtype)
+            scale = torch.tensor([tasks[i].loss_scale for i in idx], dtype=dtype, device=device)
+            cols = torch.tensor([offsets[i] + c for i in idx for c in range(width)], device=device)
+            ys_k = [ys[tasks[i].name].to(device) for i in idx]
+            if kind == "multiclass":
+                y = torch.stack(ys_k, -1).long()
+                y = torch.where(mask, y, torch.zeros((), dtype=y.dtype, device=device))
+            else:
+                y = torch.stack(ys_k, -1).to(dtype)
+                y = torch.where(mask, y, torch.zeros((), dtype=dtype, device=device))
+            self.parts.append((kind, width, torch.tensor(idx, device=device), cols, y, mask.to(dtype),
+                               scale, count))
+
+    def __call__(self, H: torch.Tensor) -> torch.Tensor:
+        """Losses ``(..., n)`` from outputs ``(..., B, D)``."""
+        out = H.new_zeros((*H.shape[:-2], self.n))
+        for kind, width, idx, cols, y, mask, scale, count in self.parts:
+            h = H.index_select(-1, cols)
+            if kind == "regression":
+                per = (h - y) ** 2
+            elif kind == "binary":
+                per = F.binary_cross_entropy_with_logits(h, y.expand_as(h), reduction="none")
+            else:
+                h = h.unflatten(-1, (-1, width))  # (..., B, k, C)
+                logp = torch.log_softmax(h, -1)
+                per = -torch.gather(logp, -1, y.expand(*h.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+            val = (per * scale * mask).sum(-2) / count
+            out = out.index_copy(-1, idx, val)
+        return out
+
+    def concat(self, preds: dict, names: Sequence[str]) -> torch.Tensor:
+        """``{task: (..., B, out)}`` (or ``(..., B)`` for one output) → ``(..., B, D)``."""
+        cols = []
+        for name, off, nxt in zip(names, self.offsets, [*self.offsets[1:], self.width]):
+            p = preds[name]
+            if nxt - off == 1 and p.shape[-1] != 1:
+                p = p.unsqueeze(-1)
+            cols.append(p)
+        return torch.cat(cols, -1)
+
+
+def _linear_heads(model: nn.Module, shared_names: Sequence[str]) -> bool:
+    from taskgraph.models.base import MultiTaskModel
+
+    if not isinstance(model, MultiTaskModel):
+        return False
+    cls = type(model)
+    if any(getattr(cls, m) is not getattr(MultiTaskModel, m) for m in ("forward", "features", "heads_forward")):
+        return False
+    if not all(type(model.heads[n]) is nn.Linear for n in model.tasks.names):
+        return False
+    trunk = [f"trunk.{n}" for n, p in model.trunk.named_parameters() if p.requires_grad]
+    return list(shared_names) == trunk
+
+
+class Probe:
+    """One batch's losses, batched gradients and batched lookahead losses.
+
+    Args:
+        model: a model exposing ``shared_parameters()``; ``model(x)`` → ``{task: pred}``.
+        tasks: the tasks measured (their order is the matrix order); each must be a key of
+            the model's output.
+        x, ys, ms: the batch; tasks without a labelled sample are left out (see ``active``).
+
+    Attributes:
+        active: indices (into ``tasks``) of the tasks measured on this batch.
+        skipped: ``{task: reason}`` for the others.
+        base: ``(len(active),)`` losses at the current parameters.
+    """
+
+    def __init__(self, model: nn.Module, tasks: TaskSet, x: torch.Tensor, ys: dict, ms: dict):
+        self.model = model
+        self.names, self.params = shared_parameters_of(model)
+        self.skipped: dict[str, str] = {}
+        active: list[int] = []
+        for i, t in enumerate(tasks):
+            if t.name not in ys:
+                raise AffinityError(f"the batch has no labels for task {t.name!r}; labelled: {sorted(ys)}")
+            if not bool(ms[t.name].any()):
+                self.skipped[t.name] = "no labelled sample"
+            else:
+                active.append(i)
+        self.x = x
+        self.stacked = _linear_heads(model, self.names)
+        dtype = self.params[0].dtype
+        self.base = torch.empty(0, dtype=dtype)
+        buffers = {n: b for n, b in model.named_buffers()}
+        saved = {n: b.detach().clone() for n, b in buffers.items()}
+        self.buffers = saved
+        while active:
+            self.tasks = tasks.subset([tasks[i].name for i in active])
+            self.loss = StackedLoss(self.tasks, ys, ms, dtype=dtype, device=x.device)
+            try:
+                if self.stacked:
+                    self._forward_stacked()
+                else:
+                    self._forward_generic()
+            finally:
+                with torch.no_grad():
+                    for n, b in buffers.items():
+                        b.copy_(saved[n])
+            bad = (~torch.isfinite(self.losses.detach())).nonzero().flatten().tolist()
+            if not bad:
+                break
+            # forward again without them, so their non-finite values never reach a gradient
+            for k in bad:
+                self.skipped[self.tasks[k].name] = "non-finite loss"
+            active = [i for k, i in enumerate(active) if k not in bad]
+        self.active = active
+        if active:
+            self.base = self.losses.detach()
+
+    # ------------------------------------------------------------------ forward
+    def _forward_generic(self) -> None:
+        out = self.model(self.x)
+        missing = [t for t in self.tasks.names if t not in out]
+        if missing:
+            raise AffinityError(f"the model's output must have a prediction per task; missing {missing}")
+        self.losses = self.loss(self.loss.concat(out, self.tasks.names))
+
+    def _forward_stacked(self) -> None:
+        m = self.model
+        self.W = torch.cat([m.heads[n].weight for n in self.tasks.names]).detach()  # (D, F)
+        bs = [m.heads[n].bias for n in self.tasks.names]
+        self.b = None if any(b is None for b in bs) else torch.cat(bs).detach()
+        z = m.trunk(self.x)
+        self.z = z
+        zd = z.detach().requires_grad_(True)
+        H = F.linear(zd, self.W, self.b)
+        self.losses = self.loss(H)
+        (self.G_H,) = torch.autograd.grad(self.losses.sum(), H)  # column block i = dL_i/dH_i
+        # task -> its head's columns, as a (n, D) 0/1 selector
+        sel = torch.zeros(len(self.tasks), self.loss.width, dtype=z.dtype, device=z.device)
+        for k, (off, nxt) in enumerate(zip(self.loss.offsets, [*self.loss.offsets[1:], self.loss.width])):
+            sel[k, off:nxt] = 1
+        self.sel = sel
+
+    # ---------------------------------------------------------------- gradients
+    def gradients(self, weights: torch.Tensor, *, last: bool = False) -> list[torch.Tensor]:
+        """Gradients on the shared parameters of ``weights @ L`` (``weights``: (c, n_active)).
+
+        Returns one ``(c, *param.shape)`` tensor per shared parameter.
+        """
+        weights = weights.to(self.base.dtype)
+        if self.stacked:
+            # d(w·L)/dz = Σ_i w_i (dL_i/dH restricted to head i) W
+            cols = weights @ self.sel  # (c, D)
+            gz = (self.G_H.unsqueeze(0) * cols.unsqueeze(1)) @ self.W  # (c, B, F)
+            out = torch.autograd.grad(self.z, self.params, grad_outputs=gz, is_grads_batched=True,
+                                      retain_graph=not last, allow_unused=True)
+            return [torch.zeros((weights.shape[0], *p.shape), dtype=p.dtype, device=p.device) if g is None else g
+                    for g, p in zip(out, self.params)]
+        return list(per_task_gradients(weights @ self.losses, self.params, retain_graph=not last))
+
+    def chunks(self, n_rows: int, chunk_size: int | None) -> Iterator[slice]:
+        c = n_rows if not chunk_size else max(1, int(chunk_size))
+        for s in range(0, n_rows, c):
+            yield slice(s, min(n_rows, s + c))
+
+    # ----------------------------------------------------------------- lookahead
+    @torch.no_grad()
+    def losses_at(self, stacked: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Every active task's loss with the shared parameters set to each of ``stacked``.
+
+        ``stacked`` holds one ``(c, *param.shape)`` tensor per shared parameter;
+        returns ``(c, n_active)``. Heads keep their current weights.
+        """
+        c = stacked[0].shape[0]
+        bufs = {n: b.unsqueeze(0).expand(c, *b.shape).clone() for n, b in self.buffers.items()}
+        if self.stacked:
+            pre = "trunk."
+            pd = {n[len(pre):]: p for n, p in zip(self.names, stacked)}
+            bd = {n[len(pre):]: b for n, b in bufs.items() if n.startswith(pre)}
+            trunk, x = self.model.trunk, self.x
+
+            def feats(p, b):
+                return functional_call(trunk, (p, b), (x,))
+
+            z = vmap(feats, randomness="same")(pd, bd)  # (c, B, F)
+            return self.loss(F.linear(z, self.W, self.b))
+        pd = dict(zip(self.names, stacked))
+        model, x, names = self.model, self.x, self.tasks.names
+
+        def run(p, b):
+            out = functional_call(model, (p, b), (x,))
+            return self.loss(self.loss.concat(out, names))
+
+        return vmap(run, randomness="same")(pd, bufs)

@@ -1,0 +1,266 @@
+"""Affinity during training: the :class:`AffinityTracker` callback and :func:`measure_affinity`.
+
+The tracker measures Z_{i→j} (see :mod:`taskgraph.affinity.estimators`) at the
+start of scheduled training steps — before the step, on the step's own batch,
+with the optimizer's state as it is then — and keeps every per-step sample.
+:meth:`AffinityTracker.matrix` averages them into an
+:class:`~taskgraph.affinity.matrix.AffinityMatrix` with standard errors and
+confidence intervals. Measuring never changes training: parameters, optimizer
+state, buffers and the random number stream are left as they were, so a run
+with tracking follows the same trajectory as one without.
+
+Schedules (:class:`Schedule`):
+
+- ``Schedule(every=k)``: steps ``start, start + k, ...`` (deterministic);
+- ``Schedule(budget=f)`` (the default, f = 0.2): measure whenever the time spent
+  measuring stays within ``f`` × the wall time of the rest of the run, so the
+  run costs about ``1 + f`` times as much whatever the number of tasks, the
+  model or the machine; measured steps spread evenly over the run.
+
+With your own training loop, call :meth:`AffinityTracker.measure` (always
+measures) or :meth:`AffinityTracker.maybe_measure` (applies the schedule)
+before ``optimizer.step()``::
+
+    tracker = AffinityTracker("exact", tasks=tasks, schedule=Schedule(every=5))
+    for step, batch in enumerate(loader):
+        tracker.maybe_measure(model, optimizer, batch, step=step)
+        ...  # forward, backward, optimizer.step()
+    matrix = tracker.matrix()
+
+Example:
+    >>> from taskgraph.data import planted_clusters
+    >>> from taskgraph.models import MultiTaskModel, mlp
+    >>> from taskgraph.training import TrainConfig
+    >>> data = planted_clusters(n_tasks=4, n_clusters=2, n_samples=400, seed=0)
+    >>> model = MultiTaskModel(mlp(32, (32,)), data.tasks, input_shape=(32,))
+    >>> loader = data.train.loader(64, shuffle=True)
+    >>> m = measure_affinity(model, data.tasks, loader, steps=10, every=2, config=TrainConfig(lr=1e-2))
+    >>> m.names, int(m.n_samples.max())
+    (('t0', 't1', 't2', 't3'), 5)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskgraph.affinity.estimators import AffinityEstimator, AffinityStep, make_estimator
+from taskgraph.affinity.matrix import AffinityMatrix
+from taskgraph.exceptions import AffinityError
+from taskgraph.tasks import TaskSet
+from taskgraph.training import Callback, TrainConfig, TrainState, train
+
+__all__ = ["DEFAULT_BUDGET", "AffinityTracker", "Schedule", "measure_affinity"]
+
+#: default share of the run's wall time spent measuring (see :class:`Schedule`)
+DEFAULT_BUDGET = 0.2
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which training steps the tracker measures.
+
+    Attributes:
+        every: measure steps ``start, start + every, ...``; exclusive with ``budget``.
+        budget: measure whenever (time measuring + one more measurement) ≤ budget ×
+            (the rest of the run's wall time); the default when ``every`` is not given.
+        start: no measurement before this step (skip the first, unsettled steps).
+        max_samples: stop measuring after this many samples (None: no cap).
+
+    Raises:
+        AffinityError: both or bad values.
+    """
+
+    every: int | None = None
+    budget: float | None = None
+    start: int = 0
+    max_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.every is not None and self.budget is not None:
+            raise AffinityError(f"Schedule: give 'every' or 'budget', not both; got every={self.every}, "
+                                f"budget={self.budget}")
+        if self.every is not None and (not isinstance(self.every, int) or self.every < 1):
+            raise AffinityError(f"Schedule: 'every' must be an int >= 1, got {self.every!r}")
+        if self.budget is not None and not (isinstance(self.budget, int | float) and 0 < self.budget
+                                            and math.isfinite(self.budget)):
+            raise AffinityError(f"Schedule: 'budget' must be a finite number > 0, got {self.budget!r}")
+        if not isinstance(self.start, int) or self.start < 0:
+            raise AffinityError(f"Schedule: 'start' must be an int >= 0, got {self.start!r}")
+        if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 1):
+            raise AffinityError(f"Schedule: 'max_samples' must be an int >= 1 or None, got {self.max_samples!r}")
+        if self.every is None and self.budget is None:
+            object.__setattr__(self, "budget", DEFAULT_BUDGET)
+
+    def to_dict(self) -> dict:
+        d: dict = {"every": self.every} if self.every is not None else {"budget": self.budget}
+        d["start"] = self.start
+        if self.max_samples is not None:
+            d["max_samples"] = self.max_samples
+        return d
+
+
+class AffinityTracker(Callback):
+    """Measure inter-task affinity on a schedule during training.
+
+    Args:
+        estimator: a name in :data:`~taskgraph.affinity.estimators.ESTIMATORS`
+            (``"exact"``, ``"first_order"``, ``"cosine"``) or an estimator instance.
+        schedule: which steps to measure (default: a 20% wall-time budget).
+        tasks: the tasks in matrix order (default: the training run's task set).
+        confidence: level of the matrix's confidence intervals.
+        chunk_size: tasks per batched lookahead (when ``estimator`` is a name).
+
+    Attributes:
+        steps: the training steps measured, in order.
+        skipped: ``{task: {reason: count}}`` over measured steps.
+        seconds: wall time spent measuring.
+
+    Raises:
+        UnknownNameError: unknown estimator name.
+    """
+
+    def __init__(self, estimator: str | AffinityEstimator = "exact", *, schedule: Schedule | None = None,
+                 tasks: TaskSet | None = None, confidence: float = 0.95, chunk_size: int | None = None):
+        kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
+        self.estimator = make_estimator(estimator, **kwargs)
+        self.schedule = schedule or Schedule()
+        if not 0 < confidence < 1:
+            raise AffinityError(f"AffinityTracker: 0 < confidence < 1 must hold, got {confidence}")
+        self.confidence = confidence
+        self.tasks = tasks
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every sample (a new run starts)."""
+        self.steps: list[int] = []
+        self._samples: list[np.ndarray] = []
+        self.skipped: dict[str, Counter] = {}
+        self.seconds = 0.0
+        self._t0: float | None = None
+        self._cost: float | None = None
+        self._seen = 0
+
+    # ----------------------------------------------------------- training loop
+    def on_train_begin(self, state: TrainState) -> None:
+        if self.tasks is None or self._samples:
+            self.tasks = state.tasks if self.tasks is None else self.tasks
+        self._t0 = time.perf_counter()
+
+    def on_step_begin(self, state: TrainState, batch) -> None:
+        self.maybe_measure(state.model, state.optimizer, batch, step=state.step)
+
+    # ------------------------------------------------------------ own loops
+    def due(self, step: int) -> bool:
+        """Whether the schedule measures ``step`` now."""
+        s = self.schedule
+        if step < s.start or (s.max_samples is not None and len(self._samples) >= s.max_samples):
+            return False
+        if s.every is not None:
+            return (step - s.start) % s.every == 0
+        if self._cost is None or self._t0 is None:
+            return True
+        rest = time.perf_counter() - self._t0 - self.seconds
+        return self.seconds + self._cost <= s.budget * rest
+
+    def maybe_measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
+                      step: int | None = None) -> AffinityStep | None:
+        """Measure if the schedule says so (``step`` defaults to a call counter)."""
+        step = self._seen if step is None else step
+        self._seen = step + 1
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        return self.measure(model, optimizer, batch, step=step) if self.due(step) else None
+
+    def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
+                step: int | None = None) -> AffinityStep:
+        """Measure now, on ``batch``, before the optimizer steps; keep the sample.
+
+        Raises:
+            AffinityError: no task set known (give ``tasks=``), or the estimator's errors.
+        """
+        if self.tasks is None:
+            raise AffinityError("AffinityTracker: the task set is unknown; pass tasks= when used outside train()")
+        t = time.perf_counter()
+        out = self.estimator.measure(model, optimizer, batch, self.tasks)
+        dt = time.perf_counter() - t
+        self.seconds += dt
+        self._cost = dt if self._cost is None else 0.5 * self._cost + 0.5 * dt
+        self._samples.append(out.values)
+        self.steps.append(self._seen - 1 if step is None else step)
+        for task, reason in out.skipped.items():
+            self.skipped.setdefault(task, Counter())[reason] += 1
+        return out
+
+    # ------------------------------------------------------------------ result
+    @property
+    def samples(self) -> np.ndarray:
+        """``(S, n, n)`` per-step values measured so far."""
+        n = len(self.tasks) if self.tasks is not None else 0
+        return np.stack(self._samples) if self._samples else np.empty((0, n, n))
+
+    def matrix(self, *, keep_samples: bool = True) -> AffinityMatrix:
+        """The mean matrix with standard errors and confidence intervals.
+
+        Raises:
+            AffinityError: nothing was measured yet.
+        """
+        if not self._samples or self.tasks is None:
+            raise AffinityError(
+                "AffinityTracker.matrix: no step was measured; train longer, lower Schedule.start or "
+                "measure with every=1"
+            )
+        sched = {**self.schedule.to_dict(), "measured_steps": len(self.steps),
+                 "seconds": round(self.seconds, 4)}
+        if self.skipped:
+            sched["skipped"] = {t: dict(c) for t, c in self.skipped.items()}
+        return AffinityMatrix.from_samples(self.tasks.names, self.samples, confidence=self.confidence,
+                                           estimator=self.estimator.name, schedule=sched,
+                                           keep_samples=keep_samples)
+
+
+def measure_affinity(model: nn.Module, tasks: TaskSet, train_loader, *, estimator: str | AffinityEstimator = "exact",
+                     steps: int | None = None, every: int | None = None, budget: float | None = None,
+                     start: int = 0, config: TrainConfig | None = None, confidence: float = 0.95,
+                     chunk_size: int | None = None, progress: bool = False) -> AffinityMatrix:
+    """Train ``model`` (in place) with an :class:`AffinityTracker` and return its matrix.
+
+    Args:
+        model: exposes ``shared_parameters()``, maps ``x`` to ``{task: pred}``.
+        tasks: the tasks, in matrix order.
+        train_loader: yields ``(x, {task: y}[, {task: mask}])``.
+        estimator: ``"exact"`` (TAG lookahead), ``"first_order"``, ``"cosine"`` or an instance.
+        steps: train this many optimizer steps (None: ``config.epochs`` epochs).
+        every: measure every ``every``-th step; exclusive with ``budget``.
+        budget: wall-time share for measuring (default 0.2 when ``every`` is None).
+        start: first step that may be measured.
+        config: how to train (optimizer, learning rate, ...); default ``TrainConfig()``.
+
+    Returns:
+        The :class:`~taskgraph.affinity.matrix.AffinityMatrix`.
+
+    Raises:
+        AffinityError: bad schedule, no shared parameters, nothing measured.
+        UnknownNameError: unknown estimator name.
+    """
+    config = config or TrainConfig()
+    schedule = Schedule(every=every, budget=budget, start=start)
+    tracker = AffinityTracker(estimator, schedule=schedule, tasks=tasks, confidence=confidence,
+                              chunk_size=chunk_size)
+    if steps is not None:
+        if not isinstance(steps, int) or steps < 1:
+            raise AffinityError(f"measure_affinity: 'steps' must be an int >= 1 or None, got {steps!r}")
+        try:
+            per_epoch = max(1, len(train_loader))
+        except TypeError:
+            per_epoch = steps
+        config = config.replace(max_steps=steps, epochs=max(1, math.ceil(steps / per_epoch)))
+    train(model, tasks, train_loader, config=config, callbacks=[tracker], progress=progress,
+          description="measuring affinity")
+    return tracker.matrix()
