@@ -62,7 +62,9 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
         record_start(trial, start_attrs(ctx, params))
 
         def report(epoch, values, _metrics):
-            if multi:
+            if multi or epoch >= spec.epochs:  # a trial that trained to the end is not pruned
+                if not multi:
+                    trial.report(values[0], epoch)
                 return
             trial.report(values[0], epoch)
             if trial.should_prune():

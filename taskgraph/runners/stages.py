@@ -140,14 +140,26 @@ def _topology_factory(name: str, *, file: str | None = None, key: str | None = N
 
 def build_model(topology: str, params: Mapping[str, Any], trunk_spec, tasks, input_shape: Sequence[int],
                 groups: Sequence[Sequence[str]]) -> nn.Module:
-    """The model a trial trains: ``topology`` with ``params`` over ``groups`` of ``tasks``."""
+    """The model a trial trains: ``topology`` with ``params`` over ``groups`` of ``tasks``.
+
+    A scalar given for a tuple-valued topology field (e.g. one branch depth) becomes a 1-tuple.
+    """
     reg = _topology_registry()
     if reg is None:
         return GroupedModel(trunk_spec, tasks, input_shape, groups)
-    from taskgraph.models.topology import build_model as _build
+    import dataclasses
 
-    spec = reg.get(topology)(**dict(params))
-    return _build(spec, trunk_spec, tasks, input_shape, grouping=groups)
+    from taskgraph.models.topology import build_model as _build
+    from taskgraph.models.topology import make_topology
+
+    cls = reg.get(topology)
+    kw = dict(params)
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            if f.name in kw and isinstance(f.default, tuple) and not isinstance(kw[f.name], list | tuple):
+                kw[f.name] = (kw[f.name],)
+    spec = make_topology(topology, **kw)
+    return _build(spec, trunk_spec, tasks, input_shape, grouping=[list(g) for g in groups])
 
 
 # --- weightings -----------------------------------------------------------------------------
