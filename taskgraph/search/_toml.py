@@ -139,9 +139,10 @@ class Table:
         if nonempty and not v:
             raise self.error(name, f"{self.key(name)!r} must not be empty")
         if of is not None:
+            kinds = of if isinstance(of, tuple) else (of,)
             for i, item in enumerate(v):
-                if isinstance(item, bool) and of is not bool or not isinstance(item, of):
-                    want = of.__name__ if isinstance(of, type) else "/".join(t.__name__ for t in of)
+                if isinstance(item, bool) and bool not in kinds or not isinstance(item, kinds):
+                    want = "/".join(t.__name__ for t in kinds)
                     raise self.error(name, f"{self.key(name)}[{i}] must be {want}, got {_type_name(item)} "
                                            f"{item!r}")
         return v
