@@ -11,12 +11,13 @@ import click
 _RUNS_HELP = "Folder for default storage and artifacts (runs/<study>/)."
 
 
-def _load_spec(study_file: str, storage: str | None, artifacts: str | None, runs_root: str, trials: int | None):
+def _load_spec(study_file: str, storage: str | None, artifacts: str | None, runs_root: str, trials: int | None,
+               space: str | None = None):
     from dataclasses import replace
 
     from taskgraph.search import StudySpec
 
-    spec = StudySpec.load(study_file, storage=storage, artifacts=artifacts, runs_root=runs_root)
+    spec = StudySpec.load(study_file, storage=storage, artifacts=artifacts, space=space, runs_root=runs_root)
     if trials is not None:
         spec = replace(spec, trials=trials)
     return spec
@@ -76,8 +77,9 @@ def _print_summary(spec, summary) -> None:
 @click.option("--artifacts", default=None, help="Override storage.artifacts (a folder).")
 @click.option("--address", default=None, help="Ray cluster to connect to (ray backend; default: a local Ray).")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Override budget.trials.")
+@click.option("--space", default=None, help="Override search.space (a search-space file).")
 @click.option("--runs-root", default="runs", show_default=True, help=_RUNS_HELP)
-def run_cmd(study_file, backend, resume, join, storage, artifacts, address, trials, runs_root):
+def run_cmd(study_file, backend, resume, join, storage, artifacts, address, trials, space, runs_root):
     """Run the study STUDY_FILE: prepare once (affinity, groupings, baselines), then the trials.
 
     Every trial lands in the study's Optuna storage with its artifacts; at the
@@ -86,7 +88,7 @@ def run_cmd(study_file, backend, resume, join, storage, artifacts, address, tria
     """
     if resume and join:
         raise click.UsageError("--resume and --join exclude each other")
-    spec = _load_spec(study_file, storage, artifacts, runs_root, trials)
+    spec = _load_spec(study_file, storage, artifacts, runs_root, trials, space)
     backend = backend or spec.backend
     click.echo(f"study {spec.name!r}: {spec.dataset}, objective {spec.objective}, {spec.trials} trials x "
                f"{spec.epochs} epochs, backend {backend}, storage {spec.storage_url}")

@@ -108,6 +108,7 @@ def _searcher_class():
             self._ctx = ctx
             self._store = store
             self.numbers: dict[str, int] = {}
+            self._reported: set[tuple[str, int]] = set()
 
         def suggest(self, trial_id):
             config = super().suggest(trial_id)
@@ -128,8 +129,10 @@ def _searcher_class():
             if result.get("failed") or trial_id in self._completed_trials or self._ctx.spec.multi_objective:
                 return
             ot = self._ot_trials.get(trial_id)
-            if ot is not None and math.isfinite(result.get("objective", math.nan)):
-                ot.report(float(result["objective"]), int(result["epoch"]))
+            key = (trial_id, int(result.get("epoch", -1)))
+            if ot is not None and key not in self._reported and math.isfinite(result.get("objective", math.nan)):
+                ot.report(float(result["objective"]), key[1])
+                self._reported.add(key)
 
         def on_trial_complete(self, trial_id, result=None, error=False):
             ot = self._ot_trials.get(trial_id)
@@ -137,8 +140,8 @@ def _searcher_class():
                 return
             result = result or {}
             state, values = TrialState.PRUNED, None
-            if not (result.get("failed") or result.get("finished") or error):
-                # the scheduler stopped it: Tune skips on_trial_result for that last result
+            if not (result.get("failed") or error):
+                # when the scheduler decides STOP (ASHA's cut, or max_t reached) Tune skips on_trial_result
                 self.on_trial_result(trial_id, result)
             try:
                 if error:

@@ -1,8 +1,9 @@
 """Submit a study to a Ray cluster as a Ray job, and follow it.
 
 The job runs ``python -m taskgraph run STUDY --backend ray`` on the cluster
-with this repository as its ``runtime_env`` working_dir (without ``.venv``,
-``runs`` and ``.git``) and the local ``RAY_*``/``TUNE_*`` variables. No
+with a staged copy of this repository (without ``.venv``, ``runs`` and
+``.git``) plus the study and search-space files as its ``runtime_env``
+working_dir and the local ``RAY_*``/``TUNE_*`` variables. No
 ``pip``/``conda`` goes into the runtime_env: the cluster's Python must already
 have taskgraph's dependencies. Storage and artifact paths are made absolute
 here, so a job on this machine's head writes where the submitter expects.
@@ -52,31 +53,50 @@ def _client(address: str):
                            f"http://HEAD:8265); got {type(e).__name__}: {msg}") from None
 
 
+def _stage(spec, directory: Path) -> Path:
+    """Copy the repository (minus EXCLUDES) and the study + space files into ``directory``."""
+    import fnmatch
+    import shutil
+
+    def ignore(_dir, names):
+        return {n for n in names if any(fnmatch.fnmatch(n, pat.split("/")[-1]) for pat in EXCLUDES)}
+
+    work = directory / "repo"
+    shutil.copytree(repo_root(), work, ignore=ignore)
+    job = work / "_taskgraph_job"
+    job.mkdir()
+    shutil.copyfile(spec.file, job / "study.toml")
+    shutil.copyfile(spec.space_path, job / "space.toml")
+    return work
+
+
 def submit(spec, address: str, *, resume: bool = False, python: str = "python") -> SubmittedJob:
-    """Submit ``spec`` (a validated StudySpec) as a Ray job; returns the job handle."""
-    root = repo_root()
-    study_file = Path(spec.file).resolve()
-    try:
-        rel = study_file.relative_to(root)
-    except ValueError:
-        raise StorageError(f"the study file must lie inside the repository {str(root)!r} that is shipped as the "
-                           f"job's working_dir; got {str(study_file)!r}") from None
+    """Submit ``spec`` (a validated StudySpec) as a Ray job; returns the job handle.
+
+    The job's working_dir is a staged copy of this repository plus the study file
+    and its search space (so a study file may live anywhere).
+    """
+    import tempfile
+
     client = _client(address)
-    args = [python, "-m", "taskgraph", "run", str(rel), "--backend", "ray", "--storage", spec.storage_url,
-            "--artifacts", spec.artifacts_dir, "--runs-root", str(Path(spec.run_dir).parent)]
+    args = [python, "-m", "taskgraph", "run", "_taskgraph_job/study.toml", "--space", "_taskgraph_job/space.toml",
+            "--backend", "ray", "--storage", spec.storage_url, "--artifacts", spec.artifacts_dir,
+            "--runs-root", str(Path(spec.run_dir).parent)]
     if resume:
         args.append("--resume")
     env = {k: v for k, v in os.environ.items() if k.startswith(("RAY_", "TUNE_")) and k != "RAY_ADDRESS"}
     env.setdefault("RAY_AUTH_MODE", "disabled")
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env["PYTHONUNBUFFERED"] = "1"
-    runtime_env = {"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env}
-    try:
-        job_id = client.submit_job(entrypoint=" ".join(shlex.quote(a) for a in args), runtime_env=runtime_env,
-                                   submission_id=f"taskgraph-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"the Ray cluster at {address!r} refused the job: {type(e).__name__}: {msg}") from None
+    with tempfile.TemporaryDirectory(prefix="taskgraph-job-") as d:
+        runtime_env = {"working_dir": str(_stage(spec, Path(d))), "excludes": EXCLUDES, "env_vars": env}
+        try:
+            job_id = client.submit_job(entrypoint=" ".join(shlex.quote(a) for a in args), runtime_env=runtime_env,
+                                       submission_id=f"taskgraph-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StorageError(f"the Ray cluster at {address!r} refused the job: {type(e).__name__}: {msg}") \
+                from None
     return SubmittedJob(client, job_id, address)
 
 

@@ -46,7 +46,7 @@ Layout (every table but ``[dataset]`` and ``[search]`` optional)::
 
     [storage]
     url = "sqlite:///runs/quickstart/study.db"  # any Optuna RDB URL
-    artifacts = "runs/quickstart/artifacts"
+    artifacts = "runs/quickstart/artifacts"   # default: next to a SQLite file, else runs/<name>/artifacts
 
     [resources]                    # per trial (Ray Tune)
     cpus = 1
@@ -151,13 +151,14 @@ class StudySpec:
     # --- loading ------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, *, storage: str | None = None, artifacts: str | None = None,
-             runs_root: str | Path = "runs") -> StudySpec:
+             space: str | Path | None = None, runs_root: str | Path = "runs") -> StudySpec:
         """Read and validate a study file and its search space.
 
         Args:
             path: the study TOML.
             storage: overrides ``storage.url`` (e.g. an absolute path for a cluster job).
             artifacts: overrides ``storage.artifacts``.
+            space: overrides ``search.space`` (a path; used by cluster jobs).
             runs_root: where default storage and artifacts go (``runs/<study>/``).
 
         Raises:
@@ -165,12 +166,12 @@ class StudySpec:
         """
         path = Path(path)
         return cls.from_dict(read_toml(path), file=str(path), base_dir=path.parent, default_name=path.stem,
-                             storage=storage, artifacts=artifacts, runs_root=runs_root)
+                             storage=storage, artifacts=artifacts, space=space, runs_root=runs_root)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None, base_dir: str | Path = ".",
                   default_name: str = "study", storage: str | None = None, artifacts: str | None = None,
-                  runs_root: str | Path = "runs") -> StudySpec:
+                  space: str | Path | None = None, runs_root: str | Path = "runs") -> StudySpec:
         from taskgraph.models import TrunkSpec
         from taskgraph.runners import stages
         from taskgraph.training import TrainConfig
@@ -203,7 +204,7 @@ class StudySpec:
 
         se = top.table("search", required=True)
         space_rel = se.str("space")
-        space_path = (base_dir / space_rel).resolve()
+        space_path = Path(space).resolve() if space is not None else (base_dir / space_rel).resolve()
         if not space_path.is_file():
             raise se.error("space", f"'search.space' must point to a search-space file (relative to the "
                                     f"study file); nothing at {str(space_path)!r}")
@@ -250,9 +251,10 @@ class StudySpec:
 
         run_dir = (Path(runs_root) / name).resolve()
         st = top.table("storage")
-        url = storage or st.str("url", "")
-        art = artifacts or st.str("artifacts", "")
+        url = st.str("url", "")
+        art = st.str("artifacts", "")
         st.check_unknown()
+        url, art = storage or url, artifacts or art
         if not url:
             url = f"sqlite:///{run_dir / 'study.db'}"
         elif url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
@@ -262,7 +264,12 @@ class StudySpec:
         if "://" not in url:
             raise ConfigError(f"'storage.url' must be an Optuna RDB URL like sqlite:///runs/x.db or "
                               f"postgresql://user@host/db; got {url!r}", file=file, key="storage.url")
-        art_dir = str(Path(art).resolve()) if art else str(run_dir / "artifacts")
+        if art:
+            art_dir = str(Path(art).resolve())
+        elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            art_dir = str(Path(url[len("sqlite:///"):]).parent / "artifacts")  # next to the database file
+        else:
+            art_dir = str(run_dir / "artifacts")
 
         rs = top.table("resources")
         cpus = rs.float("cpus", 1.0, low=0.0, strict_low=True)

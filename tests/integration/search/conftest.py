@@ -82,6 +82,12 @@ def ray_env(tmpdir: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def port():
+    """A free TCP port on 127.0.0.1."""
+    return free_port()
+
+
+@pytest.fixture
 def cli_environ(tmp_path):
     """The environment of a CLI subprocess: this checkout on the path, Ray on loopback in a temp dir."""
     d = tmp_path / "raytmp"
