@@ -51,19 +51,19 @@ class StudyContext:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(name: str, options_json: str, tasks: tuple[str, ...] | None):
+def _load(name: str, options_json: str, tasks: tuple[str, ...] | None, file: str | None = None):
     import json
 
     from taskgraph.runners import stages
 
-    return stages.load_data(name, json.loads(options_json), tasks)
+    return stages.load_data(name, json.loads(options_json), tasks, file=file)
 
 
 def load_study_data(spec):
     """The study's data (cached per process: Ray workers load it once)."""
     import json
 
-    return _load(spec.dataset, json.dumps(spec.dataset_options, sort_keys=True), spec.tasks)
+    return _load(spec.dataset, json.dumps(spec.dataset_options, sort_keys=True), spec.tasks, spec.file)
 
 
 def objective_values(objective: str, losses: Mapping[str, float], metrics: Mapping[str, float], ctx: StudyContext,
