@@ -194,6 +194,29 @@ class AffinityMatrix:
         except (OSError, json.JSONDecodeError) as e:
             raise AffinityError(f"cannot read an affinity matrix from {p}: {e}") from e
 
+    def heatmap(self, path: str | Path, **kwargs) -> Path:
+        """Write a PNG heatmap with confidence intervals (see :func:`taskgraph.affinity.plots.heatmap`)."""
+        from taskgraph.affinity.plots import heatmap
+
+        return heatmap(self, path, **kwargs)
+
+    def summary_rows(self) -> list[list[str]]:
+        """One row per source task: ``mean ±half-width`` per target (``*`` = CI excludes 0)."""
+        lo, hi = self.ci_low, self.ci_high
+        rows = []
+        for i, a in enumerate(self.names):
+            row = [a]
+            for j in range(self.n):
+                m = self.mean[i, j]
+                if not np.isfinite(m):
+                    row.append("–")
+                    continue
+                h = (hi[i, j] - lo[i, j]) / 2
+                star = "*" if (lo[i, j] > 0 or hi[i, j] < 0) else ""
+                row.append(f"{m:+.4f}" + (f" ±{h:.4f}" if np.isfinite(h) else "") + star)
+            rows.append(row)
+        return rows
+
     def __repr__(self) -> str:
         return f"AffinityMatrix(names={list(self.names)}, estimator={self.estimator!r}, " \
                f"samples={int(self.n_samples.max()) if self.n else 0})"

@@ -27,7 +27,7 @@ Example:
     >>> w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
     >>> opt = torch.optim.SGD([w], lr=0.1)
     >>> grads = [torch.tensor([[1.0, 0.0], [0.0, 2.0]])]  # two tasks
-    >>> lookahead_parameters(opt, [w], grads)[0].round(decimals=4).tolist()
+    >>> lookahead_parameters(opt, [w], grads)[0].double().round(decimals=4).tolist()
     [[0.9, -1.0], [1.0, -1.2]]
 """
 
@@ -65,19 +65,23 @@ def _scalar(v) -> float:
 
 
 def _sgd(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict) -> torch.Tensor:
+    # the steps of torch.optim.SGD (single-tensor path), batched over the leading axis of g;
+    # g is never written to (first-order reuses it)
     lr, wd = _scalar(group["lr"]), _scalar(group["weight_decay"])
     mom, damp = _scalar(group["momentum"]), _scalar(group["dampening"])
     d = -g if group.get("maximize", False) else g
     if wd != 0:
-        d = d + wd * p
+        d = torch.add(d, p, alpha=wd)
     if mom != 0:
         buf = state.get("momentum_buffer")
-        buf = d if buf is None else mom * buf + (1 - damp) * d
-        d = d + mom * buf if group["nesterov"] else buf
-    return p - lr * d
+        buf = d if buf is None else torch.add(buf * mom, d, alpha=1 - damp)
+        d = torch.add(d, buf, alpha=mom) if group["nesterov"] else buf
+    return torch.add(p, d, alpha=-lr)
 
 
 def _adam(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict, decoupled: bool) -> torch.Tensor:
+    # the steps of torch.optim.Adam/AdamW (single-tensor path), batched over the leading axis of g;
+    # two (c, *shape) buffers are allocated, the rest works in place on them
     lr, wd, eps = _scalar(group["lr"]), _scalar(group["weight_decay"]), _scalar(group["eps"])
     beta1, beta2 = (_scalar(b) for b in group["betas"])
     g = -g if group.get("maximize", False) else g
@@ -86,18 +90,19 @@ def _adam(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict, decoupled:
         if decoupled:
             base = p * (1 - lr * wd)
         else:
-            g = g + wd * p
+            g = torch.add(g, p, alpha=wd)
     step = _scalar(state["step"]) + 1 if "step" in state else 1.0
     exp_avg = state.get("exp_avg")
     exp_avg_sq = state.get("exp_avg_sq")
-    m = (1 - beta1) * g if exp_avg is None else torch.lerp(exp_avg.expand_as(g), g, 1 - beta1)
-    v = (1 - beta2) * g * g if exp_avg_sq is None else beta2 * exp_avg_sq + (1 - beta2) * g * g
+    m = g * (1 - beta1) if exp_avg is None else torch.lerp(exp_avg, g, 1 - beta1)
+    v = torch.mul(g, g).mul_(1 - beta2) if exp_avg_sq is None else \
+        torch.addcmul(exp_avg_sq * beta2, g, g, value=1 - beta2)
     if group.get("amsgrad", False) and state.get("max_exp_avg_sq") is not None:
-        v = torch.maximum(state["max_exp_avg_sq"], v)
+        torch.maximum(v, state["max_exp_avg_sq"], out=v)
     bc1 = 1 - beta1**step
     bc2_sqrt = math.sqrt(1 - beta2**step)
-    denom = v.sqrt() / bc2_sqrt + eps
-    return base - (lr / bc1) * m / denom
+    denom = v.sqrt_().div_(bc2_sqrt).add_(eps)
+    return m.div_(denom).mul_(-lr / bc1).add_(base)
 
 
 def _closed_form(optimizer: torch.optim.Optimizer):

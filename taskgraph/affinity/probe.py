@@ -21,8 +21,9 @@ Two model paths give the same numbers:
   maps ``x`` to ``{task: prediction}``: the whole model runs under ``vmap`` with
   the shared parameters overridden (heads keep their own weights).
 
-Side effects are undone: module buffers (batch-norm statistics) are restored and
-the random number generator is forked, so measuring never changes training.
+No side effects: forwards run on copies of the module buffers (batch-norm
+statistics), and the estimators fork the random number generator, so measuring
+never changes training.
 """
 
 from __future__ import annotations
@@ -184,21 +185,15 @@ class Probe:
         self.stacked = _linear_heads(model, self.names)
         dtype = self.params[0].dtype
         self.base = torch.empty(0, dtype=dtype)
-        buffers = {n: b for n, b in model.named_buffers()}
-        saved = {n: b.detach().clone() for n, b in buffers.items()}
-        self.buffers = saved
+        # buffers (batch-norm statistics) are cloned: forwards update the clones, never the model's
+        self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
         while active:
             self.tasks = tasks.subset([tasks[i].name for i in active])
             self.loss = StackedLoss(self.tasks, ys, ms, dtype=dtype, device=x.device)
-            try:
-                if self.stacked:
-                    self._forward_stacked()
-                else:
-                    self._forward_generic()
-            finally:
-                with torch.no_grad():
-                    for n, b in buffers.items():
-                        b.copy_(saved[n])
+            if self.stacked:
+                self._forward_stacked()
+            else:
+                self._forward_generic()
             bad = (~torch.isfinite(self.losses.detach())).nonzero().flatten().tolist()
             if not bad:
                 break
@@ -212,7 +207,8 @@ class Probe:
 
     # ------------------------------------------------------------------ forward
     def _forward_generic(self) -> None:
-        out = self.model(self.x)
+        bufs = {n: b.clone() for n, b in self.buffers.items()}
+        out = functional_call(self.model, bufs, (self.x,)) if bufs else self.model(self.x)
         missing = [t for t in self.tasks.names if t not in out]
         if missing:
             raise AffinityError(f"the model's output must have a prediction per task; missing {missing}")
@@ -223,7 +219,8 @@ class Probe:
         self.W = torch.cat([m.heads[n].weight for n in self.tasks.names]).detach()  # (D, F)
         bs = [m.heads[n].bias for n in self.tasks.names]
         self.b = None if any(b is None for b in bs) else torch.cat(bs).detach()
-        z = m.trunk(self.x)
+        bufs = {n[len("trunk."):]: b.clone() for n, b in self.buffers.items() if n.startswith("trunk.")}
+        z = functional_call(m.trunk, bufs, (self.x,)) if bufs else m.trunk(self.x)
         self.z = z
         zd = z.detach().requires_grad_(True)
         H = F.linear(zd, self.W, self.b)
@@ -252,10 +249,13 @@ class Probe:
                     for g, p in zip(out, self.params)]
         return list(per_task_gradients(weights @ self.losses, self.params, retain_graph=not last))
 
-    def chunks(self, n_rows: int, chunk_size: int | None) -> Iterator[slice]:
-        c = n_rows if not chunk_size else max(1, int(chunk_size))
-        for s in range(0, n_rows, c):
-            yield slice(s, min(n_rows, s + c))
+    @staticmethod
+    def chunks(n_rows: int, chunk_size: int | None) -> Iterator[slice]:
+        """Slices of at most ``chunk_size`` rows, as even as possible (9 rows by 8 → 5 + 4)."""
+        k = 1 if not chunk_size else -(-n_rows // max(1, int(chunk_size)))
+        size = -(-n_rows // k) if n_rows else 0
+        for s in range(0, n_rows, max(size, 1)):
+            yield slice(s, min(n_rows, s + size))
 
     # ----------------------------------------------------------------- lookahead
     @torch.no_grad()

@@ -1,0 +1,125 @@
+"""The tracker in the training loop and in a user's own loop; the matrix it produces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from taskgraph.affinity import AffinityMatrix, AffinityTracker, ExactLookahead, Schedule, measure_affinity
+from taskgraph.data import MultiTaskDataset, planted_clusters
+from taskgraph.models import MultiTaskModel, mlp
+from taskgraph.tasks import Task, TaskSet
+from taskgraph.training import TrainConfig, train
+
+from .helpers import OPTIMIZERS, TASKS, make_batch, make_model
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted_clusters(n_tasks=4, n_clusters=2, n_samples=600, seed=0)
+
+
+def _model(data, seed=0):
+    torch.manual_seed(seed)
+    return MultiTaskModel(mlp(32, (16,)), data.tasks, input_shape=data.input_shape)
+
+
+def test_tracking_does_not_change_training(data):
+    cfg = TrainConfig(epochs=2, max_steps=12, lr=1e-2, seed=3, device="cpu")
+    a, b = _model(data), _model(data)
+    loader = data.train.loader(64, shuffle=True, seed=3)
+    train(a, data.tasks, loader, config=cfg)
+    tracker = AffinityTracker("exact", schedule=Schedule(every=1))
+    train(b, data.tasks, data.train.loader(64, shuffle=True, seed=3), config=cfg, callbacks=[tracker])
+    assert len(tracker.steps) == 12
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), n
+
+
+def test_every_schedule_start_and_max_samples(data):
+    tracker = AffinityTracker("first_order", schedule=Schedule(every=3, start=2, max_samples=3))
+    train(_model(data), data.tasks, data.train.loader(64, shuffle=True),
+          config=TrainConfig(epochs=2, max_steps=20, device="cpu"), callbacks=[tracker])
+    assert tracker.steps == [2, 5, 8]
+    m = tracker.matrix()
+    assert m.estimator == "first_order" and m.samples.shape == (3, 4, 4)
+    assert m.schedule["every"] == 3 and m.schedule["start"] == 2 and m.schedule["measured_steps"] == 3
+    assert (m.n_samples == 3).all()
+
+
+def test_budget_schedule_spends_about_its_share(data):
+    """Default schedule: time measuring ≤ budget × the rest of the run (plus one measurement)."""
+    tracker = AffinityTracker("exact")
+    assert tracker.schedule.budget == 0.2
+    t0 = __import__("time").perf_counter()
+    train(_model(data), data.tasks, data.train.loader(32, shuffle=True),
+          config=TrainConfig(epochs=2, device="cpu"), callbacks=[tracker])
+    total = __import__("time").perf_counter() - t0
+    assert 1 <= len(tracker.steps) < 2 * len(data.train) // 32
+    assert tracker.seconds <= 0.2 * (total - tracker.seconds) + 2 * tracker._cost
+    assert tracker.steps[0] == 0 and tracker.steps == sorted(tracker.steps)
+
+
+def test_own_loop_with_maybe_measure_and_measure():
+    model = make_model()
+    opt = OPTIMIZERS["adam"](model.parameters())
+    tracker = AffinityTracker("exact", tasks=TASKS, schedule=Schedule(every=2))
+    for step in range(6):
+        x, ys, ms = make_batch(seed=step)
+        tracker.maybe_measure(model, opt, (x, ys, ms), step=step)
+        opt.zero_grad()
+        out = model(x)
+        sum(t.loss(out[t.name], ys[t.name], ms[t.name]) for t in TASKS).backward()
+        opt.step()
+    assert tracker.steps == [0, 2, 4]
+    extra = tracker.measure(model, opt, make_batch(seed=99))
+    np.testing.assert_allclose(extra.values, ExactLookahead().measure(model, opt, make_batch(seed=99), TASKS).values)
+    m = tracker.matrix()
+    assert m.names == TASKS.names and int(m.n_samples.max()) == 4
+
+
+def test_skips_are_counted_and_entries_average_what_was_measured():
+    tasks = TaskSet([Task("a"), Task("b")])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=g)
+    mask_b = torch.zeros(64, dtype=torch.bool)
+    mask_b[:16] = True  # b labelled only in the first batch of 16
+    ds = MultiTaskDataset(tasks, x, {"a": torch.randn(64, generator=g), "b": torch.randn(64, generator=g)},
+                          {"b": mask_b})
+    torch.manual_seed(0)
+    model = MultiTaskModel(mlp(8, (8,)), tasks, input_shape=(8,))
+    m = measure_affinity(model, tasks, ds.loader(16), steps=4, every=1, config=TrainConfig(device="cpu"))
+    assert m.schedule["skipped"] == {"b": {"no labelled sample": 3}}
+    assert m.n_samples.tolist() == [[4, 1], [1, 1]]
+    assert np.isnan(m.stderr[1, 1]) and np.isfinite(m.mean[1, 1])
+
+
+def test_matrix_round_trip_and_heatmap(tmp_path, data):
+    m = measure_affinity(_model(data), data.tasks, data.train.loader(64, shuffle=True), steps=6, every=1,
+                         config=TrainConfig(device="cpu"))
+    back = AffinityMatrix.load(m.save(tmp_path / "m.json"))
+    assert back.names == m.names and back.estimator == "exact"
+    np.testing.assert_allclose(back.mean, m.mean)
+    np.testing.assert_allclose(back.samples, m.samples)
+    png = m.heatmap(tmp_path / "h.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = m.summary_rows()
+    assert len(rows) == 4 and rows[0][0] == "t0"
+
+
+@pytest.mark.slow
+def test_planted_opposed_clusters_signs_after_150_steps():
+    """Within a cluster Z > 0, across opposed clusters Z < 0, every CI excluding zero, after 150 steps.
+
+    planted_clusters(relation="opposed"): clusters {t0, t1} and {t2, t3} read the same latent
+    directions through mirrored nonlinearities; a narrow trunk (64 → 8) must share them.
+    """
+    data = planted_clusters(n_tasks=4, n_clusters=2, relation="opposed", n_samples=2000, seed=0)
+    torch.manual_seed(0)
+    model = MultiTaskModel(mlp(32, (64, 8)), data.tasks, input_shape=data.input_shape)
+    m = measure_affinity(model, data.tasks, data.train.loader(128, shuffle=True, seed=0), steps=150, every=1,
+                         config=TrainConfig(lr=0.05, optimizer="sgd", momentum=0.0, seed=0, device="cpu"))
+    expect = np.array([[1, 1, -1, -1], [1, 1, -1, -1], [-1, -1, 1, 1], [-1, -1, 1, 1]])
+    sign = (m.ci_low > 0).astype(int) - (m.ci_high < 0).astype(int)
+    assert (sign == expect).all(), (m.mean, m.ci_low, m.ci_high)
