@@ -104,7 +104,8 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
         if aff.matrix is None:
             log("prepare: no affinity engine available; the grouping choices are the references only")
     log("prepare: single-task baselines ...")
-    single = stages.single_task_baselines(data, trunk, spec.train_config())
+    single = stages.single_task_baselines(data, trunk, spec.train_config(),
+                                          cache_dir=Path(spec.run_dir).parent / "_baselines")
     prepared = Prepared(names, groupings, scores, {"single_task": single, "all_in_one": aff.all_in_one},
                         aff.matrix.to_dict() if aff.matrix is not None else None, 0.0)
     with tempfile.TemporaryDirectory() as d:

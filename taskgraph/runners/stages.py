@@ -325,8 +325,15 @@ def draw_graph(matrix, path: Path) -> Path | None:
 
 # --- baselines ------------------------------------------------------------------------------
 
-def single_task_baselines(data, trunk_spec, config) -> dict:
-    """Per-task val/test metrics and losses of one single-task model per task, same budget."""
+def single_task_baselines(data, trunk_spec, config, *, cache_dir=None) -> dict:
+    """Per-task val/test metrics and losses of one single-task model per task, same budget (cached)."""
+    try:
+        from taskgraph.baselines import single_task_baselines as _baselines
+    except ImportError:
+        _baselines = None
+    if _baselines is not None:
+        base = _baselines(data, trunk_spec, config, cache_dir=cache_dir)
+        return {"val": base.val.to_dict(), "test": base.test.to_dict()}
     from taskgraph.training import train_partition
 
     def factory():
