@@ -71,7 +71,7 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         try:
-            record, _ = run_trial(ctx, params, report=report)
+            record, _ = run_trial(ctx, params, report=report, threads=max(1, int(spec.cpus)))
         except optuna.TrialPruned:
             raise
         except Exception as e:
