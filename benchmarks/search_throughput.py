@@ -10,7 +10,7 @@ time as the README runs it: ``python -m taskgraph run studies/quickstart.toml`` 
 
 Usage:
     python benchmarks/search_throughput.py                 # all three parts
-    python benchmarks/search_throughput.py --skip-quickstart --trials 16 --epochs 12
+    python benchmarks/search_throughput.py --skip-quickstart --trials 16 --epochs 10
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ name = "{name}"
 name = "planted-clusters"
 options = {{ n_tasks = 6, n_clusters = 3, n_samples = {n_samples} }}
 [trunk]
-hidden = [128, 64]
+hidden = [256, 128]
 [search]
 space = "space.toml"
 sampler = "random"
@@ -84,7 +84,7 @@ def _trial_phase(spec) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=16)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--n-samples", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=1, help="repeat (a) and (b); medians are printed")
     ap.add_argument("--skip-quickstart", action="store_true")
@@ -120,7 +120,7 @@ def main() -> None:
             ray.shutdown()
             rows["ray tune (2 concurrent)"].append((*_trial_phase(spec), e2e))
     print(f"\n{args.trials}-trial search, {args.epochs} epochs/trial, planted-clusters 6 tasks x {args.n_samples} "
-          f"samples, MLP 128-64, 1 CPU per trial; medians of {args.repeats} run(s)")
+          f"samples, MLP 256-128, 1 CPU per trial; medians of {args.repeats} run(s)")
     print(f"{'runner':<26}{'trials':>7}{'trial phase s':>15}{'trials/hour':>13}{'end-to-end s':>14}")
     thr = {}
     for name, vals in rows.items():

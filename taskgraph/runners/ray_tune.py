@@ -249,7 +249,8 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=run.remaining,
-                                        max_concurrent_trials=spec.concurrent, time_budget_s=spec.wall_time_s),
+                                        max_concurrent_trials=spec.concurrent, time_budget_s=spec.wall_time_s,
+                                        reuse_actors=True),  # one worker process per slot: torch imported once
             run_config=tune.RunConfig(
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(Path(spec.run_dir) / "ray"),

@@ -270,7 +270,8 @@ def rank_groupings(matrix, names: Sequence[str], *, k: int, top_m: int) -> list[
         from taskgraph.grouping import group_tasks
     except ImportError:
         return []
-    ranked = group_tasks(matrix, k=k, top_m=top_m)
+    # the topologies need a partition (each task in exactly one group), not TAG's overlapping cover
+    ranked = group_tasks(matrix, k=k, top_m=top_m, variant="partition")
     out = []
     for g in ranked:
         groups = [list(x) for x in g.groups]

@@ -118,7 +118,9 @@ def _finished(url, name):
 
 def test_sigkill_mid_run_then_resume_keeps_every_finished_trial_once(tmp_path, study_file, cli, cli_environ):
     run_cli = cli
-    path = study_file("killed", trials=7, epochs=3, early="none", n_samples=600)
+    space = tmp_path / "lr_space.toml"
+    space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
+    path = study_file("killed", space=space, trials=7, epochs=3, early="none", n_samples=600)
     url = f"sqlite:///{tmp_path / 'runs' / 'killed' / 'study.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "taskgraph", "run", str(path), "--backend", "local",
                              "--runs-root", str(tmp_path / "runs")], cwd=tmp_path, env=cli_environ,
