@@ -22,7 +22,18 @@ from taskgraph.affinity.estimators import (
 from taskgraph.affinity.gradients import flat_per_task_gradients, per_task_gradients
 from taskgraph.affinity.matrix import AffinityMatrix
 from taskgraph.affinity.reference import naive_lookahead
-from taskgraph.affinity.tracker import DEFAULT_BUDGET, AffinityTracker, Schedule, measure_affinity
+
+# The tracker builds on the training loop, which itself imports the loss
+# weightings, which use this package's gradients: load it on first use.
+_LAZY = {"DEFAULT_BUDGET", "AffinityTracker", "Schedule", "measure_affinity"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from taskgraph.affinity import tracker
+
+        return getattr(tracker, name)
+    raise AttributeError(f"module 'taskgraph.affinity' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_BUDGET",

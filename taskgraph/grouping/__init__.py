@@ -1,0 +1,66 @@
+"""Grouping: from an affinity matrix to groups of tasks that avoid negative transfer.
+
+- :mod:`~taskgraph.grouping.objective`: TAG's serving score, the partition variant,
+  singletons and Standley's cost budget (:class:`Objective`, :class:`GroupingProblem`).
+- Solvers behind one interface (:class:`GroupingSolver`, registry :data:`SOLVERS`):
+  ``exact`` (column generation + MILP, provable optimum up to ~22 tasks), ``brute``
+  (TAG's enumeration), ``scalable`` (clustering + local search, 20-200+ tasks),
+  ``hierarchy`` (cuts of an agglomerative tree).
+- :class:`Grouping`: the immutable result; :func:`group_tasks` ranks groupings;
+  :func:`choose_k` picks k; :func:`hierarchy` builds the tree for branched sharing;
+  :func:`auto_group` runs the whole flow (affinity → groups → short check runs).
+
+Example:
+    >>> import numpy as np
+    >>> Z = np.array([[0, .9, -.5, -.5], [.9, 0, -.5, -.5], [-.5, -.5, 0, .8], [-.5, -.5, .8, 0]])
+    >>> group_tasks(Z, names=("a", "b", "c", "d"), k=2)[0].groups
+    (('a', 'b'), ('c', 'd'))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from taskgraph.grouping.objective import GroupingProblem, Objective, as_problem
+from taskgraph.grouping.value import Grouping
+from taskgraph.grouping.base import SOLVERS, GroupingSolver, make_solver  # isort: skip
+from taskgraph.grouping.brute import BruteForceSolver
+from taskgraph.grouping.exact import ExactSolver
+from taskgraph.grouping.hierarchy import HierarchySolver, TaskHierarchy, hierarchy
+from taskgraph.grouping.scalable import ScalableSolver
+from taskgraph.grouping.api import KChoice, choose_k, group_tasks  # isort: skip
+
+__all__ = [
+    "SOLVERS",
+    "AutoGroupResult",
+    "BruteForceSolver",
+    "Candidate",
+    "ExactSolver",
+    "Grouping",
+    "GroupingProblem",
+    "GroupingSolver",
+    "HierarchySolver",
+    "KChoice",
+    "Objective",
+    "ScalableSolver",
+    "TaskHierarchy",
+    "as_problem",
+    "auto_group",
+    "choose_k",
+    "group_tasks",
+    "hierarchy",
+    "make_solver",
+]
+
+_LAZY = {"auto_group": "taskgraph.grouping.auto", "AutoGroupResult": "taskgraph.grouping.auto",
+         "Candidate": "taskgraph.grouping.auto"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskgraph.grouping' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
