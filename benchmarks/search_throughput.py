@@ -71,14 +71,16 @@ concurrent = 2
     return StudySpec.load(path, runs_root=tmp / "runs")
 
 
-def _trial_phase(spec) -> tuple[float, int]:
+def _trial_phase(spec) -> tuple[float, int, float]:
+    """(first start → last end in s, trials done, median seconds inside one trial's training loop)."""
     import optuna
 
     study = optuna.load_study(study_name=spec.name, storage=spec.storage_url)
     done = [t for t in study.get_trials() if t.datetime_complete is not None]
     start = min(t.datetime_start for t in done)
     end = max(t.datetime_complete for t in done)
-    return (end - start).total_seconds(), len(done)
+    inside = statistics.median(float(t.user_attrs.get("seconds", "nan")) for t in done)
+    return (end - start).total_seconds(), len(done), inside
 
 
 def main() -> None:
@@ -109,7 +111,7 @@ def main() -> None:
             t0 = time.perf_counter()
             run_local(spec, log=lambda s: None)
             e2e = time.perf_counter() - t0
-            rows["local (sequential)"].append((*_trial_phase(spec), e2e))
+            rows["local (sequential)"].append((*_trial_phase(spec), e2e, os.getloadavg()[0]))
             spec = replace(_study(tmp, f"ray{r}", args.trials, args.epochs, args.n_samples), concurrent=2)
             init_ray(num_cpus=2)
             t0 = time.perf_counter()
@@ -118,17 +120,22 @@ def main() -> None:
             import ray
 
             ray.shutdown()
-            rows["ray tune (2 concurrent)"].append((*_trial_phase(spec), e2e))
+            rows["ray tune (2 concurrent)"].append((*_trial_phase(spec), e2e, os.getloadavg()[0]))
     print(f"\n{args.trials}-trial search, {args.epochs} epochs/trial, planted-clusters 6 tasks x {args.n_samples} "
           f"samples, MLP 256-128, 1 CPU per trial; medians of {args.repeats} run(s)")
-    print(f"{'runner':<26}{'trials':>7}{'trial phase s':>15}{'trials/hour':>13}{'end-to-end s':>14}")
+    print(f"{'runner':<26}{'trials':>7}{'trial phase s':>15}{'trials/hour':>13}{'train s/trial':>15}"
+          f"{'end-to-end s':>14}{'load avg':>10}")
     thr = {}
     for name, vals in rows.items():
         phase = statistics.median(v[0] for v in vals)
         n = vals[0][1]
-        e2e = statistics.median(v[2] for v in vals)
+        inside = statistics.median(v[2] for v in vals)
+        e2e = statistics.median(v[3] for v in vals)
         thr[name] = n / phase * 3600
-        print(f"{name:<26}{n:>7}{phase:>15.1f}{thr[name]:>13.0f}{e2e:>14.1f}")
+        print(f"{name:<26}{n:>7}{phase:>15.1f}{thr[name]:>13.0f}{inside:>15.2f}{e2e:>14.1f}"
+              f"{statistics.median(v[4] for v in vals):>10.2f}")
+    print("(train s/trial: median time inside the training loop of one trial; if Ray's is about twice the "
+          "local one, the two workers did not get two free cores)")
     eff = thr["ray tune (2 concurrent)"] / thr["local (sequential)"] / 2
     print(f"speed-up {2 * eff:.2f}x on 2 workers -> parallel efficiency {100 * eff:.0f}% (goal >= 80%)")
 

@@ -47,15 +47,37 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     storage = open_storage(spec.storage_url, file=spec.file)
     store = artifact_store(spec.artifacts_dir)
     sampler = make_sampler(spec.sampler, spec.sampler_options, spec.seed, file=spec.file)
+    existed = spec.name in {s.study_name for s in storage.get_all_studies()}
     study = create_or_load_study(spec, storage, n_tasks=len(data.tasks), resume=resume, join=join,
                                  sampler=sampler, pruner=pruner)
     recovered = recover_interrupted(study) if resume else []
     if recovered:
         log(f"resume: trial(s) {recovered} were left running by a dead driver: marked FAIL and queued again")
+    if join and existed:
+        _wait_prepared(study, log)
     prepared = prepare(spec, data, study, store, log=log)
     ctx = StudyContext(spec, prepared)
     remaining = spec.trials - count_finished(study)
     return StudyRun(spec, storage, store, study, ctx, max(0, remaining), recovered)
+
+
+def _wait_prepared(study, log, timeout_s: float = 3600.0) -> None:
+    """A joining driver waits for the first driver's prepare stage instead of repeating it."""
+    import optuna
+
+    t0 = time.monotonic()
+    said = False
+    while not study.user_attrs.get("prepared"):
+        if time.monotonic() - t0 > timeout_s:
+            from taskgraph.exceptions import SearchError
+
+            raise SearchError(f"--join: study {study.study_name!r} was not prepared by its first driver within "
+                              f"{timeout_s:.0f} s; start it without --join")
+        if not said:
+            log("join: waiting for the first driver to finish the prepare stage ...")
+            said = True
+        time.sleep(2.0)
+        study = optuna.load_study(study_name=study.study_name, storage=study._storage)
 
 
 class Progress:
@@ -90,9 +112,9 @@ class Progress:
                 best = " | no complete trial yet"
         else:
             best = f" | Pareto front: {len(study.best_trials)} trial(s)"
-        label = frozen.params.get("grouping", "")
-        self.console.print(f"[{self.done}/{self.spec.trials}] trial {frozen.number} {what}"
-                           f" ({label}, {frozen.params.get('topology', '')}/{frozen.params.get('weighting', '')})"
+        ua = frozen.user_attrs
+        label = f"{ua.get('grouping', '?')}, {ua.get('topology', '?')}/{ua.get('weighting', '?')}"
+        self.console.print(f"[{self.done}/{self.spec.trials}] trial {frozen.number} {what} ({label})"
                            f"{best}  [{time.perf_counter() - self.t0:.0f} s]")
 
 
