@@ -59,24 +59,24 @@ class KChoice:
 
 
 def choose_k(matrix, *, k_max: int | None = None, variant: str = "overlap", solver: str | GroupingSolver = "auto",
-             gain_tolerance: float = 0.05, z: float = 1.0, names: Sequence[str] | None = None,
+             gain_tolerance: float = 0.1, z: float = 1.0, names: Sequence[str] | None = None,
              objective: Objective | None = None, **solver_params: Any) -> KChoice:
-    """Choose the number of groups: the smallest k that is as good as k_max, up to noise.
+    """Choose the number of groups: the elbow of the best score against k, up to noise.
 
-    With "at most k groups" the best score never falls as k grows, so the largest k
-    always "wins"; each group costs a network, though. The rule: solve for every k
-    from 1 to ``k_max`` (default ``min(n, 8)``) and take the smallest k whose score
-    is within ``max(gain_tolerance · (S(k_max) - S(1)), z · SE(k))`` of S(k_max):
-    it captures all but ``gain_tolerance`` of the gain grouping can bring, or the
-    rest is within ``z`` standard errors of the affinity estimates (SE(k) from the
-    matrix's per-entry standard errors, when it has them).
+    With "at most k groups" the best score S(k) never falls as k grows, so the largest
+    k always "wins"; each group costs a network, though. The rule: solve for every k
+    from 1 to ``k_max`` (default ``min(n, 8)``) and take the smallest k such that every
+    further group adds at most ``max(gain_tolerance · (S(k_max) - S(1)), z · SE)``: a
+    small share of the whole gain grouping can bring, or less than ``z`` standard
+    errors of the larger solution's score (SE from the matrix's per-entry standard
+    errors, when it has them).
 
     Args:
         matrix: AffinityMatrix, problem or array (with ``names``).
         k_max: the largest k tried.
         variant: ``"overlap"`` or ``"partition"`` (ignored when ``objective`` is given).
         solver: solver name or instance.
-        gain_tolerance: the share of the achievable gain one may give up for fewer groups.
+        gain_tolerance: the share of the whole gain below which one more group is not worth it.
         z: how many standard errors count as noise.
 
     Returns:
@@ -107,14 +107,17 @@ def choose_k(matrix, *, k_max: int | None = None, variant: str = "overlap", solv
         ses.append(problem.objective_stderr(best.index_groups()))
     if not ks:
         raise GroupingError("choose_k: no k in [1, k_max] admits a feasible grouping")
-    top, low = scores[-1], scores[0]
+    total = scores[-1] - scores[0]
     chosen = ks[-1]
-    for k, s, se in zip(ks, scores, ses):
-        if top - s <= max(gain_tolerance * (top - low), z * se) + 1e-12 * (1 + abs(top)):
-            chosen = k
+    # walk down from k_max while every further step gains little
+    for i in range(len(ks) - 2, -1, -1):
+        step = scores[i + 1] - scores[i]
+        if step <= max(gain_tolerance * total, z * ses[i + 1]) + 1e-12 * (1 + abs(scores[-1])):
+            chosen = ks[i]
+        else:
             break
-    rule = (f"smallest k with S(k) >= S({ks[-1]}) - max({gain_tolerance:g}·(S({ks[-1]}) - S({ks[0]})), "
-            f"{z:g}·SE(k))")
+    rule = (f"smallest k such that every further group gains <= max({gain_tolerance:g}·(S({ks[-1]}) - S({ks[0]})), "
+            f"{z:g}·SE)")
     return KChoice(chosen, tuple(ks), tuple(scores), tuple(ses), rule)
 
 
@@ -138,8 +141,9 @@ def group_tasks(
     Args:
         matrix: an :class:`~taskgraph.affinity.AffinityMatrix` (``mean[j, t]`` = Z_{j→t}),
             a :class:`~taskgraph.grouping.objective.GroupingProblem`, or an (n, n) array with ``names``.
-        k: the most groups; None chooses it with :func:`choose_k` (the smallest k as good
-            as ``min(n, 8)`` groups up to 5% of the gain or one standard error).
+        k: the most groups; None chooses it with :func:`choose_k` (the smallest k after which
+            each further group, up to ``min(n, 8)``, adds under 10% of the whole gain or one
+            standard error).
         variant: ``"overlap"`` (TAG: a task may be in several groups, served by its best)
             or ``"partition"``.
         solver: ``"auto"`` (exact up to 20 tasks, else scalable), ``"exact"``, ``"brute"``,

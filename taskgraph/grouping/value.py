@@ -131,8 +131,7 @@ class Grouping:
         Raises:
             GroupingError: ``groups`` break the problem's constraints (k, budget, cover, ...).
         """
-        groups = [tuple(sorted(int(i) for i in g)) for g in groups]
-        groups = list(dict.fromkeys(groups))  # drop repeats, keep order
+        groups = sorted({tuple(sorted(int(i) for i in g)) for g in groups})  # canonical: ties serve alike
         bad = problem.violations(groups)
         if bad:
             raise GroupingError(f"Grouping: infeasible for this problem: {'; '.join(bad)}")

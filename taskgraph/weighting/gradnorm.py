@@ -41,6 +41,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from taskgraph.affinity.gradients import flat_per_task_gradients
 from taskgraph.exceptions import ConfigError
 from taskgraph.weighting.base import LossWeighting, shared_parameter_list, stack_losses
 
@@ -92,9 +93,6 @@ class GradNorm(LossWeighting):
         return GradNormState(names, w, torch.optim.Adam([w], lr=self.lr))
 
     def backward(self, losses, model, state: GradNormState, *, step, epoch):
-        # imported here: taskgraph.affinity imports the training loop, which imports weightings
-        from taskgraph.affinity.gradients import flat_per_task_gradients
-
         vec = stack_losses(losses, state.names)
         used = state.weights.detach().clone()
         shared = shared_parameter_list(model, "GradNorm")

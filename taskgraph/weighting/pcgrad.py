@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import torch
 
+from taskgraph.affinity.gradients import flat_per_task_gradients
 from taskgraph.exceptions import ConfigError
 from taskgraph.weighting.base import LossWeighting, assign_flat_grad, shared_parameter_list, stack_losses
 
@@ -99,9 +100,6 @@ class PCGrad(LossWeighting):
         return PCGradState(tuple(task_names), torch.Generator().manual_seed(self.seed))
 
     def backward(self, losses, model, state: PCGradState, *, step, epoch):
-        # imported here: taskgraph.affinity imports the training loop, which imports weightings
-        from taskgraph.affinity.gradients import flat_per_task_gradients
-
         vec = stack_losses(losses, state.names)
         shared = shared_parameter_list(model, "PCGrad")
         n = len(state.names)
