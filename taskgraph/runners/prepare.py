@@ -71,11 +71,10 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
         store: the artifact store for the study-level pictures and JSON.
         log: where progress lines go.
     """
+    import torch
     from optuna.artifacts import upload_artifact
 
     from taskgraph.runners import stages
-
-    import torch
 
     attrs = study.user_attrs
     if attrs.get("prepared"):

@@ -109,11 +109,11 @@ choices = [0.01, 1e8]
 
 
 def _finished(url, name):
+    """The study's trials, or None while the driver is still creating the storage or the study."""
     try:
-        study = optuna.load_study(study_name=name, storage=url)
-    except KeyError:
+        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    except Exception:  # KeyError: no study yet; OperationalError: tables being created by the driver
         return None
-    return study.get_trials(deepcopy=False)
 
 
 def test_sigkill_mid_run_then_resume_keeps_every_finished_trial_once(tmp_path, study_file, cli, cli_environ):
