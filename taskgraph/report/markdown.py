@@ -16,7 +16,12 @@ def _f(v, fmt: str = ".4f") -> str:
         return "—"
     if isinstance(v, float):
         return format(v, fmt) if math.isfinite(v) else str(v)
-    return str(v)
+    return _cell(str(v))
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell (grouping labels contain '|')."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _groups(groups) -> str:
@@ -139,7 +144,7 @@ def render_markdown(data: ReportData, pictures: dict[str, str]) -> str:
         out.append("")
     if data.groupings:
         out += ["## Groupings searched", "", "| label | groups | grouping score |", "|---|---|---|"]
-        out += [f"| {lb} | {_groups(g)} | {_f(data.scores.get(lb))} |" for lb, g in data.groupings.items()]
+        out += [f"| {_cell(lb)} | {_groups(g)} | {_f(data.scores.get(lb))} |" for lb, g in data.groupings.items()]
         out.append("")
     pics = [(role, name) for role, name in pictures.items()]
     if pics:
@@ -150,8 +155,8 @@ def render_markdown(data: ReportData, pictures: dict[str, str]) -> str:
             "|---|---|---|---|---|---|---|---|"]
     for t in data.trials:
         vals = ", ".join(_f(v) for v in t.values) if t.values else "—"
-        note = t.fail_reason or ""
-        out.append(f"| {t.number} | {t.state} | {vals} | {t.grouping or '—'} | {t.topology or '—'} | "
+        note = _cell(t.fail_reason or "")
+        out.append(f"| {t.number} | {t.state} | {vals} | {_cell(t.grouping or '—')} | {t.topology or '—'} | "
                    f"{t.weighting or '—'} | {_f(t.delta_m_test, '+.2f')} | {note} |")
     out.append("")
     return "\n".join(out)

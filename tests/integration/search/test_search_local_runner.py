@@ -69,6 +69,11 @@ def test_local_run_records_every_trial_with_attrs_and_artifacts(tmp_path, study_
     md = (tmp_path / "runs" / "loc" / "report" / "report.md").read_text()
     assert "## Best configuration" in md and "## Per task" in md and "single-task" in md
     assert (tmp_path / "runs" / "loc" / "report" / "history.png").stat().st_size > 0
+    # every table row keeps its column count although grouping labels contain '|'
+    for table in md.split("\n\n"):
+        rows = [r for r in table.splitlines() if r.startswith("|")]
+        widths = {len(r.replace("\\|", "").split("|")) for r in rows}
+        assert len(widths) <= 1, table
 
 
 def test_failing_trials_are_recorded_fail_with_their_reason_and_the_study_goes_on(tmp_path, study_file, cli):
