@@ -27,9 +27,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
+# The main job on embedded defaults: a local Ray, a SQLite study under runs/quickstart/.
+# --resume makes a second `make demo` reuse the finished study instead of failing.
 demo: $(STAMP)
 	@mkdir -p $(RAY_TMPDIR)
-	$(BIN)/taskgraph train planted-clusters --epochs 20
+	$(BIN)/taskgraph run studies/quickstart.toml --resume
+	$(BIN)/taskgraph report runs/quickstart/study.db
+	@echo "Review the study in optuna-dashboard:  $(BIN)/taskgraph dashboard runs/quickstart/study.db"
+	@echo "then open http://127.0.0.1:8080"
 
 test: $(STAMP)
 	@mkdir -p $(RAY_TMPDIR)

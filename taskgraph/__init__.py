@@ -47,6 +47,11 @@ _EXPORTS: dict[str, str] = {
     "AffinityTracker": "taskgraph.affinity",
     "measure_affinity": "taskgraph.affinity",
     "TaskGraph": "taskgraph.graph",
+    # topologies, weighting, baselines
+    "build_model": "taskgraph.models",
+    "make_topology": "taskgraph.models",
+    "make_weighting": "taskgraph.weighting",
+    "single_task_baselines": "taskgraph.baselines",
     # grouping (issue: grouping)
     "Grouping": "taskgraph.grouping",
     "group_tasks": "taskgraph.grouping",

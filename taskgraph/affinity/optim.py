@@ -65,38 +65,43 @@ def _scalar(v) -> float:
 
 
 def _sgd(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict) -> torch.Tensor:
-    # the steps of torch.optim.SGD (single-tensor path), batched over the leading axis of g;
-    # g is never written to (first-order reuses it)
+    # torch.optim.SGD's single-tensor steps, batched over the leading axis; works in place on g
     lr, wd = _scalar(group["lr"]), _scalar(group["weight_decay"])
     mom, damp = _scalar(group["momentum"]), _scalar(group["dampening"])
-    d = -g if group.get("maximize", False) else g
+    d = g.neg_() if group.get("maximize", False) else g
     if wd != 0:
-        d = torch.add(d, p, alpha=wd)
+        d.add_(p, alpha=wd)
     if mom != 0:
         buf = state.get("momentum_buffer")
-        buf = d if buf is None else torch.add(buf * mom, d, alpha=1 - damp)
-        d = torch.add(d, buf, alpha=mom) if group["nesterov"] else buf
-    return torch.add(p, d, alpha=-lr)
+        if buf is None:  # torch starts the buffer at the gradient itself
+            if group["nesterov"]:
+                d.mul_(1 + mom)
+        elif group["nesterov"]:
+            d.add_(torch.add(buf * mom, d, alpha=1 - damp), alpha=mom)
+        else:
+            d.mul_(1 - damp).add_(buf, alpha=mom)
+    return d.mul_(-lr).add_(p)
 
 
 def _adam(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict, decoupled: bool) -> torch.Tensor:
-    # the steps of torch.optim.Adam/AdamW (single-tensor path), batched over the leading axis of g;
-    # two (c, *shape) buffers are allocated, the rest works in place on them
+    # torch.optim.Adam/AdamW's single-tensor steps, batched over the leading axis; works in place
+    # on g and allocates one more (c, *shape) buffer for the second moment
     lr, wd, eps = _scalar(group["lr"]), _scalar(group["weight_decay"]), _scalar(group["eps"])
     beta1, beta2 = (_scalar(b) for b in group["betas"])
-    g = -g if group.get("maximize", False) else g
+    if group.get("maximize", False):
+        g.neg_()
     base = p
     if wd != 0:
         if decoupled:
             base = p * (1 - lr * wd)
         else:
-            g = torch.add(g, p, alpha=wd)
+            g.add_(p, alpha=wd)
     step = _scalar(state["step"]) + 1 if "step" in state else 1.0
     exp_avg = state.get("exp_avg")
     exp_avg_sq = state.get("exp_avg_sq")
-    m = g * (1 - beta1) if exp_avg is None else torch.lerp(exp_avg, g, 1 - beta1)
     v = torch.mul(g, g).mul_(1 - beta2) if exp_avg_sq is None else \
         torch.addcmul(exp_avg_sq * beta2, g, g, value=1 - beta2)
+    m = g.mul_(1 - beta1) if exp_avg is None else g.lerp_(exp_avg, beta1)
     if group.get("amsgrad", False) and state.get("max_exp_avg_sq") is not None:
         torch.maximum(v, state["max_exp_avg_sq"], out=v)
     bc1 = 1 - beta1**step
@@ -152,13 +157,15 @@ def _shadow_step(optimizer: torch.optim.Optimizer, params, grads, groups) -> lis
 
 @torch.no_grad()
 def lookahead_parameters(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
-                         grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+                         grads: Sequence[torch.Tensor], *, inplace: bool = False) -> list[torch.Tensor]:
     """The parameters one optimizer step would give, for each of a stack of gradients.
 
     Args:
         optimizer: the live optimizer; read, never modified.
         params: the parameters to look ahead on (the shared ones).
         grads: one tensor per parameter, shape ``(c, *param.shape)``.
+        inplace: may overwrite ``grads`` (saves one copy of them: peak memory ≈ the
+            gradients plus one parameter's second moment, for Adam).
 
     Returns:
         One tensor per parameter, ``(c, *param.shape)``: θ after a step with gradient c.
@@ -177,7 +184,7 @@ def lookahead_parameters(optimizer: torch.optim.Optimizer, params: Sequence[torc
         if grp is None:
             out.append(p.detach().unsqueeze(0).expand_as(g))
         else:
-            out.append(rule(p.detach(), g, grp, optimizer.state.get(p, {})))
+            out.append(rule(p.detach(), g if inplace else g.clone(), grp, optimizer.state.get(p, {})))
     return out
 
 

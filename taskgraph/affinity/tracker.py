@@ -149,8 +149,9 @@ class AffinityTracker(Callback):
 
     # ----------------------------------------------------------- training loop
     def on_train_begin(self, state: TrainState) -> None:
-        if self.tasks is None or self._samples:
-            self.tasks = state.tasks if self.tasks is None else self.tasks
+        """Take the run's task set unless one was given; samples of earlier runs are kept (see reset)."""
+        if self.tasks is None:
+            self.tasks = state.tasks
         self._t0 = time.perf_counter()
 
     def on_step_begin(self, state: TrainState, batch) -> None:

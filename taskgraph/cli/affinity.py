@@ -6,14 +6,7 @@ from pathlib import Path
 
 import click
 
-from taskgraph.cli.common import dataset_option, parse_options, print_table
-
-
-def _hidden(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"must be comma-separated ints like 256,128, got {value!r}") from None
+from taskgraph.cli.common import dataset_option, parse_options, parse_widths, print_table
 
 
 @click.command("affinity")
@@ -55,7 +48,7 @@ def affinity_cmd(dataset, options, estimator, steps, every, budget, start, optim
 
     est = make_estimator(estimator)
     data = load_dataset(dataset, key="DATASET", **parse_options(options))
-    spec = TrunkSpec("mlp", _hidden(hidden)) if len(data.input_shape) == 1 else TrunkSpec("cnn", (16, 32))
+    spec = TrunkSpec("mlp", parse_widths(hidden)) if len(data.input_shape) == 1 else TrunkSpec("cnn", (16, 32))
     cfg = TrainConfig(lr=lr, optimizer=optimizer, batch_size=batch_size, seed=seed, restore_best=False)
     seed_everything(seed)
     model = MultiTaskModel(spec.build(data.input_shape), data.tasks, input_shape=data.input_shape)

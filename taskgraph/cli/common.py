@@ -25,6 +25,14 @@ def parse_options(pairs: Sequence[str]) -> dict:
     return out
 
 
+def parse_widths(value: str) -> tuple[int, ...]:
+    """``"256,128"`` → ``(256, 128)``; anything else is a usage error."""
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"must be comma-separated ints like 256,128, got {value!r}") from None
+
+
 dataset_option = click.option(
     "--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
     help="Dataset option, e.g. -o n_tasks=9 -o relation=unrelated (repeatable).",

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from taskgraph.cli.common import dataset_option, parse_options, print_table
+from taskgraph.cli.common import dataset_option, parse_options, parse_widths, print_table
 
 
 @click.command("datasets")
@@ -16,13 +16,6 @@ def datasets_cmd() -> None:
 
     for name in DATASETS:
         click.echo(name)
-
-
-def _hidden(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"must be comma-separated ints like 256,128, got {value!r}") from None
 
 
 @click.command("train")
@@ -53,7 +46,7 @@ def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines,
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_dataset(dataset, key="DATASET", **parse_options(options))
-    widths = _hidden(hidden) if hidden else tuple(data.info.get("trunk_hidden", (256, 128)))
+    widths = parse_widths(hidden) if hidden else tuple(data.info.get("trunk_hidden", (256, 128)))
     spec = TrunkSpec("mlp", widths)
     if len(data.input_shape) != 1:
         spec = TrunkSpec("cnn", (16, 32))

@@ -240,8 +240,8 @@ class BranchedModel(TopologyModel):
         self.heads = _heads(tasks.names, tasks, infer_out_features(probe, input_shape), head_hidden)
 
     def describe(self) -> list[str]:
-        """One line per block: the stages it runs and the tasks it serves (depth-first order)."""
-        return [f"stages [{a}, {b}): {', '.join(s)}" for (a, b), s in zip(self.spans, self.served)]
+        """One line per block that runs stages: its stages and the tasks it serves (depth-first order)."""
+        return [f"stages [{a}, {b}): {', '.join(s)}" for (a, b), s in zip(self.spans, self.served) if b > a]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outs: list[torch.Tensor] = []

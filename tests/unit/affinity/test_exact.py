@@ -17,7 +17,7 @@ from taskgraph.tasks import Task, TaskSet
 from .helpers import OPTIMIZERS, TASKS, make_batch, make_model, rel_err, train_steps
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["mlp", pytest.param("cnn", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
 def test_exact_equals_naive_reference(kind, opt_name):
     model = make_model(kind)

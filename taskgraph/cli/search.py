@@ -1,0 +1,167 @@
+"""``taskgraph run``, ``submit``, ``dashboard`` and ``report``: the search from the command line."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import click
+
+_RUNS_HELP = "Folder for default storage and artifacts (runs/<study>/)."
+
+
+def _load_spec(study_file: str, storage: str | None, artifacts: str | None, runs_root: str, trials: int | None,
+               space: str | None = None):
+    from dataclasses import replace
+
+    from taskgraph.search import StudySpec
+
+    spec = StudySpec.load(study_file, storage=storage, artifacts=artifacts, space=space, runs_root=runs_root)
+    if trials is not None:
+        spec = replace(spec, trials=trials)
+    return spec
+
+
+def _storage_arg(spec) -> str:
+    """The STORAGE argument that reopens this study (a short path for SQLite files)."""
+    url = spec.storage_url
+    if not url.startswith("sqlite:///"):
+        arg = shlex.quote(url)
+        return f"{arg} --artifact-dir {shlex.quote(spec.artifacts_dir)}"
+    db = Path(url[len("sqlite:///"):])
+    try:
+        shown = os.path.relpath(db) if db.is_relative_to(Path.cwd()) else str(db)
+    except ValueError:
+        shown = str(db)
+    arg = shlex.quote(shown)
+    if Path(spec.artifacts_dir) != db.parent / "artifacts":
+        arg += f" --artifact-dir {shlex.quote(spec.artifacts_dir)}"
+    return arg
+
+
+def _print_summary(spec, summary) -> None:
+    from rich.console import Console
+
+    con = Console(highlight=False, soft_wrap=True)
+    counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items()) or "no trials"
+    con.print(f"\n[bold]study {summary.study_name!r}[/]: {counts} in {summary.seconds:.0f} s")
+    for e in summary.errors:
+        con.print(f"[red]Ray reported an errored trial:[/] {e}")
+    if not summary.best:
+        con.print("[yellow]no trial completed[/]")
+    elif len(summary.best) == 1:
+        b = summary.best[0]
+        con.print(f"[bold]best trial {b['number']}[/]: {spec.objective} = {b['values'][0]:.4f}"
+                  + (f", test Δm% = {b['delta_m_test']:+.2f}" if b.get("delta_m_test") is not None else ""))
+        for k, v in b["params"].items():
+            con.print(f"  {k} = {v:.4g}" if isinstance(v, float) else f"  {k} = {v}")
+        if b.get("groups"):
+            con.print("  groups = " + " | ".join("{" + ", ".join(g) + "}" for g in b["groups"]))
+    else:
+        con.print(f"[bold]Pareto front[/]: {len(summary.best)} trial(s): "
+                  + ", ".join(str(b["number"]) for b in summary.best))
+    con.print(f"storage: {summary.storage_url} (study {summary.study_name!r})")
+    con.print(f"artifacts: {summary.artifacts_dir}")
+    con.print(f"review it: [bold]taskgraph dashboard {_storage_arg(spec)}[/]  then open http://127.0.0.1:8080")
+    con.print(f"report:    taskgraph report {_storage_arg(spec)}")
+
+
+@click.command("run")
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+              help="local: Optuna alone; ray: Ray Tune (default: the study file's runner.backend).")
+@click.option("--resume", is_flag=True, help="Continue a study whose driver died: finished trials are kept.")
+@click.option("--join", is_flag=True, help="Add this driver to a study other drivers are running (RDB storage).")
+@click.option("--storage", default=None, help="Override storage.url (any Optuna RDB URL).")
+@click.option("--artifacts", default=None, help="Override storage.artifacts (a folder).")
+@click.option("--address", default=None, help="Ray cluster to connect to (ray backend; default: a local Ray).")
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="Override budget.trials.")
+@click.option("--space", default=None, help="Override search.space (a search-space file).")
+@click.option("--runs-root", default="runs", show_default=True, help=_RUNS_HELP)
+def run_cmd(study_file, backend, resume, join, storage, artifacts, address, trials, space, runs_root):
+    """Run the study STUDY_FILE: prepare once (affinity, groupings, baselines), then the trials.
+
+    Every trial lands in the study's Optuna storage with its artifacts; at the
+    end the best configuration is printed with where the study is and how to
+    open the dashboard on it.
+    """
+    if resume and join:
+        raise click.UsageError("--resume and --join exclude each other")
+    spec = _load_spec(study_file, storage, artifacts, runs_root, trials, space)
+    backend = backend or spec.backend
+    click.echo(f"study {spec.name!r}: {spec.dataset}, objective {spec.objective}, {spec.trials} trials x "
+               f"{spec.epochs} epochs, backend {backend}, storage {spec.storage_url}")
+    if backend == "ray":
+        from taskgraph.runners.ray_tune import run_ray
+
+        summary = run_ray(spec, resume=resume, join=join, address=address, log=click.echo)
+    else:
+        from taskgraph.runners.local import run_local
+
+        summary = run_local(spec, resume=resume, join=join, log=click.echo)
+    _print_summary(spec, summary)
+    if summary.errors or not summary.counts.get("COMPLETE"):
+        raise SystemExit(1)
+
+
+@click.command("submit")
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.option("--address", envvar="RAY_ADDRESS", required=True,
+              help="The cluster's dashboard address, e.g. http://HEAD:8265 (or RAY_ADDRESS).")
+@click.option("--storage", default=None,
+              help="Storage URL the job writes to (default: the study file's, made absolute).")
+@click.option("--artifacts", default=None, help="Artifact folder the job writes to (default: made absolute).")
+@click.option("--resume", is_flag=True, help="Resume the study in the job.")
+@click.option("--follow/--no-follow", default=True, show_default=True, help="Stream the job's logs until it ends.")
+@click.option("--python", "python", default="python", show_default=True,
+              help="The Python the cluster runs the job with (must have taskgraph's dependencies).")
+@click.option("--runs-root", default="runs", show_default=True, help=_RUNS_HELP)
+def submit_cmd(study_file, address, storage, artifacts, resume, follow, python, runs_root):
+    """Submit STUDY_FILE to a Ray cluster as a Ray job (working_dir = this repository, no pip).
+
+    Prints the job id, follows its logs, and exits with the job's status
+    (0 when it SUCCEEDED).
+    """
+    from taskgraph.runners.submit import submit, wait
+
+    spec = _load_spec(study_file, storage, artifacts, runs_root, None)
+    job = submit(spec, address, resume=resume, python=python)
+    click.echo(f"submitted job {job.job_id} to {address}")
+    if not follow:
+        return
+    status = wait(job, echo=lambda s: click.echo(s, nl=False))
+    click.echo(f"job {job.job_id}: {status}")
+    if status != "SUCCEEDED":
+        raise SystemExit(1)
+
+
+@click.command("dashboard")
+@click.argument("storage")
+@click.option("--artifact-dir", default=None, help="The study's artifact folder (default: next to a SQLite file).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def dashboard_cmd(storage, artifact_dir, host, port):
+    """Serve optuna-dashboard on STORAGE (an RDB URL, a .db file or a study folder) with its artifacts."""
+    from taskgraph.runners.dashboard import serve
+
+    serve(storage, artifact_dir=artifact_dir, host=host, port=port, echo=click.echo)
+
+
+@click.command("report")
+@click.argument("storage")
+@click.option("--study", "study_name", default=None, help="Which study (default: the only one in the storage).")
+@click.option("--artifact-dir", default=None, help="The study's artifact folder (default: next to a SQLite file).")
+@click.option("--out", default=None, help="Output folder (default: <storage folder>/report).")
+def report_cmd(storage, study_name, artifact_dir, out):
+    """Write a markdown report of a study: best configuration, Pareto front, per-task table, pictures."""
+    from taskgraph.report import build_report, write_report
+    from taskgraph.runners.storage import storage_from_arg
+
+    url, default_art = storage_from_arg(storage)
+    data = build_report(url, study_name=study_name, artifact_dir=artifact_dir or default_art)
+    if out is None:
+        out = str(Path(url[len("sqlite:///"):]).parent / "report") if url.startswith("sqlite:///") \
+            else f"runs/{data.study_name}/report"
+    path = write_report(data, out)
+    click.echo(f"report written: {path}")

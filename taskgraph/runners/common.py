@@ -1,0 +1,153 @@
+"""What both runners share: opening a study for a run, progress lines, the run summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Progress", "RunSummary", "StudyRun", "open_run", "summarize"]
+
+
+@dataclass
+class StudyRun:
+    """A study opened for running: storage, artifact store, study, prepared facts, remaining budget."""
+
+    spec: Any
+    storage: Any
+    store: Any
+    study: Any
+    ctx: Any
+    remaining: int
+    recovered: list[int] = field(default_factory=list)
+
+
+def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callable[[str], None] = print) -> StudyRun:
+    """Validate the data, open the storage, create/resume the study and run the prepare stage.
+
+    The data (task names included) is loaded *before* the storage is touched, so
+    a study file that fails validation writes nothing.
+    """
+    import optuna
+
+    from taskgraph.runners.prepare import prepare
+    from taskgraph.runners.storage import (
+        artifact_store,
+        count_finished,
+        create_or_load_study,
+        open_storage,
+        recover_interrupted,
+    )
+    from taskgraph.runners.trial import StudyContext, load_study_data
+    from taskgraph.search import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = load_study_data(spec)
+    storage = open_storage(spec.storage_url, file=spec.file)
+    store = artifact_store(spec.artifacts_dir)
+    sampler = make_sampler(spec.sampler, spec.sampler_options, spec.seed, file=spec.file)
+    existed = spec.name in {s.study_name for s in storage.get_all_studies()}
+    study = create_or_load_study(spec, storage, n_tasks=len(data.tasks), resume=resume, join=join,
+                                 sampler=sampler, pruner=pruner)
+    recovered = recover_interrupted(study) if resume else []
+    if recovered:
+        log(f"resume: trial(s) {recovered} were left running by a dead driver: marked FAIL and queued again")
+    if join and existed:
+        _wait_prepared(study, log)
+    prepared = prepare(spec, data, study, store, log=log)
+    ctx = StudyContext(spec, prepared)
+    remaining = spec.trials - count_finished(study)
+    return StudyRun(spec, storage, store, study, ctx, max(0, remaining), recovered)
+
+
+def _wait_prepared(study, log, timeout_s: float = 3600.0) -> None:
+    """A joining driver waits for the first driver's prepare stage instead of repeating it."""
+    import optuna
+
+    t0 = time.monotonic()
+    said = False
+    while not study.user_attrs.get("prepared"):
+        if time.monotonic() - t0 > timeout_s:
+            from taskgraph.exceptions import SearchError
+
+            raise SearchError(f"--join: study {study.study_name!r} was not prepared by its first driver within "
+                              f"{timeout_s:.0f} s; start it without --join")
+        if not said:
+            log("join: waiting for the first driver to finish the prepare stage ...")
+            said = True
+        time.sleep(2.0)
+        study = optuna.load_study(study_name=study.study_name, storage=study._storage)
+
+
+class Progress:
+    """One line per finished trial: how many are done, its outcome, the best so far."""
+
+    def __init__(self, spec, done: int, *, console=None):
+        from rich.console import Console
+
+        self.spec = spec
+        self.done = done
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.t0 = time.perf_counter()
+
+    def trial_finished(self, study, frozen) -> None:
+        from optuna.trial import TrialState
+
+        self.done += 1
+        name = self.spec.objective
+        if frozen.state == TrialState.COMPLETE:
+            vals = ", ".join(f"{v:.4f}" for v in frozen.values)
+            what = f"[green]COMPLETE[/] {name}={vals}"
+        elif frozen.state == TrialState.PRUNED:
+            what = f"[yellow]PRUNED[/] at epoch {frozen.last_step}"
+        else:
+            what = f"[red]FAIL[/] {frozen.user_attrs.get('fail_reason', '')}"
+        best = ""
+        if len(study.directions) == 1:
+            try:
+                b = study.best_trial
+                best = f" | best so far: trial {b.number} {name}={b.value:.4f}"
+            except ValueError:
+                best = " | no complete trial yet"
+        else:
+            best = f" | Pareto front: {len(study.best_trials)} trial(s)"
+        ua = frozen.user_attrs
+        label = f"{ua.get('grouping', '?')}, {ua.get('topology', '?')}/{ua.get('weighting', '?')}"
+        self.console.print(f"[{self.done}/{self.spec.trials}] trial {frozen.number} {what} ({label})"
+                           f"{best}  [{time.perf_counter() - self.t0:.0f} s]")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run left in the storage."""
+
+    study_name: str
+    storage_url: str
+    artifacts_dir: str
+    objective: str
+    counts: dict
+    best: list[dict]
+    seconds: float
+    errors: list[str] = field(default_factory=list)
+
+
+def summarize(run: StudyRun, seconds: float, errors: list[str] | None = None) -> RunSummary:
+    from optuna.trial import TrialState
+
+    study = run.study
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    counts = {k: v for k, v in counts.items() if v}
+    best = []
+    try:
+        bests = study.best_trials
+    except ValueError:
+        bests = []
+    for b in bests[:10]:
+        best.append({"number": b.number, "values": b.values, "params": b.params,
+                     "groups": b.user_attrs.get("groups"), "delta_m_test": b.user_attrs.get("delta_m_test")})
+    if len(study.directions) == 1 and bests:
+        best = best[:1]
+    return RunSummary(study.study_name, run.spec.storage_url, run.spec.artifacts_dir, run.spec.objective, counts,
+                      best, seconds, list(errors or []))

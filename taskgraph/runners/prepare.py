@@ -1,0 +1,137 @@
+"""The study-level prepare stage: run once per study, before any trial.
+
+It trains the all-in-one model while measuring inter-task affinity, ranks
+groupings from the affinity (the grouping stage), trains single-task
+baselines with the same budget (for Δm%), and stores all of it in the study:
+user attrs ``prepared``, ``groupings``, ``baselines``, ``affinity``, and the
+artifacts ``affinity_heatmap.png``, ``task_graph.png``, ``groupings.json``.
+A resumed study reads them back instead of measuring again.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Prepared", "grouping_label", "prepare"]
+
+
+def grouping_label(rank: int, groups) -> str:
+    """A grouping's categorical label: ``top1:t0+t1|t2``."""
+    return f"top{rank}:" + "|".join("+".join(g) for g in groups)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The study-level facts trials need (plain data, picklable for Ray).
+
+    Attributes:
+        task_names: the study's tasks, in order.
+        groupings: ``{label: [[task, ...], ...]}`` — references first, then ranked proposals.
+        scores: the grouping stage's score of each proposed label (None for references).
+        baselines: ``{"single_task": {"val": ..., "test": ...}, "all_in_one": {...}}`` per-task
+            ``losses``/``metrics`` dicts.
+        affinity: the affinity matrix as a dict (None when not measured).
+        seconds: wall time of the stage.
+    """
+
+    task_names: tuple[str, ...]
+    groupings: dict
+    scores: dict
+    baselines: dict
+    affinity: dict | None
+    seconds: float
+
+    def labels(self, references, top_m: int) -> list[str]:
+        """The grouping parameter's choices: the given references, then up to ``top_m`` proposals."""
+        refs = [r for r in references if r in self.groupings]
+        proposed = [lb for lb in self.groupings if lb.startswith("top")][:top_m]
+        return refs + proposed
+
+    def to_attrs(self) -> dict:
+        return {"task_names": list(self.task_names), "groupings": self.groupings, "grouping_scores": self.scores,
+                "baselines": self.baselines, "affinity": self.affinity, "prepare_seconds": self.seconds}
+
+    @classmethod
+    def from_attrs(cls, a) -> Prepared:
+        return cls(tuple(a["task_names"]), dict(a["groupings"]), dict(a["grouping_scores"]), dict(a["baselines"]),
+                   a.get("affinity"), float(a.get("prepare_seconds", 0.0)))
+
+
+def prepare(spec, data, study, store, *, log=print) -> Prepared:
+    """Measure, group and baseline once; store in ``study``; return what trials need.
+
+    Args:
+        spec: the :class:`~taskgraph.search.StudySpec`.
+        data: the study's loaded ``MultiTaskData`` (task subset applied).
+        study: the Optuna study (its user attrs hold the results).
+        store: the artifact store for the study-level pictures and JSON.
+        log: where progress lines go.
+    """
+    import torch
+    from optuna.artifacts import upload_artifact
+
+    from taskgraph.runners import stages
+
+    attrs = study.user_attrs
+    if attrs.get("prepared"):
+        return Prepared.from_attrs(attrs)
+    t0 = time.perf_counter()
+    # the same threads as a trial: small models train much faster on one thread than on an
+    # oversubscribed pool (OpenMP workers spin while they wait for a core)
+    torch.set_num_threads(max(1, int(spec.cpus)))
+    names = tuple(data.tasks.names)
+    trunk = spec.trunk_spec()
+    gp = spec.space.grouping
+    top_m = gp.top_m if gp is not None else 0
+    k = gp.k if gp is not None else 1
+    acfg = spec.train_config(epochs=spec.affinity["epochs"])
+    log(f"prepare: all-in-one model with {spec.affinity['estimator']} affinity on {len(names)} tasks ...")
+    aff = stages.measure_affinity(data, trunk, acfg, estimator=spec.affinity["estimator"],
+                                  every=spec.affinity["every"])
+    groupings: dict[str, list[list[str]]] = {"all-in-one": [list(names)], "single-task": [[n] for n in names]}
+    scores: dict[str, float | None] = {"all-in-one": None, "single-task": None}
+    if top_m:
+        seen = {json.dumps(sorted(sorted(g) for g in v)) for v in groupings.values()}
+        ranked = stages.rank_groupings(aff.matrix, names, k=min(k, len(names)), top_m=top_m)
+        for r in ranked:
+            key = json.dumps(sorted(sorted(g) for g in r["groups"]))
+            if key in seen:
+                continue
+            seen.add(key)
+            label = grouping_label(sum(lb.startswith("top") for lb in groupings) + 1, r["groups"])
+            groupings[label] = r["groups"]
+            scores[label] = r["score"]
+        if aff.matrix is None:
+            log("prepare: no affinity engine available; the grouping choices are the references only")
+    log("prepare: single-task baselines ...")
+    single = stages.single_task_baselines(data, trunk, spec.train_config(),
+                                          cache_dir=Path(spec.run_dir).parent / "_baselines")
+    prepared = Prepared(names, groupings, scores, {"single_task": single, "all_in_one": aff.all_in_one},
+                        aff.matrix.to_dict() if aff.matrix is not None else None, 0.0)
+    with tempfile.TemporaryDirectory() as d:
+        files = []
+        if aff.matrix is not None:
+            for fn, name in ((stages.draw_heatmap, "affinity_heatmap.png"), (stages.draw_graph, "task_graph.png")):
+                p = fn(aff.matrix, Path(d) / name)
+                if p is not None:
+                    files.append((p, "image/png"))
+            mp = Path(d) / "affinity.json"
+            mp.write_text(json.dumps(aff.matrix.to_dict(), indent=1))
+            files.append((mp, "application/json"))
+        gpath = Path(d) / "groupings.json"
+        gpath.write_text(json.dumps({"groupings": groupings, "scores": scores}, indent=2))
+        files.append((gpath, "application/json"))
+        for p, mime in files:
+            upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=study, mimetype=mime)
+    prepared = Prepared(names, groupings, scores, prepared.baselines, prepared.affinity, time.perf_counter() - t0)
+    study.set_user_attr("task_info", [{"name": t.name, "kind": t.kind, "metric": t.metric,
+                                       "higher_is_better": t.higher_is_better} for t in data.tasks])
+    for key, value in prepared.to_attrs().items():
+        study.set_user_attr(key, value)
+    study.set_user_attr("prepared", True)
+    log(f"prepare: done in {prepared.seconds:.1f} s; {len(groupings)} groupings to search")
+    return prepared

@@ -1,0 +1,268 @@
+"""The Ray Tune runner: parallel trials, ASHA early stopping, Optuna's storage as the record.
+
+A ``tune.Tuner`` runs the trial function (:func:`taskgraph.runners.trial.run_trial`)
+with per-trial resources; :class:`StudySearcher`, a subclass of Ray's
+``OptunaSearch``, asks the study's sampler for configurations (define-by-run,
+so conditional parameters work) and writes every trial into the study's
+storage. The subclass exists because a Tune callback runs only after
+``OptunaSearch`` has closed the Optuna trial; the hook here runs before, so it
+can set the user attrs, upload the artifacts, and give each trial its true
+state: COMPLETE when it trained to the end, PRUNED when ASHA (Li et al.,
+"A System for Massively Parallel Hyperparameter Tuning", MLSys 2020) stopped it,
+FAIL with its reason when it raised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from taskgraph.runners.common import Progress, RunSummary, open_run, summarize
+
+__all__ = ["RAY_ENV_DEFAULTS", "init_ray", "run_ray"]
+
+#: environment Ray needs here: loopback only, no token auth, no usage stats
+RAY_ENV_DEFAULTS = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Connect to Ray (the job's cluster, ``address``, or a new local instance); True if started here."""
+    for k, v in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, log_to_driver=False)
+        return False
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=os.environ.get("TASKGRAPH_RAY_LOGS") == "1")
+    return True
+
+
+def _trainable(config: dict, ctx) -> None:
+    """The Tune function: one trial. Reports every epoch; the last report carries the record."""
+    from ray import tune
+
+    from taskgraph.runners.trial import run_trial
+
+    spec = ctx.spec
+    total = spec.epochs
+    names = ctx.task_names
+    last: dict = {}
+
+    def row(epoch: int, values: list[float], metrics: dict) -> dict:
+        r = {"epoch": epoch, "objective": float(sum(values) / len(values))}
+        r.update({f"loss.{n}": float(metrics["losses"][n]) for n in names})
+        return r
+
+    def report(epoch, values, metrics):
+        r = row(epoch, values, metrics)
+        if epoch >= total:  # sent with the record below, so ASHA's max_t never cuts the record off
+            last.update(r)
+            return
+        tune.report(r)
+
+    try:
+        record, model = run_trial(ctx, dict(config), report=report, threads=max(1, int(spec.cpus)))
+    except Exception as e:
+        failed = {"epoch": total, "objective": math.inf, "failed": 1, "fail_reason": f"{type(e).__name__}: {e}"}
+        failed.update({f"loss.{n}": math.inf for n in names})
+        tune.report(failed)
+        return
+    import torch
+    from ray.tune import Checkpoint
+
+    final = {**last, "epoch": total, "finished": 1, "record": json.dumps(record.to_dict())}
+    if spec.multi_objective:
+        final.update({f"loss.{n}": float(v) for n, v in zip(names, record.values)})
+    final.setdefault("objective", float(sum(record.values) / len(record.values)))
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(model.state_dict(), Path(d) / "model.pt")
+        (Path(d) / "record.json").write_text(final["record"])
+        tune.report(final, checkpoint=Checkpoint.from_directory(d))
+
+
+def _searcher_class():
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    from taskgraph.runners.storage import TrialRecord, record_failure, record_start, record_success
+    from taskgraph.runners.trial import start_attrs
+
+    class StudySearcher(OptunaSearch):
+        """``OptunaSearch`` that records each trial's attrs, artifacts and true state in the study."""
+
+        def __init__(self, *args, ctx, store, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._ctx = ctx
+            self._store = store
+            self.numbers: dict[str, int] = {}
+            self._reported: set[tuple[str, int]] = set()
+
+        def suggest(self, trial_id):
+            config = super().suggest(trial_id)
+            if config is not None and trial_id in self._ot_trials:
+                ot = self._ot_trials[trial_id]
+                self.numbers[trial_id] = ot.number
+                record_start(ot, start_attrs(self._ctx, ot.params))
+            return config
+
+        def save(self, checkpoint_path):
+            # the study's storage is the record a resume reads; Tune's copy of the searcher is not needed
+            Path(checkpoint_path).write_bytes(b"")
+
+        def restore(self, checkpoint_path):
+            pass
+
+        def on_trial_result(self, trial_id, result):
+            if result.get("failed") or trial_id in self._completed_trials or self._ctx.spec.multi_objective:
+                return
+            ot = self._ot_trials.get(trial_id)
+            key = (trial_id, int(result.get("epoch", -1)))
+            if ot is not None and key not in self._reported and math.isfinite(result.get("objective", math.nan)):
+                ot.report(float(result["objective"]), key[1])
+                self._reported.add(key)
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            ot = self._ot_trials.get(trial_id)
+            if ot is None or trial_id in self._completed_trials:
+                return
+            result = result or {}
+            state, values = TrialState.PRUNED, None
+            if not (result.get("failed") or error):
+                # when the scheduler decides STOP (ASHA's cut, or max_t reached) Tune skips on_trial_result
+                self.on_trial_result(trial_id, result)
+            try:
+                if error:
+                    record_failure(ot, "RayTrialError: the Ray trial raised or its worker died; see the Ray logs")
+                    state = TrialState.FAIL
+                elif result.get("failed"):
+                    record_failure(ot, str(result.get("fail_reason", "failed")))
+                    state = TrialState.FAIL
+                elif result.get("finished"):
+                    record = TrialRecord.from_dict(json.loads(result["record"]))
+                    record_success(ot, record, self._store)
+                    state, values = TrialState.COMPLETE, record.values
+                # else: ASHA stopped it before its last epoch -> PRUNED
+            except Exception as e:  # recording must never lose the trial
+                record_failure(ot, f"recording failed: {type(e).__name__}: {e}")
+                state, values = TrialState.FAIL, None
+            if values is not None and len(values) == 1:
+                values = values[0]
+            self._ot_study.tell(ot, values, state=state)
+            self._completed_trials.add(trial_id)
+
+    return StudySearcher
+
+
+def _progress_callback(searcher, study, progress):
+    """A Tune callback printing progress (driver-side only: it pickles to nothing)."""
+    from ray import tune
+
+    class ProgressCallback(tune.Callback):
+        def __init__(self, *live):
+            self.live = live
+
+        def __getstate__(self):
+            return {}
+
+        def __setstate__(self, state):
+            self.live = None
+
+        def _done(self, trial):
+            if not self.live:
+                return
+            s, st, pr = self.live
+            number = s.numbers.get(trial.trial_id)
+            if number is not None:
+                pr.trial_finished(st, st.get_trials(deepcopy=False)[number])
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._done(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._done(trial)
+
+    return ProgressCallback(searcher, study, progress)
+
+
+def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | None = None,
+            log: Callable[[str], None] = print, console=None) -> RunSummary:
+    """Run ``spec`` with Ray Tune; every trial lands in the study's Optuna storage.
+
+    Args:
+        spec: a :class:`~taskgraph.search.StudySpec`.
+        resume: continue a study whose driver died.
+        join: add this driver to a study others are running (RDB storage).
+        address: a Ray cluster to connect to (default: the job's cluster, or a local Ray).
+
+    Returns:
+        A :class:`RunSummary` (``errors`` lists trials Ray itself reported as errored).
+    """
+    t0 = time.perf_counter()
+    run = open_run(spec, resume=resume, join=join, log=log)
+    if run.remaining == 0:
+        log(f"study {spec.name!r} already has {spec.trials} finished trial(s); nothing to run")
+        return summarize(run, time.perf_counter() - t0)
+    started = init_ray(address)
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from taskgraph.search import make_sampler
+
+    try:
+        ctx = run.ctx
+        names = ctx.task_names
+        multi = spec.multi_objective
+        searcher = _searcher_class()(
+            space=spec.space.define_by_run(tasks=names, groupings=ctx.grouping_labels()),
+            metric=[f"loss.{n}" for n in names] if multi else "objective",
+            mode=["min"] * len(names) if multi else "min",
+            sampler=make_sampler(spec.sampler, spec.sampler_options, spec.seed, file=spec.file),
+            study_name=spec.name, storage=run.storage, ctx=ctx, store=run.store)
+        if spec.early_stopping == "asha" and spec.epochs > spec.grace_epochs:
+            scheduler = ASHAScheduler(time_attr="epoch", metric="objective", mode="min", max_t=spec.epochs,
+                                      grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
+        gpus = spec.gpus if spec.gpus and ray.cluster_resources().get("GPU", 0) > 0 else 0
+        if spec.gpus and not gpus:
+            log(f"ray runner: no GPU in the cluster; trials run on CPU ({spec.gpus} GPU per trial asked)")
+        trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), {"cpu": spec.cpus, "gpu": gpus})
+        progress = Progress(spec, run.spec.trials - run.remaining, console=console)
+        study = run.study
+
+        log(f"ray runner: {run.remaining} trial(s), {spec.concurrent} at a time, {spec.cpus:g} CPU"
+            f"{f' + {gpus:g} GPU' if gpus else ''} each, ASHA={'on' if spec.early_stopping == 'asha' else 'off'}")
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=run.remaining,
+                                        max_concurrent_trials=spec.concurrent, time_budget_s=spec.wall_time_s,
+                                        reuse_actors=True),  # one worker process per slot: torch imported once
+            run_config=tune.RunConfig(
+                name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(Path(spec.run_dir) / "ray"),
+                verbose=0,
+                callbacks=[_progress_callback(searcher, study, progress)],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        grid = tuner.fit()
+        errors = [f"{type(e).__name__}: {e}".splitlines()[0] for e in grid.errors]
+    finally:
+        if started:
+            ray.shutdown()
+    return summarize(run, time.perf_counter() - t0, errors)

@@ -1,0 +1,350 @@
+"""The one module through which the search calls the other stages.
+
+The search composes stages built elsewhere — datasets, sharing topologies,
+loss weightings, affinity measurement, grouping, single-task baselines. Every
+call into them goes through a small function here, so the runners, the search
+space and the report depend on these signatures only.
+
+Example:
+    >>> "hard" in topology_names() and "equal" in weighting_names()
+    True
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from taskgraph.exceptions import ConfigError, TaskGraphError
+
+__all__ = [
+    "AffinityOutcome",
+    "GroupedModel",
+    "build_model",
+    "check_dataset",
+    "check_topology_params",
+    "check_weighting_params",
+    "draw_graph",
+    "draw_heatmap",
+    "load_data",
+    "make_weighting",
+    "measure_affinity",
+    "rank_groupings",
+    "single_task_baselines",
+    "topology_names",
+    "weighting_names",
+]
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+def check_dataset(name: str, options: Mapping[str, Any], *, file: str | None, key: str) -> None:
+    """Check a dataset name and its option names without loading the data."""
+    from taskgraph.data import DATASETS
+
+    factory = DATASETS.get(name, file=file, key=f"{key}.name")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for opt in options:
+        if opt not in valid:
+            raise ConfigError(f"dataset {name!r} takes options {', '.join(valid)}; got unknown option {opt!r}",
+                              file=file, key=f"{key}.options.{opt}")
+
+
+def load_data(name: str, options: Mapping[str, Any], tasks: Sequence[str] | None = None, *,
+              file: str | None = None, key: str = "dataset"):
+    """Load a dataset by name (and keep only ``tasks`` when given)."""
+    from taskgraph.data import load_dataset
+    from taskgraph.exceptions import TaskSpecError
+
+    data = load_dataset(name, file=file, key=f"{key}.name", **dict(options))
+    if tasks:
+        try:
+            data = data.subset_tasks(list(tasks))
+        except TaskSpecError as e:
+            raise ConfigError(f"'{key}.tasks' must name tasks of {name!r}: {e}", file=file,
+                              key=f"{key}.tasks") from None
+    return data
+
+
+# --- topologies -----------------------------------------------------------------------------
+
+class GroupedModel(nn.Module):
+    """Hard sharing per group: one shared trunk + heads per group of tasks (Standley et al., 2020).
+
+    ``forward(x)`` merges every group's outputs into one ``{task: prediction}``.
+    A one-group grouping is the all-in-one model; singletons are single-task models.
+    """
+
+    def __init__(self, trunk_spec, tasks, input_shape: Sequence[int], groups: Sequence[Sequence[str]]):
+        from taskgraph.models import MultiTaskModel
+
+        super().__init__()
+        self.groups = tuple(tuple(g) for g in groups)
+        self.members = nn.ModuleList(
+            MultiTaskModel(trunk_spec.build(input_shape), tasks.subset(g), input_shape=input_shape)
+            for g in self.groups
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for m in self.members:
+            out.update(m(x))
+        return out
+
+    def shared_parameters(self):
+        for i, m in enumerate(self.members):
+            for n, p in m.shared_parameters():
+                yield f"members.{i}.{n}", p
+
+
+def _topology_registry():
+    try:
+        from taskgraph.models.topology import TOPOLOGIES
+    except ImportError:
+        return None
+    return TOPOLOGIES
+
+
+def topology_names() -> list[str]:
+    """The sharing topologies a search space may name."""
+    reg = _topology_registry()
+    return sorted(reg) if reg is not None else ["hard"]
+
+
+def check_topology_params(name: str, params: Sequence[str], *, file: str | None, key: str) -> None:
+    """Raise if topology ``name`` takes none of ``params`` (unknown parameter names)."""
+    _check_params("topology", name, _topology_factory(name, file=file, key=key), params, file=file, key=key)
+
+
+def _topology_factory(name: str, *, file: str | None = None, key: str | None = None):
+    reg = _topology_registry()
+    if reg is None:
+        if name != "hard":
+            raise ConfigError(f"unknown topology {name!r}; valid: hard", file=file, key=key)
+        return None
+    return reg.get(name, file=file, key=key)
+
+
+def build_model(topology: str, params: Mapping[str, Any], trunk_spec, tasks, input_shape: Sequence[int],
+                groups: Sequence[Sequence[str]]) -> nn.Module:
+    """The model a trial trains: ``topology`` with ``params`` over ``groups`` of ``tasks``.
+
+    A scalar given for a tuple-valued topology field (e.g. one branch depth) becomes a 1-tuple.
+    """
+    reg = _topology_registry()
+    if reg is None:
+        return GroupedModel(trunk_spec, tasks, input_shape, groups)
+    import dataclasses
+
+    from taskgraph.models.topology import build_model as _build
+    from taskgraph.models.topology import make_topology
+
+    cls = reg.get(topology)
+    kw = dict(params)
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            if f.name in kw and isinstance(f.default, tuple) and not isinstance(kw[f.name], list | tuple):
+                kw[f.name] = (kw[f.name],)
+    spec = make_topology(topology, **kw)
+    return _build(spec, trunk_spec, tasks, input_shape, grouping=[list(g) for g in groups])
+
+
+# --- weightings -----------------------------------------------------------------------------
+
+def _weighting_registry():
+    from taskgraph import weighting
+
+    return getattr(weighting, "WEIGHTINGS", None)
+
+
+def weighting_names() -> list[str]:
+    """The loss weightings a search space may name."""
+    reg = _weighting_registry()
+    return sorted(reg) if reg is not None else ["equal"]
+
+
+def _weighting_factory(name: str, *, file: str | None = None, key: str | None = None):
+    reg = _weighting_registry()
+    if reg is None:
+        from taskgraph.weighting import EqualWeighting
+
+        if name != "equal":
+            raise ConfigError(f"unknown weighting {name!r}; valid: equal", file=file, key=key)
+        return EqualWeighting
+    return reg.get(name, file=file, key=key)
+
+
+def check_weighting_params(name: str, params: Sequence[str], *, file: str | None, key: str) -> None:
+    """Raise if weighting ``name`` takes none of ``params`` (unknown parameter names)."""
+    _check_params("weighting", name, _weighting_factory(name, file=file, key=key), params, file=file, key=key)
+
+
+def _check_params(concept: str, name: str, factory, params: Sequence[str], *, file, key) -> None:
+    if not params:
+        return
+    if factory is None:
+        raise ConfigError(f"{concept} {name!r} takes no parameters; got {', '.join(params)}", file=file, key=key)
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # pragma: no cover
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    valid = [n for n in sig.parameters if n != "self"]
+    for p in params:
+        if p not in valid:
+            raise ConfigError(f"{concept} {name!r} takes parameters {', '.join(valid) or 'none'}; "
+                              f"got {p!r}", file=file, key=key)
+
+
+def make_weighting(name: str, params: Mapping[str, Any]):
+    """A loss weighting strategy by name with its hyper-parameters."""
+    try:
+        from taskgraph.weighting import make_weighting as _make
+    except ImportError:
+        return _weighting_factory(name)(**dict(params))
+    return _make(name, **dict(params))
+
+
+# --- affinity and grouping ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AffinityOutcome:
+    """What the study's prepare stage measured on the all-in-one model.
+
+    Attributes:
+        matrix: the affinity matrix (None when the affinity engine is unavailable).
+        all_in_one: ``{"val": {...}, "test": {...}}`` per-task metrics and losses of that model.
+        seconds: wall time of the measurement.
+    """
+
+    matrix: Any
+    all_in_one: dict
+    seconds: float
+
+
+def measure_affinity(data, trunk_spec, config, *, estimator: str = "exact", every: int = 1) -> AffinityOutcome:
+    """Train the all-in-one model while measuring inter-task affinity (TAG lookahead)."""
+    import time
+
+    from taskgraph.models import MultiTaskModel
+    from taskgraph.training import evaluate, fit, seed_everything
+
+    t0 = time.perf_counter()
+    seed_everything(config.seed)
+    model = MultiTaskModel(trunk_spec.build(data.input_shape), data.tasks, input_shape=data.input_shape)
+    try:
+        from taskgraph.affinity import measure_affinity as _measure
+    except ImportError:
+        _measure = None
+    matrix = None
+    if _measure is None:
+        fit(model, data, config)
+    else:
+        train_loader, _, _ = data.loaders(config.batch_size, seed=config.seed)
+        matrix = _measure(model, data.tasks, train_loader, estimator=estimator, every=every, config=config)
+    _, val_loader, test_loader = data.loaders(config.batch_size, seed=config.seed)
+    val = evaluate(model, val_loader, data.tasks)
+    test = evaluate(model, test_loader, data.tasks)
+    return AffinityOutcome(matrix, {"val": val.to_dict(), "test": test.to_dict()}, time.perf_counter() - t0)
+
+
+def rank_groupings(matrix, names: Sequence[str], *, k: int, top_m: int) -> list[dict]:
+    """The top-m groupings of the grouping stage, best first: ``[{"groups": [[...]], "score": s}]``."""
+    if matrix is None:
+        return []
+    try:
+        from taskgraph.grouping import group_tasks
+    except ImportError:
+        return []
+    # the topologies need a partition (each task in exactly one group), not TAG's overlapping cover
+    ranked = group_tasks(matrix, k=k, top_m=top_m, variant="partition")
+    out = []
+    for g in ranked:
+        groups = [list(x) for x in g.groups]
+        score = getattr(g, "score", None)
+        out.append({"groups": groups, "score": None if score is None or not math.isfinite(score) else float(score)})
+    return out
+
+
+def draw_heatmap(matrix, path: Path) -> Path | None:
+    """The affinity heatmap PNG (None when there is no matrix)."""
+    if matrix is None:
+        return None
+    if hasattr(matrix, "heatmap"):
+        matrix.heatmap(path)
+        return path
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(matrix.names)
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * n, 1 + 0.5 * n))
+    lim = float(np.nanmax(np.abs(matrix.mean))) or 1.0
+    im = ax.imshow(matrix.mean, cmap="RdBu", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(n), matrix.names, rotation=90)
+    ax.set_yticks(range(n), matrix.names)
+    ax.set_xlabel("j (helped)")
+    ax.set_ylabel("i (stepping)")
+    fig.colorbar(im, ax=ax, label="Z i→j")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def draw_graph(matrix, path: Path) -> Path | None:
+    """The task-graph PNG (None when there is no matrix or no graph stage)."""
+    if matrix is None:
+        return None
+    try:
+        from taskgraph.graph import TaskGraph
+    except ImportError:
+        return None
+    graph = TaskGraph.from_affinity(matrix)
+    draw = getattr(graph, "draw", None)
+    if draw is None:
+        return None
+    draw(path)
+    return path
+
+
+# --- baselines ------------------------------------------------------------------------------
+
+def single_task_baselines(data, trunk_spec, config, *, cache_dir=None) -> dict:
+    """Per-task val/test metrics and losses of one single-task model per task, same budget (cached)."""
+    try:
+        from taskgraph.baselines import single_task_baselines as _baselines
+    except ImportError:
+        _baselines = None
+    if _baselines is not None:
+        base = _baselines(data, trunk_spec, config, cache_dir=cache_dir)
+        return {"val": base.val.to_dict(), "test": base.test.to_dict()}
+    from taskgraph.training import train_partition
+
+    def factory():
+        return trunk_spec.build(data.input_shape)
+
+    res = train_partition(factory, data, [[n] for n in data.tasks.names], config)
+    return {split: ev.to_dict() for split, ev in res.items()}
+
+
+def ensure_finite(values: Mapping[str, float], what: str) -> None:
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise TaskGraphError(f"{what} must be finite, got non-finite values for {bad}")

@@ -1,0 +1,259 @@
+"""The study's storage: open it, create or resume the study, record trials and artifacts.
+
+Only the runners touch the Optuna storage and the artifact store, and only
+through these functions, so the local runner and the Ray Tune runner record
+trials identically: params, values and intermediate values by Optuna; user
+attrs (grouping, topology, weighting, seed, package versions, per-task
+metrics) and artifacts (per-task metrics CSV, grouping JSON) here.
+
+Example:
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> storage = open_storage(f"sqlite:///{d}/s.db")
+    >>> type(storage).__name__
+    'RDBStorage'
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskgraph.exceptions import StorageError
+
+__all__ = [
+    "INTERRUPTED",
+    "TrialRecord",
+    "artifact_store",
+    "count_finished",
+    "create_or_load_study",
+    "open_storage",
+    "package_versions",
+    "record_failure",
+    "record_start",
+    "record_success",
+    "recover_interrupted",
+    "storage_from_arg",
+]
+
+#: fail_reason prefix of trials whose driver died; they do not count against the budget
+INTERRUPTED = "interrupted:"
+
+
+def open_storage(url: str, *, file: str | None = None, key: str = "storage.url"):
+    """An Optuna ``RDBStorage`` on ``url``; an unreachable storage is a :class:`StorageError`.
+
+    A SQLite file's folder is created when missing.
+    """
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageError(_where(f"the storage {url!r} must be a writable SQLite path: {e.strerror}",
+                                          file, key)) from None
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except Exception as e:  # sqlalchemy/driver errors: unreachable host, bad credentials, missing driver
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(_where(f"the storage {url!r} must be reachable; got {type(e).__name__}: {msg}",
+                                  file, key)) from None
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # several processes (a driver, the dashboard, a report) share the file
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def _where(msg: str, file: str | None, key: str | None) -> str:
+    parts = [p for p in (file, f"key {key!r}" if key else None) if p]
+    return msg + (f" [{', '.join(parts)}]" if parts else "")
+
+
+def storage_from_arg(arg: str) -> tuple[str, str | None]:
+    """``STORAGE`` of the CLI → (RDB URL, default artifact folder or None).
+
+    Accepts an RDB URL, a ``.db`` file, or a study folder holding ``study.db``.
+    """
+    if "://" in arg:
+        if arg.startswith("sqlite:///"):
+            p = Path(arg[len("sqlite:///"):])
+            return arg, str(p.parent / "artifacts")
+        return arg, None
+    p = Path(arg)
+    if p.is_dir():
+        p = p / "study.db"
+    if not p.is_file():
+        raise StorageError(f"STORAGE must be an RDB URL, a SQLite .db file or a folder holding study.db; "
+                           f"nothing at {arg!r}")
+    return f"sqlite:///{p.resolve()}", str(p.resolve().parent / "artifacts")
+
+
+def artifact_store(directory: str | Path):
+    """An ``optuna.artifacts.FileSystemArtifactStore`` in ``directory`` (created)."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"the artifact folder {str(d)!r} must be writable: {e.strerror}") from None
+    return FileSystemArtifactStore(str(d))
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of what a trial's result depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("taskgraph-mtl", "torch", "optuna", "ray", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def create_or_load_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False, sampler=None,
+                         pruner=None):
+    """Create the study, or load it when resuming/joining (its definition must match the file).
+
+    Raises:
+        StorageError: the study exists and neither ``resume`` nor ``join`` was asked, or
+            the stored study was made from a different study definition.
+    """
+    import optuna
+
+    names = {s.study_name for s in storage.get_all_studies()}
+    exists = spec.name in names
+    if exists and not (resume or join):
+        raise StorageError(
+            f"study {spec.name!r} already exists in {spec.storage_url}; pass --resume to continue it, "
+            f"or give the study another 'name' [{spec.file}, key 'name']")
+    study = optuna.create_study(storage=storage, study_name=spec.name, directions=list(spec.directions(n_tasks)),
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    if exists:
+        stored = study.user_attrs.get("fingerprint")
+        if stored is not None and stored != spec.fingerprint():
+            raise StorageError(
+                f"study {spec.name!r} in {spec.storage_url} was made from a different study definition "
+                f"(fingerprint {stored} != {spec.fingerprint()}); resume with the same file or rename the study "
+                f"[{spec.file}, key 'name']")
+    else:
+        study.set_user_attr("fingerprint", spec.fingerprint())
+        study.set_user_attr("config", spec.to_dict())
+        study.set_user_attr("versions", package_versions())
+    return study
+
+
+def recover_interrupted(study) -> list[int]:
+    """Mark the RUNNING trials a dead driver left as FAIL (reason ``interrupted: ...``) and re-enqueue them.
+
+    Returns the numbers of the trials marked. Only call it when no other driver runs this study.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    marked = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                    f"{INTERRUPTED} its driver stopped before the trial finished; re-run by --resume")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        marked.append(t.number)
+    del optuna
+    return marked
+
+
+def count_finished(study) -> int:
+    """Trials that count against the budget: COMPLETE, PRUNED, and FAIL not caused by a dead driver."""
+    from optuna.trial import TrialState
+
+    n = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            n += 1
+        elif t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED):
+            n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What a finished trial produced, ready to store.
+
+    Attributes:
+        values: the objective value(s).
+        attrs: user attrs (JSON-safe).
+        rows: one dict per task for the per-task metrics CSV.
+        grouping: ``{"label": ..., "groups": [[...]]}`` for the grouping JSON artifact.
+    """
+
+    values: list[float]
+    attrs: dict = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+    grouping: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"values": self.values, "attrs": self.attrs, "rows": self.rows, "grouping": self.grouping}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrialRecord:
+        return cls(list(d["values"]), dict(d["attrs"]), list(d["rows"]), dict(d["grouping"]))
+
+
+def _set_attrs(trial, storage, attrs: Mapping[str, Any]) -> None:
+    for k, v in attrs.items():
+        if storage is None:
+            trial.set_user_attr(k, v)
+        else:
+            storage.set_trial_user_attr(trial._trial_id, k, v)
+
+
+def record_start(trial, attrs: Mapping[str, Any], *, storage=None) -> None:
+    """Set the attrs known when a trial starts (grouping, topology, weighting, seed, versions)."""
+    _set_attrs(trial, storage, attrs)
+
+
+def record_failure(trial, reason: str, *, storage=None) -> None:
+    """Store why a trial failed (one line) as the user attr ``fail_reason``."""
+    _set_attrs(trial, storage, {"fail_reason": reason.strip().splitlines()[0][:500] if reason.strip() else "failed"})
+
+
+def record_success(trial, record: TrialRecord, store, *, storage=None) -> None:
+    """Set a finished trial's user attrs and upload its per-task CSV and grouping JSON."""
+    from optuna.artifacts import upload_artifact
+
+    _set_attrs(trial, storage, record.attrs)
+    with tempfile.TemporaryDirectory() as d:
+        csv_path = Path(d) / f"trial{trial.number}_per_task.csv"
+        _write_csv(csv_path, record.rows)
+        json_path = Path(d) / f"trial{trial.number}_grouping.json"
+        json_path.write_text(json.dumps(record.grouping, indent=2))
+        for p, mime in ((csv_path, "text/csv"), (json_path, "application/json")):
+            upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=trial, storage=storage,
+                            mimetype=mime)
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})

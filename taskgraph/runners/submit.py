@@ -1,0 +1,120 @@
+"""Submit a study to a Ray cluster as a Ray job, and follow it.
+
+The job runs ``python -m taskgraph run STUDY --backend ray`` on the cluster
+with a staged copy of this repository (without ``.venv``, ``runs`` and
+``.git``) plus the study and search-space files as its ``runtime_env``
+working_dir and the local ``RAY_*``/``TUNE_*`` variables. No
+``pip``/``conda`` goes into the runtime_env: the cluster's Python must already
+have taskgraph's dependencies. Storage and artifact paths are made absolute
+here, so a job on this machine's head writes where the submitter expects.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskgraph.exceptions import StorageError
+
+__all__ = ["EXCLUDES", "SubmittedJob", "repo_root", "submit", "wait"]
+
+#: what never travels with a job's working_dir
+EXCLUDES = [".venv", "runs", ".git", "**/__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.egg-info",
+            "build", "dist", "out"]
+_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def repo_root() -> Path:
+    """The checkout holding this package (the job's working_dir)."""
+    return Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class SubmittedJob:
+    client: object
+    job_id: str
+    address: str
+
+
+def _client(address: str):
+    for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}.items():
+        os.environ.setdefault(k, v)
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"the Ray cluster at --address {address!r} must be reachable (its dashboard, e.g. "
+                           f"http://HEAD:8265); got {type(e).__name__}: {msg}") from None
+
+
+def _stage(spec, directory: Path) -> Path:
+    """Copy the repository (minus EXCLUDES) and the study + space files into ``directory``."""
+    import fnmatch
+    import shutil
+
+    def ignore(_dir, names):
+        return {n for n in names if any(fnmatch.fnmatch(n, pat.split("/")[-1]) for pat in EXCLUDES)}
+
+    work = directory / "repo"
+    shutil.copytree(repo_root(), work, ignore=ignore)
+    job = work / "_taskgraph_job"
+    job.mkdir()
+    shutil.copyfile(spec.file, job / "study.toml")
+    shutil.copyfile(spec.space_path, job / "space.toml")
+    return work
+
+
+def submit(spec, address: str, *, resume: bool = False, python: str = "python") -> SubmittedJob:
+    """Submit ``spec`` (a validated StudySpec) as a Ray job; returns the job handle.
+
+    The job's working_dir is a staged copy of this repository plus the study file
+    and its search space (so a study file may live anywhere).
+    """
+    import tempfile
+
+    client = _client(address)
+    args = [python, "-m", "taskgraph", "run", "_taskgraph_job/study.toml", "--space", "_taskgraph_job/space.toml",
+            "--backend", "ray", "--storage", spec.storage_url, "--artifacts", spec.artifacts_dir,
+            "--runs-root", str(Path(spec.run_dir).parent)]
+    if resume:
+        args.append("--resume")
+    env = {k: v for k, v in os.environ.items() if k.startswith(("RAY_", "TUNE_")) and k != "RAY_ADDRESS"}
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env["PYTHONUNBUFFERED"] = "1"
+    with tempfile.TemporaryDirectory(prefix="taskgraph-job-") as d:
+        runtime_env = {"working_dir": str(_stage(spec, Path(d))), "excludes": EXCLUDES, "env_vars": env}
+        try:
+            job_id = client.submit_job(entrypoint=" ".join(shlex.quote(a) for a in args), runtime_env=runtime_env,
+                                       submission_id=f"taskgraph-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StorageError(f"the Ray cluster at {address!r} refused the job: {type(e).__name__}: {msg}") \
+                from None
+    return SubmittedJob(client, job_id, address)
+
+
+def wait(job: SubmittedJob, *, echo: Callable[[str], None] | None = None, poll_s: float = 1.0,
+         timeout_s: float | None = None) -> str:
+    """Follow the job's logs (through ``echo``) until it ends; return its final status name."""
+    client = job.client
+    shown = 0
+    t0 = time.monotonic()
+    while True:
+        status = str(client.get_job_status(job.job_id).value)  # type: ignore[attr-defined]
+        if echo is not None:
+            logs = client.get_job_logs(job.job_id)  # type: ignore[attr-defined]
+            if len(logs) > shown:
+                echo(logs[shown:])
+                shown = len(logs)
+        if status in _TERMINAL:
+            return status
+        if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+            return status
+        time.sleep(poll_s)

@@ -1,0 +1,321 @@
+"""Search spaces: declarative distributions with conditional parameters, from TOML.
+
+A search space is a list of parameters, each a distribution (``float`` or
+``int`` with an optional log scale and step, ``categorical``) or the special
+``grouping`` categorical whose choices are the groupings the study's prepare
+stage proposed (top-m by measured affinity, plus the all-in-one and single-task
+references). A parameter may be *conditional* (``when = {weighting = "gradnorm"}``:
+only sampled when an earlier categorical took one of the given values) and may
+be *per task* (one copy per task, e.g. fixed loss weights).
+
+The space is sampled define-by-run (:meth:`SearchSpace.suggest` calls
+``trial.suggest_*`` in declaration order, skipping parameters whose condition
+fails), so the same definition drives the local Optuna runner and Ray Tune's
+``OptunaSearch`` (which accepts such a function), conditionals included.
+
+Each parameter lands somewhere in a trial's configuration, its ``target``:
+``grouping``, ``topology``, ``weighting`` (the three structural choices),
+``train.<TrainConfig field>`` (defaults for parameters named like a field, e.g.
+``lr``), ``topology.<param>`` or ``weighting.<param>`` (hyper-parameters of the
+chosen topology or weighting).
+
+Example:
+    >>> import optuna
+    >>> space = SearchSpace.from_dict({"params": {
+    ...     "grouping": {"type": "grouping", "top_m": 2},
+    ...     "weighting": {"type": "categorical", "choices": ["equal"]},
+    ...     "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    ... }})
+    >>> study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    >>> params = space.suggest(study.ask(), tasks=("a", "b"), groupings=("all-in-one", "single-task"))
+    >>> sorted(params)
+    ['grouping', 'lr', 'weighting']
+    >>> space.resolve(params).weighting
+    'equal'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from taskgraph.search._toml import Table, read_toml
+
+__all__ = ["REFERENCES", "Param", "SearchSpace", "TrialConfig"]
+
+#: the reference groupings a grouping parameter may include
+REFERENCES = ("all-in-one", "single-task")
+_TYPES = ("float", "int", "categorical", "grouping")
+_STRUCTURAL = ("grouping", "topology", "weighting")
+# TrainConfig fields a space may search (the budget owns epochs; the study owns seed and device)
+_TRAIN_FIELDS_EXCLUDED = ("epochs", "seed", "device", "max_steps", "restore_best")
+
+
+def _train_fields() -> list[str]:
+    from taskgraph.training import TrainConfig
+
+    return [f.name for f in fields(TrainConfig) if f.name not in _TRAIN_FIELDS_EXCLUDED]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter.
+
+    Attributes:
+        name: the Optuna parameter name (per-task copies are ``name.task``).
+        type: ``"float"``, ``"int"``, ``"categorical"`` or ``"grouping"``.
+        target: where the value goes in the trial configuration (see the module doc).
+        low, high, log, step: the range of ``float``/``int`` parameters.
+        choices: the values of a ``categorical``.
+        when: ``((parent, (allowed values...)), ...)``: sampled only when every parent took an allowed value.
+        per_task: one copy per task (e.g. fixed per-task loss weights).
+        top_m, k, references: for ``grouping``: how many proposed groupings (at most k groups each)
+            join the given references as choices.
+    """
+
+    name: str
+    type: str
+    target: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+    when: tuple[tuple[str, tuple], ...] = ()
+    per_task: bool = False
+    top_m: int = 0
+    k: int = 0
+    references: tuple[str, ...] = ()
+
+    def active(self, values: Mapping[str, Any]) -> bool:
+        return all(parent in values and values[parent] in allowed for parent, allowed in self.when)
+
+    def suggest(self, trial, name: str, groupings: Sequence[str]) -> Any:
+        if self.type == "float":
+            return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+        if self.type == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        if self.type == "grouping":
+            return trial.suggest_categorical(name, list(groupings))
+        return trial.suggest_categorical(name, list(self.choices))
+
+
+@dataclass(frozen=True)
+class _DefineByRun:
+    """A picklable ``trial -> None`` sampling function (what Ray's OptunaSearch takes as ``space``)."""
+
+    space: SearchSpace
+    tasks: tuple[str, ...]
+    groupings: tuple[str, ...]
+
+    def __call__(self, trial) -> None:
+        self.space.suggest(trial, tasks=self.tasks, groupings=self.groupings)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """A trial's structured configuration, resolved from its flat parameters."""
+
+    grouping: str = "all-in-one"
+    topology: str = "hard"
+    topology_params: dict = field(default_factory=dict)
+    weighting: str = "equal"
+    weighting_params: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"grouping": self.grouping, "topology": self.topology, "topology_params": self.topology_params,
+                "weighting": self.weighting, "weighting_params": self.weighting_params, "train": self.train}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """An ordered set of :class:`Param`; see the module docstring.
+
+    Build with :meth:`load` (a TOML file) or :meth:`from_dict`; both validate
+    everything and raise :class:`ConfigError` naming the file and key.
+    """
+
+    params: tuple[Param, ...]
+    description: str = ""
+    file: str | None = None
+
+    # --- loading ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> SearchSpace:
+        """Read and validate a search-space TOML file."""
+        return cls.from_dict(read_toml(path), file=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None) -> SearchSpace:
+        """Validate a parsed search space (the TOML file's content)."""
+
+        top = Table(data, file=file)
+        description = top.str("description", "")
+        ptab = top.table("params", required=True)
+        top.check_unknown()
+        if not ptab.data:
+            raise ptab.error(None, "'params' must declare at least one parameter")
+        train_fields = _train_fields()
+        out: list[Param] = []
+        by_name: dict[str, Param] = {}
+        for name in ptab.data:
+            t = ptab.table(name)
+            key = t.prefix
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise t.error(None, f"a parameter name must hold letters, digits, '_' or '-' only; got {name!r}")
+            ptype = t.str("type", choices=_TYPES)
+            if name == "grouping" and ptype != "grouping" or ptype == "grouping" and name != "grouping":
+                raise t.error("type", "the parameter named 'grouping' and only it must have type 'grouping'; "
+                                      f"got {name!r} with type {ptype!r}")
+            default_target = name if name in _STRUCTURAL else (f"train.{name}" if name in train_fields else None)
+            target = t.str("target", default_target) if default_target else t.str("target")
+            kw: dict[str, Any] = {}
+            if ptype in ("float", "int"):
+                num = t.int if ptype == "int" else t.float
+                low, high = num("low"), num("high")
+                if not low < high:
+                    raise t.error("high", f"'low < high' must hold for {key!r} (an empty or inverted range "
+                                          f"cannot be searched); got low={low}, high={high}")
+                log = t.bool("log", False)
+                if log and low <= 0:
+                    raise t.error("low", f"a log-scale range needs 'low > 0'; got low={low}")
+                step = num("step", None)
+                if step is not None and (step <= 0 or log):
+                    raise t.error("step", f"'step' must be > 0 and not combined with log; got step={step}, "
+                                          f"log={log}")
+                kw.update(low=low, high=high, log=log, step=step)
+            elif ptype == "categorical":
+                choices = t.list("choices", of=(str, int, float, bool), nonempty=True)
+                if len(set(map(repr, choices))) != len(choices):
+                    raise t.error("choices", f"'choices' must be unique; got {choices}")
+                kw["choices"] = tuple(choices)
+            else:
+                refs = t.list("references", list(REFERENCES), of=str)
+                for r in refs:
+                    if r not in REFERENCES:
+                        raise t.error("references", f"'references' may hold {', '.join(REFERENCES)}; got {r!r}")
+                top_m = t.int("top_m", 3, low=0)
+                k = t.int("k", 3, low=1)
+                if top_m + len(refs) < 1:
+                    raise t.error("top_m", "a grouping parameter needs 'top_m' >= 1 or at least one reference")
+                kw.update(references=tuple(refs), top_m=top_m, k=k)
+            per_task = t.bool("per_task", False)
+            when_tab = t.table("when")
+            when = []
+            for parent, allowed in when_tab.data.items():
+                pkey = when_tab.key(parent)
+                if parent not in by_name:
+                    raise t.error("when", f"a condition may only name a parameter declared before it; "
+                                          f"{parent!r} is not (in {pkey!r})")
+                pp = by_name[parent]
+                if pp.type not in ("categorical", "grouping"):
+                    raise t.error("when", f"a condition must name a categorical parameter; {parent!r} is {pp.type}")
+                allowed = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+                if pp.type == "categorical":
+                    bad = [a for a in allowed if a not in pp.choices]
+                    if bad:
+                        raise t.error("when", f"{pkey!r} must hold choices of {parent!r} "
+                                              f"({', '.join(map(str, pp.choices))}); got {bad}")
+                when.append((parent, allowed))
+            t.check_unknown()
+            p = Param(name=name, type=ptype, target=target, when=tuple(when), per_task=per_task, **kw)
+            cls._check_target(p, by_name, train_fields, t)
+            out.append(p)
+            by_name[name] = p
+        return cls(tuple(out), description=description, file=file)
+
+    @staticmethod
+    def _check_target(p: Param, by_name: Mapping[str, Param], train_fields: list[str], t: Table) -> None:
+        from taskgraph.runners import stages
+
+        head, _, rest = p.target.partition(".")
+        if p.target in _STRUCTURAL:
+            if p.target != p.name:
+                raise t.error("target", f"target {p.target!r} belongs to the parameter named {p.target!r}; "
+                                        f"got it on {p.name!r}")
+            if p.name in ("topology", "weighting"):
+                if p.type != "categorical":
+                    raise t.error("type", f"{p.name!r} must be categorical; got {p.type!r}")
+                valid = stages.topology_names() if p.name == "topology" else stages.weighting_names()
+                for c in p.choices:
+                    if c not in valid:
+                        raise t.error("choices", f"unknown {p.name} {c!r}; valid: {', '.join(valid)}")
+            return
+        if head == "train":
+            if rest not in train_fields:
+                raise t.error("target", f"a 'train.' target must name one of {', '.join(train_fields)}; "
+                                        f"got {p.target!r}")
+            return
+        if head in ("topology", "weighting") and rest:
+            parent = by_name.get(head)
+            names = None
+            for par, allowed in p.when:
+                if par == head:
+                    names = allowed
+            if names is None:
+                names = parent.choices if parent is not None else (("hard",) if head == "topology" else ("equal",))
+            check = stages.check_topology_params if head == "topology" else stages.check_weighting_params
+            for n in names:
+                check(n, [rest], file=t.file, key=t.key("target"))
+            return
+        raise t.error("target", "'target' must be grouping, topology, weighting, train.<field>, "
+                                f"topology.<param> or weighting.<param>; got {p.target!r}")
+
+    # --- views --------------------------------------------------------------------------
+    @property
+    def grouping(self) -> Param | None:
+        """The grouping parameter, if the space searches groupings."""
+        return next((p for p in self.params if p.type == "grouping"), None)
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    # --- sampling -----------------------------------------------------------------------
+    def suggest(self, trial, *, tasks: Sequence[str], groupings: Sequence[str]) -> dict[str, Any]:
+        """Sample a trial's flat parameters define-by-run (conditionals honoured).
+
+        Args:
+            trial: an ``optuna.Trial`` (or Ray's wrapper of one).
+            tasks: the study's task names (for per-task parameters).
+            groupings: the labels of the study's groupings (the grouping parameter's choices).
+
+        Returns:
+            ``{optuna param name: value}`` of the active parameters.
+        """
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if not p.active(values):
+                continue
+            if p.per_task:
+                for task in tasks:
+                    values[f"{p.name}.{task}"] = p.suggest(trial, f"{p.name}.{task}", groupings)
+            else:
+                values[p.name] = p.suggest(trial, p.name, groupings)
+        return values
+
+    def define_by_run(self, *, tasks: Sequence[str], groupings: Sequence[str]):
+        """A ``trial -> None`` function for Ray Tune's ``OptunaSearch(space=...)``."""
+        return _DefineByRun(self, tuple(tasks), tuple(groupings))
+
+    def resolve(self, params: Mapping[str, Any]) -> TrialConfig:
+        """Turn flat parameters into a :class:`TrialConfig` (per-task values become ``{task: v}``)."""
+        cfg: dict[str, Any] = {"topology_params": {}, "weighting_params": {}, "train": {}}
+        by_name = {p.name: p for p in self.params}
+        for key, value in params.items():
+            base, _, task = key.partition(".")
+            p = by_name.get(base)
+            if p is None:
+                continue
+            if p.target in _STRUCTURAL:
+                cfg[p.target] = value
+                continue
+            head, _, rest = p.target.partition(".")
+            bucket = cfg["train"] if head == "train" else cfg[f"{head}_params"]
+            if p.per_task:
+                bucket.setdefault(rest, {})[task] = value
+            else:
+                bucket[rest] = value
+        return TrialConfig(**cfg)

@@ -1,0 +1,332 @@
+"""Study files: everything one search needs, validated before anything is written.
+
+A study file (TOML) names the dataset and its tasks, the trunk, the search
+space, the budget, the objective, the storage, the per-trial resources, the
+seed and the sampler. :meth:`StudySpec.load` reads and validates all of it
+(the search space file included) and raises one :class:`ConfigError` line that
+names the file, the key and what was expected; runners call it before they
+open the storage, so a bad file never leaves a half-made study behind.
+
+Layout (every table but ``[dataset]`` and ``[search]`` optional)::
+
+    name = "quickstart"            # study name (default: the file's stem)
+    seed = 0
+
+    [dataset]
+    name = "planted-clusters"      # taskgraph datasets
+    options = { n_tasks = 6, n_samples = 1500 }
+    tasks = ["t0", "t1"]           # a subset (default: all)
+
+    [trunk]                        # TrunkSpec
+    kind = "mlp"
+    hidden = [64, 64]
+
+    [search]
+    space = "../search_spaces/default.toml"   # relative to this file
+    objective = "val_loss"         # val_loss | delta_m | per_task
+    sampler = "tpe"                # tpe | random | gp | cmaes | nsgaii | qmc
+    sampler_options = {}
+
+    [budget]
+    trials = 12
+    epochs = 5
+    wall_time_s = 600              # stop starting trials after this
+    early_stopping = "asha"        # asha | none
+    grace_epochs = 1
+    reduction_factor = 3
+
+    [train]                        # TrainConfig defaults for what the space does not search
+    lr = 1e-3
+    batch_size = 128
+
+    [affinity]                     # the prepare stage
+    estimator = "exact"
+    every = 1
+    epochs = 3
+
+    [storage]
+    url = "sqlite:///runs/quickstart/study.db"  # any Optuna RDB URL
+    artifacts = "runs/quickstart/artifacts"   # default: next to a SQLite file, else runs/<name>/artifacts
+
+    [resources]                    # per trial (Ray Tune)
+    cpus = 1
+    gpus = 0                       # fractional allowed; used only when a GPU is present
+    concurrent = 2
+
+    [runner]
+    backend = "ray"                # default of `taskgraph run`
+
+Example:
+    >>> import os
+    >>> spec = StudySpec.load(os.path.join(os.path.dirname(__file__), "..", "..", "studies", "quickstart.toml"))
+    >>> spec.name, spec.objective, spec.directions(6)
+    ('quickstart', 'val_loss', ('minimize',))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskgraph.exceptions import ConfigError
+from taskgraph.search._toml import Table, read_toml
+from taskgraph.search.space import SearchSpace
+
+__all__ = ["OBJECTIVES", "SAMPLERS", "StudySpec", "make_sampler"]
+
+OBJECTIVES = ("val_loss", "delta_m", "per_task")
+BACKENDS = ("local", "ray")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _samplers():
+    import optuna
+
+    return {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "gp": optuna.samplers.GPSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "nsgaii": optuna.samplers.NSGAIISampler,
+        "qmc": optuna.samplers.QMCSampler,
+    }
+
+
+#: sampler names a study may use
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsgaii", "qmc")
+
+
+def make_sampler(name: str, options: Mapping[str, Any], seed: int, *, file: str | None = None):
+    """The Optuna sampler ``name`` with ``options`` and ``seed``."""
+    from taskgraph.registry import Registry
+
+    reg = Registry("sampler")
+    for n, cls in _samplers().items():
+        reg.register(n, cls)
+    cls = reg.get(name, file=file, key="search.sampler")
+    try:
+        return cls(seed=seed, **dict(options))
+    except TypeError as e:
+        raise ConfigError(f"sampler {name!r} does not take these options {sorted(options)}: {e}",
+                          file=file, key="search.sampler_options") from None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study file. Paths are absolute; see the module docstring for the fields."""
+
+    name: str
+    file: str | None
+    dataset: str
+    dataset_options: dict
+    tasks: tuple[str, ...] | None
+    trunk: dict
+    space_path: str
+    space: SearchSpace = field(compare=False, repr=False)
+    objective: str = "val_loss"
+    sampler: str = "tpe"
+    sampler_options: dict = field(default_factory=dict)
+    trials: int = 10
+    epochs: int = 5
+    wall_time_s: float | None = None
+    early_stopping: str = "asha"
+    grace_epochs: int = 1
+    reduction_factor: int = 3
+    train: dict = field(default_factory=dict)
+    affinity: dict = field(default_factory=dict)
+    storage_url: str = ""
+    artifacts_dir: str = ""
+    run_dir: str = ""
+    cpus: float = 1.0
+    gpus: float = 0.0
+    concurrent: int = 2
+    seed: int = 0
+    backend: str = "ray"
+
+    # --- loading ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, *, storage: str | None = None, artifacts: str | None = None,
+             space: str | Path | None = None, runs_root: str | Path = "runs") -> StudySpec:
+        """Read and validate a study file and its search space.
+
+        Args:
+            path: the study TOML.
+            storage: overrides ``storage.url`` (e.g. an absolute path for a cluster job).
+            artifacts: overrides ``storage.artifacts``.
+            space: overrides ``search.space`` (a path; used by cluster jobs).
+            runs_root: where default storage and artifacts go (``runs/<study>/``).
+
+        Raises:
+            ConfigError: anything invalid, naming the file and the key.
+        """
+        path = Path(path)
+        return cls.from_dict(read_toml(path), file=str(path), base_dir=path.parent, default_name=path.stem,
+                             storage=storage, artifacts=artifacts, space=space, runs_root=runs_root)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None, base_dir: str | Path = ".",
+                  default_name: str = "study", storage: str | None = None, artifacts: str | None = None,
+                  space: str | Path | None = None, runs_root: str | Path = "runs") -> StudySpec:
+        from taskgraph.models import TrunkSpec
+        from taskgraph.runners import stages
+        from taskgraph.training import TrainConfig
+
+        base_dir = Path(base_dir)
+        top = Table(data, file=file)
+        name = top.str("name", default_name)
+        if not _NAME.match(name):
+            raise top.error("name", f"'name' must match {_NAME.pattern} (it names folders); got {name!r}")
+        seed = top.int("seed", 0, low=0)
+
+        ds = top.table("dataset", required=True)
+        dataset = ds.str("name")
+        options = ds.table("options").data
+        tasks = ds.list("tasks", None, of=str, nonempty=True)
+        ds.check_unknown()
+        stages.check_dataset(dataset, options, file=file, key="dataset")
+        if tasks is not None and len(set(tasks)) != len(tasks):
+            raise ds.error("tasks", f"'dataset.tasks' must not repeat names; got {tasks}")
+
+        tr = top.table("trunk")
+        trunk = {"kind": tr.str("kind", "mlp", choices=("mlp", "cnn")),
+                 "hidden": tr.list("hidden", [256, 128], of=int, nonempty=True),
+                 "out_features": tr.int("out_features", 64, low=1),
+                 "dropout": tr.float("dropout", 0.0, low=0.0, high=0.99)}
+        tr.check_unknown()
+        if any(h < 1 for h in trunk["hidden"]):
+            raise tr.error("hidden", f"'trunk.hidden' widths must be >= 1; got {trunk['hidden']}")
+        TrunkSpec.from_dict(trunk)
+
+        se = top.table("search", required=True)
+        space_rel = se.str("space")
+        space_path = Path(space).resolve() if space is not None else (base_dir / space_rel).resolve()
+        if not space_path.is_file():
+            raise se.error("space", f"'search.space' must point to a search-space file (relative to the "
+                                    f"study file); nothing at {str(space_path)!r}")
+        objective = se.str("objective", "val_loss", choices=OBJECTIVES)
+        sampler = se.str("sampler", "tpe")
+        sampler_options = se.table("sampler_options").data
+        se.check_unknown()
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}", file=file,
+                              key="search.sampler")
+        make_sampler(sampler, sampler_options, seed, file=file)
+        space = SearchSpace.load(space_path)
+
+        bu = top.table("budget")
+        trials = bu.int("trials", 10, low=1)
+        epochs = bu.int("epochs", 5, low=1)
+        wall = bu.float("wall_time_s", None, low=0.0, strict_low=True)
+        early = bu.str("early_stopping", "asha", choices=("asha", "none"))
+        grace = bu.int("grace_epochs", 1, low=1)
+        rf = bu.int("reduction_factor", 3, low=2)
+        bu.check_unknown()
+        if grace > epochs:
+            raise bu.error("grace_epochs", f"'budget.grace_epochs' <= 'budget.epochs' ({epochs}) must hold; "
+                                           f"got {grace}")
+
+        tt = top.table("train")
+        train = dict(tt.data)
+        for k in ("epochs", "seed", "device"):
+            if k in train:
+                raise tt.error(k, f"'train.{k}' is set by the study ({'budget.epochs' if k == 'epochs' else k}), "
+                                  "not in [train]")
+        try:
+            TrainConfig(**train)
+        except TypeError as e:
+            raise tt.error(None, f"[train] must hold TrainConfig fields: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(str(e).split(" [")[0], file=file, key=f"train.{e.key}" if e.key else "train") \
+                from None
+
+        af = top.table("affinity")
+        affinity = {"estimator": af.str("estimator", "exact"), "every": af.int("every", 1, low=1),
+                    "epochs": af.int("epochs", epochs, low=1)}
+        af.check_unknown()
+
+        run_dir = (Path(runs_root) / name).resolve()
+        st = top.table("storage")
+        url = st.str("url", "")
+        art = st.str("artifacts", "")
+        st.check_unknown()
+        url, art = storage or url, artifacts or art
+        if not url:
+            url = f"sqlite:///{run_dir / 'study.db'}"
+        elif url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            rel = url[len("sqlite:///"):]
+            if rel and rel != ":memory:":
+                url = f"sqlite:///{Path(rel).resolve()}"
+        if "://" not in url:
+            raise ConfigError(f"'storage.url' must be an Optuna RDB URL like sqlite:///runs/x.db or "
+                              f"postgresql://user@host/db; got {url!r}", file=file, key="storage.url")
+        if art:
+            art_dir = str(Path(art).resolve())
+        elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            art_dir = str(Path(url[len("sqlite:///"):]).parent / "artifacts")  # next to the database file
+        else:
+            art_dir = str(run_dir / "artifacts")
+
+        rs = top.table("resources")
+        cpus = rs.float("cpus", 1.0, low=0.0, strict_low=True)
+        gpus = rs.float("gpus", 0.0, low=0.0)
+        concurrent = rs.int("concurrent", 2, low=1)
+        rs.check_unknown()
+
+        ru = top.table("runner")
+        backend = ru.str("backend", "ray", choices=BACKENDS)
+        ru.check_unknown()
+        top.check_unknown()
+
+        if objective == "per_task" and sampler in ("cmaes", "gp", "qmc"):
+            raise se.error("sampler", f"objective 'per_task' is multi-objective; 'search.sampler' must be "
+                                      f"tpe, random or nsgaii, got {sampler!r}")
+        return cls(name=name, file=file, dataset=dataset, dataset_options=dict(options),
+                   tasks=tuple(tasks) if tasks else None, trunk=trunk, space_path=str(space_path), space=space,
+                   objective=objective, sampler=sampler, sampler_options=dict(sampler_options), trials=trials,
+                   epochs=epochs, wall_time_s=wall, early_stopping=early, grace_epochs=grace, reduction_factor=rf,
+                   train=train, affinity=affinity, storage_url=url, artifacts_dir=art_dir, run_dir=str(run_dir),
+                   cpus=cpus, gpus=gpus, concurrent=concurrent, seed=seed, backend=backend)
+
+    # --- views --------------------------------------------------------------------------
+    @property
+    def multi_objective(self) -> bool:
+        return self.objective == "per_task"
+
+    def directions(self, n_tasks: int) -> tuple[str, ...]:
+        """Optuna directions: one per task for ``per_task``, else one (everything is minimised)."""
+        return ("minimize",) * n_tasks if self.multi_objective else ("minimize",)
+
+    def trunk_spec(self):
+        from taskgraph.models import TrunkSpec
+
+        return TrunkSpec.from_dict(self.trunk)
+
+    def train_config(self, overrides: Mapping[str, Any] | None = None, *, epochs: int | None = None):
+        """The TrainConfig of a trial: study defaults, then the trial's ``overrides``."""
+        from taskgraph.training import TrainConfig
+
+        kw = {**self.train, **dict(overrides or {})}
+        if "betas" in kw:
+            kw["betas"] = tuple(kw["betas"])
+        return TrainConfig(epochs=epochs or self.epochs, seed=self.seed, device="auto", **kw)
+
+    def to_dict(self) -> dict:
+        """The normalised study (JSON-safe; stored as a study user attr)."""
+        d = asdict(self)
+        d.pop("space")
+        d["tasks"] = list(self.tasks) if self.tasks else None
+        return d
+
+    def fingerprint(self) -> str:
+        """A hash of what defines the study's results (not where it is stored or how it is run)."""
+        d = self.to_dict()
+        for k in ("file", "storage_url", "artifacts_dir", "run_dir", "backend", "concurrent", "cpus", "gpus",
+                  "trials", "wall_time_s", "space_path"):
+            d.pop(k, None)
+        d["space"] = [asdict(p) for p in self.space.params]
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,186 @@
+"""Fixtures of the search's integration tests: tiny study files, a real Ray head on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_study(directory: Path, name: str, *, space: str | Path = "default.toml", trials: int = 4, epochs: int = 2,
+               objective: str = "val_loss", sampler: str = "tpe", extra: str = "", early: str = "asha",
+               n_samples: int = 400, storage: str | None = None) -> Path:
+    """Write a tiny study file (4 planted-cluster tasks, a small trunk) and return its path."""
+    space_path = Path(space) if Path(space).is_absolute() else ROOT / "search_spaces" / space
+    storage_block = f'[storage]\nurl = "{storage}"\n' if storage else ""
+    text = f"""
+name = "{name}"
+seed = 0
+[dataset]
+name = "planted-clusters"
+options = {{ n_tasks = 4, n_clusters = 2, n_samples = {n_samples} }}
+[trunk]
+hidden = [16, 8]
+[search]
+space = "{space_path}"
+objective = "{objective}"
+sampler = "{sampler}"
+[budget]
+trials = {trials}
+epochs = {epochs}
+early_stopping = "{early}"
+grace_epochs = 1
+reduction_factor = 2
+[train]
+lr = 0.01
+batch_size = 64
+[affinity]
+every = 2
+[resources]
+cpus = 1
+concurrent = 2
+{storage_block}{extra}
+"""
+    path = directory / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    def make(name: str, **kw) -> Path:
+        return tiny_study(tmp_path, name, **kw)
+
+    return make
+
+
+def ray_env(tmpdir: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               RAY_TMPDIR=tmpdir, TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
+               PATH=VENV_BIN + os.pathsep + env.get("PATH", ""))
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture
+def port():
+    """A free TCP port on 127.0.0.1."""
+    return free_port()
+
+
+@pytest.fixture
+def cli_environ(tmp_path):
+    """The environment of a CLI subprocess: this checkout on the path, Ray on loopback in a temp dir."""
+    d = tmp_path / "raytmp"
+    d.mkdir(exist_ok=True)
+    return ray_env(str(d))
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A Ray head on 127.0.0.1 with ports of its own; stopped (by its PIDs) even when a test fails.
+
+    Yields ``{"address": "http://127.0.0.1:PORT", "gcs": "127.0.0.1:PORT", "env": {...}}``.
+    """
+    tmpdir = tempfile.mkdtemp(prefix="tgray")  # short: Ray's socket paths have a length limit
+    env = ray_env(tmpdir)
+    gcs, dash = free_port(), free_port()
+    ports = [free_port() for _ in range(4)]
+    cmd = [str(Path(VENV_BIN) / "ray"), "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--port={gcs}", "--include-dashboard=true",
+           "--disable-usage-stats", f"--temp-dir={tmpdir}", f"--node-manager-port={ports[0]}",
+           f"--object-manager-port={ports[1]}", f"--dashboard-agent-listen-port={ports[2]}",
+           f"--ray-client-server-port={ports[3]}"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    try:
+        if r.returncode != 0:
+            pytest.fail(f"ray start failed: {r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        address = f"http://127.0.0.1:{dash}"
+        _wait_http(address + "/api/version", 60)
+        yield {"address": address, "gcs": f"127.0.0.1:{gcs}", "env": env, "tmpdir": tmpdir}
+    finally:
+        _stop(_ray_pids_under(tmpdir, f"127.0.0.1:{gcs}"))
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _ray_pids_under(*marks: str) -> set[int]:
+    """PIDs whose command line holds one of ``marks`` (our temp dir, our GCS port), with their descendants."""
+    parent: dict[int, int] = {}
+    roots = set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes()
+            parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if any(m.encode() in cmd for m in marks):
+            roots.add(int(p.name))
+    out = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in out and pid not in out:
+                out.add(pid)
+                grew = True
+    out.discard(os.getpid())
+    return out
+
+
+def _stop(pids: set[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [p for p in pids if _alive(p)]
+        for p in alive:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in alive):
+            time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)

@@ -1,0 +1,130 @@
+"""A real Ray head on loopback: submit a study as a job, read it back, review it in optuna-dashboard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import requests
+from optuna.artifacts import get_all_artifact_meta
+from optuna.trial import TrialState
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _check_study(url: str, name: str, n: int, epochs: int, artifacts: Path) -> optuna.Study:
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = study.get_trials()
+    assert len(trials) == n
+    assert all(t.state in FINISHED for t in trials), [t.state for t in trials]
+    assert any(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        assert t.user_attrs["grouping"] == t.params["grouping"]
+        assert t.user_attrs["topology"] == t.params["topology"] and "versions" in t.user_attrs
+        metas = get_all_artifact_meta(t, storage=study._storage)
+        if t.state == TrialState.COMPLETE:
+            if len(study.directions) == 1:
+                assert sorted(t.intermediate_values) == list(range(1, epochs + 1)), t.intermediate_values
+            assert {m.filename for m in metas} == {f"trial{t.number}_per_task.csv", f"trial{t.number}_grouping.json"}
+            assert all((artifacts / m.artifact_id).is_file() for m in metas)
+        elif t.state == TrialState.PRUNED:  # ASHA stopped it before its last epoch
+            assert 1 <= len(t.intermediate_values) < epochs and not metas
+        else:
+            assert t.user_attrs["fail_reason"]
+    assert "groupings.json" in {m.filename for m in get_all_artifact_meta(study)}
+    return study
+
+
+def test_submit_a_study_as_a_ray_job_then_review_it_in_the_dashboard(tmp_path, study_file, ray_head, cli, port,
+                                                                    cli_environ):
+    db = tmp_path / "cluster" / "study.db"
+    url = f"sqlite:///{db}"
+    path = study_file("submitted", trials=5, epochs=3, storage=url)
+    r = cli("submit", str(path), "--address", ray_head["address"], env=ray_head["env"], timeout=420)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    job_id = next(line.split()[2] for line in r.stdout.splitlines() if line.startswith("submitted job"))
+    assert f"job {job_id}: SUCCEEDED" in r.stdout
+    assert "best trial" in r.stdout  # the job's logs were followed
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    assert JobSubmissionClient(ray_head["address"]).get_job_status(job_id) == JobStatus.SUCCEEDED
+
+    study = _check_study(url, "submitted", 5, 3, db.parent / "artifacts")
+
+    # optuna-dashboard on that storage, through `taskgraph dashboard` (stopped by its PID)
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "taskgraph", "dashboard", str(db), "--port", str(port)],
+                            env=cli_environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if requests.get(f"{base}/api/meta", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(f"the dashboard exited: {proc.stderr.read().decode()[-2000:]}")
+            if time.time() > deadline:
+                pytest.fail("the dashboard did not answer within 60 s")
+            time.sleep(0.3)
+        studies = requests.get(f"{base}/api/studies", timeout=10).json()["study_summaries"]
+        sid = next(s["study_id"] for s in studies if s["study_name"] == "submitted")
+        detail = requests.get(f"{base}/api/studies/{sid}", params={"after": 0}, timeout=30).json()
+        trials = {t["number"]: t for t in detail["trials"]}
+        assert set(trials) == {t.number for t in study.trials}
+        downloaded = 0
+        for t in study.trials:
+            d = trials[t.number]
+            assert {p["name"]: p["param_external_value"] for p in d["params"]}.keys() == t.params.keys()
+            assert d["state"].lower() == t.state.name.lower()
+            if t.state == TrialState.COMPLETE:
+                assert d["values"] == pytest.approx(t.values)
+                names = {a["filename"] for a in d["artifacts"]}
+                assert names == {f"trial{t.number}_per_task.csv", f"trial{t.number}_grouping.json"}
+                art = next(a for a in d["artifacts"] if a["filename"].endswith(".csv"))
+                resp = requests.get(f"{base}/artifacts/{sid}/{d['trial_id']}/{art['artifact_id']}", timeout=10)
+                assert resp.status_code == 200
+                assert resp.content == (db.parent / "artifacts" / art["artifact_id"]).read_bytes()
+                assert resp.content.startswith(b"task,")
+                downloaded += 1
+        assert downloaded >= 1
+        assert "groupings.json" in {a["filename"] for a in detail.get("artifacts", [])}
+        assert requests.get(f"{base}/static/bundle.js", timeout=10).status_code == 200  # requests sends gzip
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_run_with_the_ray_backend_on_a_cluster_multi_objective(tmp_path, study_file, ray_head, cli):
+    """`taskgraph run --backend ray --address` drives Tune on the head; per-task objectives give a Pareto front."""
+    path = study_file("pareto", trials=4, epochs=2, objective="per_task", early="none")
+    r = cli("run", str(path), "--backend", "ray", "--address", ray_head["gcs"], "--runs-root", str(tmp_path / "runs"),
+            env=ray_head["env"], cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "Pareto front" in r.stdout
+    url = f"sqlite:///{tmp_path / 'runs' / 'pareto' / 'study.db'}"
+    study = _check_study(url, "pareto", 4, 2, tmp_path / "runs" / "pareto" / "artifacts")
+    assert len(study.directions) == 4
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert all(len(t.values) == 4 for t in complete)
+    assert 1 <= len(study.best_trials) <= len(complete)
+    rep = cli("report", str(tmp_path / "runs" / "pareto" / "study.db"), cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    md = (tmp_path / "runs" / "pareto" / "report" / "report.md").read_text()
+    assert "## Pareto front" in md

@@ -1,0 +1,122 @@
+"""Search spaces: shipped files load; conditionals and per-task params hold; bad files fail with file + key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from taskgraph.exceptions import ConfigError
+from taskgraph.search import SearchSpace
+
+ROOT = Path(__file__).resolve().parents[3]
+SPACES = sorted((ROOT / "search_spaces").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_shipped_spaces_load(path):
+    space = SearchSpace.load(path)
+    assert space.params
+    assert len(set(space.names())) == len(space.names())
+
+
+def _sample(space, n=60, tasks=("a", "b", "c"), groupings=("all-in-one", "single-task")):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(space.suggest(trial, tasks=tasks, groupings=groupings))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_conditional_params_only_when_their_parent_matches():
+    space = SearchSpace.load(ROOT / "search_spaces" / "default.toml")
+    samples = _sample(space)
+    assert {s["topology"] for s in samples} >= {"hard", "branched"}
+    for s in samples:
+        assert ("branch_depth" in s) == (s["topology"] == "branched")
+        assert ("n_experts" in s) == (s["topology"] == "mmoe")
+        assert 1e-3 <= s["lr"] <= 3e-2
+        assert s["grouping"] in ("all-in-one", "single-task")
+
+
+def test_per_task_params_and_resolve():
+    space = SearchSpace.from_dict({"params": {
+        "topology": {"type": "categorical", "choices": ["hard", "branched"]},
+        "depth": {"type": "int", "low": 1, "high": 2, "target": "topology.branch_depths",
+                  "when": {"topology": "branched"}},
+        "head_hidden": {"type": "int", "low": 0, "high": 8, "target": "topology.head_hidden", "per_task": False},
+        "lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True},
+    }})
+    for s in _sample(space, n=20):
+        cfg = space.resolve(s)
+        assert cfg.train["lr"] == s["lr"]
+        assert cfg.topology == s["topology"]
+        assert ("branch_depths" in cfg.topology_params) == (s["topology"] == "branched")
+    per = SearchSpace.from_dict({"params": {
+        "topology": {"type": "categorical", "choices": ["hard"]},
+        "hh": {"type": "int", "low": 0, "high": 4, "target": "topology.head_hidden", "per_task": True}}})
+    s = _sample(per, n=1, tasks=("x", "y"))[0]
+    assert set(s) == {"topology", "hh.x", "hh.y"}
+    assert per.resolve(s).topology_params["head_hidden"] == {"x": s["hh.x"], "y": s["hh.y"]}
+
+
+def test_define_by_run_is_picklable_for_ray():
+    import pickle
+
+    space = SearchSpace.load(ROOT / "search_spaces" / "default.toml")
+    fn = pickle.loads(pickle.dumps(space.define_by_run(tasks=("a",), groupings=("all-in-one",))))
+    study = optuna.create_study()
+    t = study.ask()
+    fn(t)
+    assert "lr" in t.params
+
+
+BAD = [
+    ({}, "params", "is required"),
+    ({"params": {"lr": {"low": 0.1, "high": 1.0}}}, "params.lr.type", "is required"),
+    ({"params": {"lr": {"type": "float", "low": "small", "high": 1.0}}}, "params.lr.low", "must be a number"),
+    ({"params": {"lr": {"type": "float", "low": 1.0, "high": 0.1}}}, "params.lr.high", "'low < high' must hold"),
+    ({"params": {"lr": {"type": "float", "low": 0.1, "high": 0.1}}}, "params.lr.high", "empty or inverted"),
+    ({"params": {"lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}}, "params.lr.low", "low > 0"),
+    ({"params": {"lr": {"type": "gaussian", "low": 0.0, "high": 0.1}}}, "params.lr.type", "must be one of"),
+    ({"params": {"topology": {"type": "categorical", "choices": ["hard", "star"]}}}, "params.topology.choices",
+     "unknown topology 'star'; valid:"),
+    ({"params": {"weighting": {"type": "categorical", "choices": ["magic"]}}}, "params.weighting.choices",
+     "unknown weighting 'magic'; valid:"),
+    ({"params": {"topology": {"type": "categorical", "choices": []}}}, "params.topology.choices", "must not be empty"),
+    ({"params": {"x": {"type": "float", "low": 0.0, "high": 1.0}}}, "params.x.target", "is required"),
+    ({"params": {"x": {"type": "float", "low": 0.0, "high": 1.0, "target": "model.x"}}}, "params.x.target",
+     "'target' must be"),
+    ({"params": {"lr": {"type": "float", "low": 0.1, "high": 1.0, "when": {"topology": "hard"}}}}, "params.lr.when",
+     "declared before"),
+    ({"params": {"topology": {"type": "categorical", "choices": ["hard"]},
+                 "d": {"type": "int", "low": 1, "high": 2, "target": "topology.branch_depths",
+                       "when": {"topology": "branched"}}}}, "params.d.when", "must hold choices of 'topology'"),
+    ({"params": {"topology": {"type": "categorical", "choices": ["hard"]},
+                 "d": {"type": "int", "low": 1, "high": 2, "target": "topology.n_experts"}}}, "params.d.target",
+     "topology 'hard' takes parameters"),
+    ({"params": {"lr": {"type": "float", "low": 0.1, "high": 1.0, "lgo": True}}}, "params.lr.lgo", "unknown key"),
+    ({"params": {"grouping": {"type": "grouping", "references": ["everything"]}}}, "params.grouping.references",
+     "may hold"),
+]
+
+
+@pytest.mark.parametrize(("data", "key", "expect"), BAD, ids=[b[1] + ":" + b[2][:12] for b in BAD])
+def test_bad_space_names_file_key_and_expectation(data, key, expect):
+    with pytest.raises(ConfigError) as e:
+        SearchSpace.from_dict(data, file="space.toml")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert expect in msg
+    assert e.value.file == "space.toml" and e.value.key == key, msg
+
+
+def test_bad_toml_syntax_names_the_file(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text("[params.lr\ntype = 'float'")
+    with pytest.raises(ConfigError, match="valid TOML") as e:
+        SearchSpace.load(p)
+    assert e.value.file == str(p)

@@ -1,0 +1,104 @@
+"""Study files: shipped ones load; bad ones fail with one line naming file, key and expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskgraph.exceptions import ConfigError
+from taskgraph.search import StudySpec
+
+ROOT = Path(__file__).resolve().parents[3]
+STUDIES = sorted((ROOT / "studies").glob("*.toml"))
+SPACE = str(ROOT / "search_spaces" / "default.toml")
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_shipped_studies_load(path, tmp_path):
+    spec = StudySpec.load(path, runs_root=tmp_path)
+    assert spec.trials >= 1 and spec.epochs >= 1
+    assert spec.storage_url == f"sqlite:///{tmp_path.resolve() / spec.name / 'study.db'}"
+    assert spec.artifacts_dir == str(tmp_path.resolve() / spec.name / "artifacts")
+
+
+def test_names_of_the_issue_ship():
+    assert {p.stem for p in STUDIES} >= {"quickstart", "planted-clusters", "yeast", "star"}
+
+
+def _good() -> dict:
+    return {"dataset": {"name": "planted-clusters", "options": {"n_tasks": 4, "n_clusters": 2}},
+            "search": {"space": SPACE}, "budget": {"trials": 3, "epochs": 2}}
+
+
+def test_defaults_and_overrides(tmp_path):
+    spec = StudySpec.from_dict(_good(), file="s.toml", default_name="s", runs_root=tmp_path,
+                               storage="postgresql://u@h/db")
+    assert spec.name == "s" and spec.objective == "val_loss" and spec.sampler == "tpe"
+    assert spec.storage_url == "postgresql://u@h/db"
+    assert spec.directions(4) == ("minimize",)
+    spec2 = StudySpec.from_dict({**_good(), "search": {"space": SPACE, "objective": "per_task"},
+                                 "budget": {"trials": 2, "epochs": 2, "early_stopping": "none"}})
+    assert spec2.directions(3) == ("minimize",) * 3
+    assert spec.fingerprint() != spec2.fingerprint()
+    cfg = spec.train_config({"lr": 0.01})
+    assert cfg.lr == 0.01 and cfg.epochs == 2
+
+
+def _set(d: dict, dotted: str, value) -> dict:
+    *path, last = dotted.split(".")
+    cur = d
+    for p in path:
+        cur = cur.setdefault(p, {})
+    if value is _DEL:
+        del cur[last]
+    else:
+        cur[last] = value
+    return d
+
+
+_DEL = object()
+
+BAD = [
+    ("dataset.name", _DEL, "dataset.name", "is required"),
+    ("dataset.name", 3, "dataset.name", "must be a string"),
+    ("dataset.name", "mnist", "dataset.name", "unknown dataset 'mnist'; valid:"),
+    ("dataset.options.n_taks", 4, "dataset.options.n_taks", "takes options"),
+    ("budget.trials", "ten", "budget.trials", "must be an int"),
+    ("budget.trials", 0, "budget.trials", "must be >= 1"),
+    ("budget.grace_epochs", 5, "budget.grace_epochs", "<= 'budget.epochs'"),
+    ("budget.wall_time_s", -1, "budget.wall_time_s", "must be > 0"),
+    ("search.objective", "accuracy", "search.objective", "must be one of val_loss, delta_m, per_task"),
+    ("search.sampler", "annealing", "search.sampler", "unknown sampler 'annealing'; valid:"),
+    ("search.space", "nowhere.toml", "search.space", "must point to a search-space file"),
+    ("search", _DEL, "search", "is required"),
+    ("trunk.hidden", [], "trunk.hidden", "must not be empty"),
+    ("trunk.kind", "transformer", "trunk.kind", "must be one of mlp, cnn"),
+    ("train.lr", -1.0, "train.lr", "'lr' must be finite and > 0"),
+    ("train.epochs", 3, "train.epochs", "set by the study"),
+    ("storage.url", "study.db", "storage.url", "must be an Optuna RDB URL"),
+    ("resources.cpus", 0, "resources.cpus", "must be > 0"),
+    ("runner.backend", "slurm", "runner.backend", "must be one of local, ray"),
+    ("bugdet", {"trials": 3}, "bugdet", "unknown key"),
+]
+
+
+@pytest.mark.parametrize(("dotted", "value", "key", "expect"), BAD, ids=[f"{b[0]}={b[1]!r}"[:40] for b in BAD])
+def test_bad_study_names_file_key_and_expectation(dotted, value, key, expect):
+    with pytest.raises(ConfigError) as e:
+        StudySpec.from_dict(_set(_good(), dotted, value), file="study.toml")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert expect in msg, msg
+    assert e.value.file == "study.toml" and e.value.key == key, msg
+    assert "study.toml" in msg and repr(key) in msg
+
+
+def test_a_bad_search_space_file_is_named(tmp_path):
+    space = tmp_path / "bad_space.toml"
+    space.write_text('[params.lr]\ntype = "float"\nlow = 1.0\nhigh = 0.1\n')
+    d = _good()
+    d["search"]["space"] = str(space)
+    with pytest.raises(ConfigError) as e:
+        StudySpec.from_dict(d, file="study.toml")
+    assert e.value.file == str(space) and e.value.key == "params.lr.high"
