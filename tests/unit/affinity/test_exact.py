@@ -158,7 +158,7 @@ def test_automatic_chunk_follows_the_memory_budget_and_keeps_values():
     x, ys, ms = batch
     probe = Probe(model, TASKS, x, ys, ms)
     assert probe.act_bytes > 0 and probe.shared_bytes <= probe.param_bytes
-    chunks = [ExactLookahead(memory_budget=b).chunk_for(probe, opt) for b in (0.01, 1.0, 4.0, 50.0)]
+    chunks = [ExactLookahead(memory_budget=b).chunk_for(probe, opt) for b in (0.01, 1.5, 4.0, 50.0)]
     assert chunks[0] == 1 and chunks == sorted(chunks) and chunks[-1] > chunks[1]
     plain = 2 * probe.param_bytes + probe.act_bytes  # no optimizer state counted
     assert probe.auto_chunk(4.0) == max(1, int((4 * plain - probe.act_bytes) // (probe.shared_bytes + probe.act_bytes)))
