@@ -12,9 +12,11 @@ Tables:
 2. The same for a small CNN trunk on 1×28×28 inputs at n = 9.
 3. Peak tensor memory (torch profiler, bytes allocated above the level before the call) of one
    plain step and one exact measurement at n = 40 for several chunk sizes.
-4. A whole training run with the default tracking schedule against the same run untracked
-   (wall-time ratio) and against exact measurement at every step of the same run (Spearman of
-   the off-diagonal entries; tracking does not change the trajectory, so it is the same run).
+4. A whole training run with the default tracking schedule (and other sub-batch/budget pairs,
+   --run-variants) against the same run untracked (wall-time ratio) and against exact
+   measurement on the whole batch at every step of the same run (Spearman of the off-diagonal
+   entries; tracking does not change the trajectory, so it is the same run); medians over
+   --run-repeats repeats, plus the reference's own noise ceiling.
 """
 
 from __future__ import annotations
@@ -131,12 +133,16 @@ def memory_table(n: int) -> None:
     plain()
     p_plain = peak_bytes(plain)
     rows = [["plain step", "-", f"{p_plain / 2**20:.2f}", "1.00x", f"{(state + p_plain) / 2**20:.2f}", "1.00x", ""]]
-    for c in (1, 2, 4, 10, n):
+    for c in (None, 1, 2, 4, 10, n):
         est = ExactLookahead(chunk_size=c)
         est.measure(model, opt, batch, tasks)
         pk = peak_bytes(lambda est=est: est.measure(model, opt, batch, tasks))
         t = median_ms(lambda est=est: est.measure(model, opt, batch, tasks), 5, 1)
-        rows.append([f"exact, chunk {c}" + (" (default)" if c == 10 else ""), c, f"{pk / 2**20:.2f}",
+        if c is None:
+            from taskgraph.affinity.probe import Probe
+
+            c = f"auto={est.chunk_for(Probe(model, tasks, *batch), opt)}"
+        rows.append([f"exact, chunk {c}" + (" (default)" if c.__class__ is str else ""), c, f"{pk / 2**20:.2f}",
                      f"{pk / p_plain:.2f}x", f"{(state + pk) / 2**20:.2f}", f"{(state + pk) / (state + p_plain):.2f}x",
                      f"{t:.1f}"])
     print_table(f"Peak tensor memory at n={n} (MiB above the level before the call; 'with state' adds params, "
@@ -144,12 +150,13 @@ def memory_table(n: int) -> None:
                 ["", "chunk", "peak MiB", "ratio", "with state MiB", "ratio", "ms"], rows)
 
 
-def tracked_run_table(n: int, epochs: int, samples: int) -> None:
+def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[int | None, float, int | None]],
+                      repeats: int) -> None:
     import numpy as np
     import torch
     from scipy.stats import spearmanr
 
-    from taskgraph.affinity import AffinityTracker, Schedule
+    from taskgraph.affinity import DEFAULT_BUDGET, DEFAULT_CONTROL, DEFAULT_SUB_BATCH, AffinityTracker, Schedule
     from taskgraph.cli.common import print_table
     from taskgraph.data import planted_clusters
     from taskgraph.models import MultiTaskModel, mlp
@@ -165,34 +172,44 @@ def tracked_run_table(n: int, epochs: int, samples: int) -> None:
         t = time.perf_counter()
         res = train(model, data.tasks, data.train.loader(256, shuffle=True, seed=0), config=cfg,
                     callbacks=callbacks)
-        return time.perf_counter() - t, res.steps, model
+        return time.perf_counter() - t, res.steps
 
-    run([])  # warm-up
-    plain_times, tracked_times, trackers = [], [], []
-    for _ in range(3):
-        plain_times.append(run([])[0])
-        tr = AffinityTracker("exact")
-        t, steps, _ = run([tr])
-        tracked_times.append(t)
-        trackers.append(tr)
-    full = AffinityTracker("exact", schedule=Schedule(every=1))
-    t_full, steps, _ = run([full])
+    # the reference: exact measurement on the whole batch at every step of the same run
+    # (measuring never changes the trajectory, so every run below is the same run)
+    full = AffinityTracker("exact", schedule=Schedule(every=1), sub_batch=None, control=None)
+    t_full, steps = run([full])
     ref = full.matrix().mean
     off = ~np.eye(n, dtype=bool)
-    # how reproducible the every-step mean itself is: its even steps against its odd steps
     s = full.samples
-    ceiling = spearmanr(np.nanmean(s[0::2], 0)[off], np.nanmean(s[1::2], 0)[off]).statistic
+    ceil_eo = spearmanr(np.nanmean(s[0::2], 0)[off], np.nanmean(s[1::2], 0)[off]).statistic
+    half = len(s) // 2
+    ceil_h = spearmanr(np.nanmean(s[:half], 0)[off], np.nanmean(s[half:], 0)[off]).statistic
+    run([])  # warm-up
     rows = []
-    for tp, tt, tr in zip(plain_times, tracked_times, trackers):
-        rho = spearmanr(tr.matrix().mean[off], ref[off]).statistic
-        rows.append([f"{tp:.2f}", f"{tt:.2f}", f"{tt / tp - 1:+.1%}", len(tr.steps), f"{rho:.3f}"])
-    med = statistics.median(t / p for t, p in zip(tracked_times, plain_times)) - 1
-    print_table(f"Training run, n={n} planted clusters (dim 64), MLP 64→256→256→128, {steps} steps, default "
-                f"schedule (budget {trackers[0].schedule.budget}); every-step exact run took {t_full:.2f} s; "
-                f"{allocator()}", ["untracked s", "tracked s", "overhead", "measured steps", "Spearman vs every step"],
-                rows)
-    print(f"median overhead {med:+.1%}; noise ceiling (Spearman of the every-step run's even-step mean vs its "
-          f"odd-step mean): {ceiling:.3f}")
+    for sub, budget, control in variants:
+        label = f"sub-batch {sub or 'all'}, budget {budget}, control {control or 'off'}"
+        if (sub, budget, control) == (DEFAULT_SUB_BATCH, DEFAULT_BUDGET, DEFAULT_CONTROL):
+            label += " (default)"
+        ratios, rhos, counts, drifts = [], [], [], []
+        for r in range(repeats):
+            tp = run([])[0]  # untracked and tracked runs interleaved: same load conditions
+            tr = AffinityTracker("exact", schedule=Schedule(budget=budget), sub_batch=sub, seed=r, control=control)
+            tt = run([tr])[0]
+            ratios.append(tt / tp - 1)
+            rhos.append(spearmanr(tr.matrix().mean[off], ref[off]).statistic)
+            counts.append(len(tr.steps))
+            drifts.append(len(tr._drifts))
+        rows.append([label, f"{statistics.median(ratios):+.1%}", " ".join(f"{x:+.0%}" for x in ratios),
+                     f"{statistics.median(counts):.0f}", f"{statistics.median(drifts):.0f}",
+                     f"{statistics.median(rhos):.3f}",
+                     " ".join(f"{x:.2f}" for x in rhos)])
+    print_table(f"Training run, n={n} planted clusters (dim 64), MLP 64→256→256→128, Adam, {steps} steps; "
+                f"median over {repeats} repeats (overhead = tracked / untracked wall time − 1, each pair run "
+                f"back to back); every-step exact reference run took {t_full:.2f} s; {allocator()}",
+                ["schedule", "overhead", "repeats", "measured steps", "drift steps", "Spearman vs every step",
+                 "repeats"], rows)
+    print(f"noise ceiling of the reference itself (Spearman of its off-diagonal means): even steps vs odd steps "
+          f"{ceil_eo:.3f}; first half vs second half {ceil_h:.3f}")
 
 
 def main() -> None:
@@ -204,6 +221,10 @@ def main() -> None:
     ap.add_argument("--allocator", choices=["as-started", "tcmalloc", "glibc"], default="as-started")
     ap.add_argument("--run-epochs", type=int, default=4)
     ap.add_argument("--run-samples", type=int, default=20000)
+    ap.add_argument("--run-repeats", type=int, default=3)
+    ap.add_argument("--run-variants", default="64:0.2:1,64:0.2:off,all:0.2:off",
+                    help="tracked-run schedules as sub_batch:budget:control ('all' = whole batch, 'off' = "
+                         "no control variate)")
     args = ap.parse_args()
     if args.allocator != "as-started":
         want = args.allocator == "tcmalloc"
@@ -227,7 +248,9 @@ def main() -> None:
     if "memory" in only:
         memory_table(max(sizes))
     if "run" in only:
-        tracked_run_table(9, args.run_epochs, args.run_samples)
+        variants = [(None if a == "all" else int(a), float(b), None if c == "off" else int(c))
+                    for a, b, c in (v.split(":") for v in args.run_variants.split(","))]
+        tracked_run_table(9, args.run_epochs, args.run_samples, variants, args.run_repeats)
 
 
 if __name__ == "__main__":

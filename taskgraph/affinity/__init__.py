@@ -18,6 +18,7 @@ from taskgraph.affinity.estimators import (
     GradientCosine,
     group_lookahead,
     make_estimator,
+    momentum_drift,
 )
 from taskgraph.affinity.gradients import flat_per_task_gradients, per_task_gradients
 from taskgraph.affinity.matrix import AffinityMatrix
@@ -25,7 +26,7 @@ from taskgraph.affinity.reference import naive_lookahead
 
 # The tracker builds on the training loop, which itself imports the loss
 # weightings, which use this package's gradients: load it on first use.
-_LAZY = {"DEFAULT_BUDGET", "AffinityTracker", "Schedule", "measure_affinity"}
+_LAZY = {"DEFAULT_BUDGET", "DEFAULT_CONTROL", "DEFAULT_SUB_BATCH", "AffinityTracker", "Schedule", "measure_affinity"}
 
 
 def __getattr__(name: str):
@@ -37,6 +38,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "DEFAULT_BUDGET",
+    "DEFAULT_CONTROL",
+    "DEFAULT_SUB_BATCH",
     "ESTIMATORS",
     "AffinityEstimator",
     "AffinityMatrix",
@@ -48,6 +51,7 @@ __all__ = [
     "Schedule",
     "flat_per_task_gradients",
     "group_lookahead",
+    "momentum_drift",
     "make_estimator",
     "measure_affinity",
     "naive_lookahead",

@@ -65,11 +65,12 @@ __all__ = [
     "FirstOrder",
     "GradientCosine",
     "group_lookahead",
+    "momentum_drift",
     "make_estimator",
 ]
 
 
-#: default tasks per chunk (one chunk up to 10 tasks; balanced chunks beyond)
+#: tasks per chunk of :func:`group_lookahead` (one chunk up to 10 groups; balanced chunks beyond)
 DEFAULT_CHUNK = 10
 
 
@@ -92,10 +93,16 @@ class AffinityEstimator(ABC):
     """Base class: measure Z_{i→j} for all task pairs on one batch.
 
     Args:
-        chunk_size: tasks per batched backward / lookahead; None for the default of 10.
-            Extra memory ≈ one forward's activations + chunk_size × (the shared parameters
-            + one forward's activations); 2 keeps the peak within 2× of a plain training
-            step (MLP benchmark, n = 40) at some speed cost.
+        chunk_size: tasks per batched backward / lookahead. None (the default) chooses it per
+            batch from a memory budget (:meth:`~taskgraph.affinity.probe.Probe.auto_chunk`):
+            extra memory ≈ one forward's activations + chunk_size × (one copy of the shared
+            parameters + one forward's activations), kept within ``memory_budget`` × a plain
+            training step's footprint (parameters, gradients, optimizer state, activations),
+            so the peak stays within about (1 + memory_budget)× a plain step's; larger chunks
+            are faster, smaller ones leaner.
+        memory_budget: the budget of the automatic chunk, in plain training steps (default 1.5; the
+            per-task estimate is conservative: on the benchmark MLP 1.5 gives chunk 2 and a measured
+            peak of 1.85× a plain step at n = 40).
 
     Subclasses implement :meth:`_compute` on a :class:`~taskgraph.affinity.probe.Probe`.
     """
@@ -104,13 +111,25 @@ class AffinityEstimator(ABC):
     #: whether the estimator depends on the optimizer's update rule
     uses_optimizer: ClassVar[bool] = True
 
-    def __init__(self, *, chunk_size: int | None = None):
+    def __init__(self, *, chunk_size: int | None = None, memory_budget: float = 1.5):
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise AffinityError(f"chunk_size must be an int >= 1 or None, got {chunk_size!r}")
-        self.chunk_size = chunk_size or DEFAULT_CHUNK
+        if not (isinstance(memory_budget, int | float) and 0 < memory_budget < float("inf")):
+            raise AffinityError(f"memory_budget must be a finite number > 0, got {memory_budget!r}")
+        self.chunk_size = chunk_size
+        self.memory_budget = float(memory_budget)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(chunk_size={self.chunk_size})"
+        return f"{type(self).__name__}(chunk_size={self.chunk_size}, memory_budget={self.memory_budget})"
+
+    def chunk_for(self, probe: Probe, optimizer: torch.optim.Optimizer | None = None) -> int:
+        """The chunk size used on ``probe``'s batch (given, or from the memory budget)."""
+        if self.chunk_size:
+            return self.chunk_size
+        state = 0 if optimizer is None else sum(
+            v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
+            if isinstance(v, torch.Tensor))
+        return probe.auto_chunk(self.memory_budget, state)
 
     def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, batch,
                 tasks: TaskSet) -> AffinityStep:
@@ -166,7 +185,7 @@ class ExactLookahead(AffinityEstimator):
     def _compute(self, probe, optimizer):
         w = torch.eye(len(probe.active), dtype=probe.base.dtype)
         out = []
-        chunks = list(probe.chunks(len(w), self.chunk_size))
+        chunks = list(probe.chunks(len(w), self.chunk_for(probe, optimizer)))
         for k, sl in enumerate(chunks):
             grads = probe.gradients(w[sl], last=k == len(chunks) - 1)
             new = lookahead_parameters(optimizer, probe.params, grads, inplace=True)
@@ -188,7 +207,7 @@ class FirstOrder(AffinityEstimator):
     def _compute(self, probe, optimizer):
         n = len(probe.active)
         eye = torch.eye(n, dtype=probe.base.dtype)
-        chunks = list(probe.chunks(n, self.chunk_size))
+        chunks = list(probe.chunks(n, self.chunk_for(probe, optimizer)))
         gs, ds = [], []
         for k, sl in enumerate(chunks):
             g = probe.gradients(eye[sl], last=k == len(chunks) - 1)
@@ -208,7 +227,7 @@ class GradientCosine(AffinityEstimator):
     def _compute(self, probe, optimizer):
         n = len(probe.active)
         eye = torch.eye(n, dtype=probe.base.dtype)
-        chunks = list(probe.chunks(n, self.chunk_size))
+        chunks = list(probe.chunks(n, self.chunk_for(probe, optimizer)))
         gs = []
         for k, sl in enumerate(chunks):
             g = probe.gradients(eye[sl], last=k == len(chunks) - 1)
@@ -297,4 +316,43 @@ def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
         z[:, ~(torch.isfinite(base) & (base != 0)).numpy()] = np.nan
         z[~np.isfinite(z)] = np.nan
         out[np.ix_(keep.numpy(), np.asarray(probe.active))] = z
+    return out
+
+
+def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet) -> np.ndarray:
+    """Every task's change under the optimizer's step with a zero gradient: its own momentum.
+
+    D_j = 1 − L_j(update(θ_s, 0)) / L_j(θ_s), with the optimizer's rule and state (for Adam
+    the step the moments alone would take; for plain SGD without weight decay D = 0). It is
+    the part of every lookahead Z_{i→j} that does not depend on the source task i: with a
+    momentum optimizer most of a lookahead step is the shared momentum, so Z_{·→j} moves
+    from step to step with D_j. :class:`~taskgraph.affinity.tracker.AffinityTracker` uses
+    it as a control variate: cheap (two forwards, no backward), measured at every step.
+
+    Returns:
+        ``(n,)`` array; NaN for a task without a labelled sample or with a zero or
+        non-finite loss.
+
+    Example:
+        >>> import torch
+        >>> from taskgraph.data import planted_clusters
+        >>> from taskgraph.models import MultiTaskModel, mlp
+        >>> data = planted_clusters(n_tasks=3, n_clusters=1, n_samples=100, seed=0)
+        >>> model = MultiTaskModel(mlp(32, (8,)), data.tasks, input_shape=(32,))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> momentum_drift(model, opt, data.train[list(range(32))], data.tasks).tolist()
+        [0.0, 0.0, 0.0]
+    """
+    x, ys, ms = unpack_batch(batch)
+    out = np.full(len(tasks), np.nan)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        probe = Probe(model, tasks, x, ys, ms, graph=False)
+        if not probe.active:
+            return out
+        zeros = [torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in probe.params]
+        new = lookahead_parameters(optimizer, probe.params, zeros, inplace=True)
+        both = probe.losses_at([torch.cat([p.detach().unsqueeze(0), q]) for p, q in zip(probe.params, new)])
+        z = (1.0 - both[1] / both[0]).cpu().double().numpy()
+    z[~np.isfinite(z)] = np.nan
+    out[np.asarray(probe.active)] = z
     return out

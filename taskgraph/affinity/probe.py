@@ -169,7 +169,8 @@ class Probe:
         base: ``(len(active),)`` losses at the current parameters.
     """
 
-    def __init__(self, model: nn.Module, tasks: TaskSet, x: torch.Tensor, ys: dict, ms: dict):
+    def __init__(self, model: nn.Module, tasks: TaskSet, x: torch.Tensor, ys: dict, ms: dict, *,
+                 graph: bool = True):
         self.model = model
         self.names, self.params = shared_parameters_of(model)
         self.skipped: dict[str, str] = {}
@@ -187,13 +188,36 @@ class Probe:
         self.base = torch.empty(0, dtype=dtype)
         # buffers (batch-norm statistics) are cloned: forwards update the clones, never the model's
         self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        self.shared_bytes = sum(p.numel() * p.element_size() for p in self.params)
+        self.param_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        self.act_bytes = 0
+        if not graph:  # lookahead losses only (losses_at); no forward with a graph, no base losses
+            self.active = active
+            if active:
+                self.tasks = tasks.subset([tasks[i].name for i in active])
+                self.loss = StackedLoss(self.tasks, ys, ms, dtype=dtype, device=x.device)
+                if self.stacked:
+                    m = model
+                    self.W = torch.cat([m.heads[n].weight for n in self.tasks.names]).detach()
+                    bs = [m.heads[n].bias for n in self.tasks.names]
+                    self.b = None if any(b is None for b in bs) else torch.cat(bs).detach()
+            return
         while active:
             self.tasks = tasks.subset([tasks[i].name for i in active])
             self.loss = StackedLoss(self.tasks, ys, ms, dtype=dtype, device=x.device)
-            if self.stacked:
-                self._forward_stacked()
-            else:
-                self._forward_generic()
+            seen: dict[int, int] = {}
+
+            def pack(t: torch.Tensor, seen: dict = seen) -> torch.Tensor:
+                st = t.untyped_storage()
+                seen[st.data_ptr()] = st.nbytes()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                if self.stacked:
+                    self._forward_stacked()
+                else:
+                    self._forward_generic()
+            self.act_bytes = sum(seen.values())
             bad = (~torch.isfinite(self.losses.detach())).nonzero().flatten().tolist()
             if not bad:
                 break
@@ -248,6 +272,23 @@ class Probe:
             return [torch.zeros((weights.shape[0], *p.shape), dtype=p.dtype, device=p.device) if g is None else g
                     for g, p in zip(out, self.params)]
         return list(per_task_gradients(weights @ self.losses, self.params, retain_graph=not last))
+
+    def auto_chunk(self, budget: float = 1.0, state_bytes: int = 0) -> int:
+        """Tasks per chunk that keep a measurement's extra memory within ``budget`` plain steps.
+
+        A plain training step's footprint is the parameters, their gradients, the optimizer's
+        state (``state_bytes``) and one forward's saved activations:
+        ``plain = 2 × param_bytes + state_bytes + act_bytes``. A measurement adds one forward's
+        activations (the probe's own forward) and, per task of a chunk, about one copy of the
+        shared parameters (its gradient, turned into its lookahead values in place) and one
+        forward's activations (its slice of the batched backward and of the lookahead
+        forward). The chunk is the largest that keeps the addition within ``budget × plain``:
+        ``max(1, floor((budget × plain − act_bytes) / (shared_bytes + act_bytes)))``.
+        The activation bytes are counted exactly on this batch's forward (saved-tensor hooks).
+        """
+        plain = 2 * self.param_bytes + state_bytes + self.act_bytes
+        per_task = max(self.shared_bytes + self.act_bytes, 1)
+        return max(1, int((budget * plain - self.act_bytes) // per_task))
 
     @staticmethod
     def chunks(n_rows: int, chunk_size: int | None) -> Iterator[slice]:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
@@ -50,16 +51,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from taskgraph.affinity.estimators import AffinityEstimator, AffinityStep, make_estimator
+from taskgraph.affinity.estimators import AffinityEstimator, AffinityStep, make_estimator, momentum_drift
 from taskgraph.affinity.matrix import AffinityMatrix
+from taskgraph.data.base import unpack_batch
 from taskgraph.exceptions import AffinityError
 from taskgraph.tasks import TaskSet
 from taskgraph.training import Callback, TrainConfig, TrainState, train
 
-__all__ = ["DEFAULT_BUDGET", "AffinityTracker", "Schedule", "measure_affinity"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_CONTROL", "DEFAULT_SUB_BATCH", "AffinityTracker", "Schedule", "measure_affinity"]
 
 #: default share of the run's wall time spent measuring (see :class:`Schedule`)
 DEFAULT_BUDGET = 0.2
+#: default samples of the step's batch a measurement uses (see :class:`AffinityTracker`)
+DEFAULT_SUB_BATCH = 64
+#: default period of the momentum-drift control variate (see :class:`AffinityTracker`)
+DEFAULT_CONTROL = 1
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,26 @@ class AffinityTracker(Callback):
         schedule: which steps to measure (default: a 20% wall-time budget).
         tasks: the tasks in matrix order (default: the training run's task set).
         confidence: level of the matrix's confidence intervals.
-        chunk_size: tasks per batched lookahead (when ``estimator`` is a name).
+        chunk_size: tasks per batched lookahead (when ``estimator`` is a name; default:
+            chosen from a memory budget, see :class:`~taskgraph.affinity.estimators.AffinityEstimator`).
+        sub_batch: measure on a random subset of this many samples of the step's batch
+            (default 64; None: the whole batch). A measurement's cost has a fixed part and a
+            part linear in the batch, so a sub-batch makes each one a few times cheaper and
+            the budget schedule measures that many more steps; affinity varies more from step
+            to step than within a batch, so the average over more steps is closer to the
+            every-step average (``benchmarks/affinity_speed.py``, "run" table). The subset is
+            drawn with the tracker's own generator (``seed``), never the global one.
+        seed: seed of the sub-batch generator.
+        control: every ``control``-th step (from ``schedule.start``; under a budget schedule only
+            while the drift has used at most half of the budget), and at every measured step on
+            the same sub-batch, measure the optimizer's momentum drift D_j (the change of task j's
+            loss under a step with a zero gradient, :func:`~taskgraph.affinity.estimators.momentum_drift`;
+            two forwards, no backward) and use it as a control variate: the matrix averages
+            Z_{i→j} − D_j over the measured steps and adds D_j averaged over all drift steps. With a
+            momentum optimizer most of every lookahead is the shared momentum, so Z's step-to-step
+            swings are mostly D's and the corrected average is much closer to the every-step average
+            for the same number of full measurements. None: off (plain average). Only for
+            estimators that use the optimizer; its time counts against the budget. Default 1.
 
     Attributes:
         steps: the training steps measured, in order.
@@ -127,9 +152,18 @@ class AffinityTracker(Callback):
     """
 
     def __init__(self, estimator: str | AffinityEstimator = "exact", *, schedule: Schedule | None = None,
-                 tasks: TaskSet | None = None, confidence: float = 0.95, chunk_size: int | None = None):
+                 tasks: TaskSet | None = None, confidence: float = 0.95, chunk_size: int | None = None,
+                 sub_batch: int | None = DEFAULT_SUB_BATCH, seed: int = 0,
+                 control: int | None = DEFAULT_CONTROL):
         kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
+        if sub_batch is not None and (not isinstance(sub_batch, int) or isinstance(sub_batch, bool) or sub_batch < 1):
+            raise AffinityError(f"AffinityTracker: 'sub_batch' must be an int >= 1 or None, got {sub_batch!r}")
+        self.sub_batch = sub_batch
+        self.seed = seed
+        if control is not None and (not isinstance(control, int) or isinstance(control, bool) or control < 1):
+            raise AffinityError(f"AffinityTracker: 'control' must be an int >= 1 or None, got {control!r}")
         self.estimator = make_estimator(estimator, **kwargs)
+        self.control = control if self.estimator.uses_optimizer else None
         self.schedule = schedule or Schedule()
         if not 0 < confidence < 1:
             raise AffinityError(f"AffinityTracker: 0 < confidence < 1 must hold, got {confidence}")
@@ -146,6 +180,11 @@ class AffinityTracker(Callback):
         self._t0: float | None = None
         self._cost: float | None = None
         self._seen = 0
+        self._gen = torch.Generator().manual_seed(self.seed)
+        self._drift_seconds = 0.0
+        self._drift_cost: float | None = None
+        self._paired: list[np.ndarray] = []  # drift on each measured step's sub-batch
+        self._drifts: list[np.ndarray] = []  # drift on every drift step (measured ones included)
 
     # ----------------------------------------------------------- training loop
     def on_train_begin(self, state: TrainState) -> None:
@@ -177,7 +216,26 @@ class AffinityTracker(Callback):
         self._seen = step + 1
         if self._t0 is None:
             self._t0 = time.perf_counter()
-        return self.measure(model, optimizer, batch, step=step) if self.due(step) else None
+        if self.due(step):
+            return self.measure(model, optimizer, batch, step=step)
+        if self._drift_due(step):
+            t = time.perf_counter()
+            self._drifts.append(momentum_drift(model, optimizer, self._subset(batch), self.tasks))
+            dt = time.perf_counter() - t
+            self.seconds += dt
+            self._drift_seconds += dt
+            self._drift_cost = dt if self._drift_cost is None else 0.5 * self._drift_cost + 0.5 * dt
+        return None
+
+    def _drift_due(self, step: int) -> bool:
+        # every `control` steps; under a budget schedule the drift may use at most half of the budget
+        s = self.schedule
+        if self.control is None or step < s.start or (step - s.start) % self.control:
+            return False
+        if s.budget is None or self._drift_cost is None or self._t0 is None:
+            return True
+        rest = time.perf_counter() - self._t0 - self.seconds
+        return self._drift_seconds + self._drift_cost <= 0.5 * s.budget * rest
 
     def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
                 step: int | None = None) -> AffinityStep:
@@ -189,7 +247,12 @@ class AffinityTracker(Callback):
         if self.tasks is None:
             raise AffinityError("AffinityTracker: the task set is unknown; pass tasks= when used outside train()")
         t = time.perf_counter()
-        out = self.estimator.measure(model, optimizer, batch, self.tasks)
+        sub = self._subset(batch)
+        out = self.estimator.measure(model, optimizer, sub, self.tasks)
+        if self.control is not None:
+            d = momentum_drift(model, optimizer, sub, self.tasks)
+            self._paired.append(d)
+            self._drifts.append(d)
         dt = time.perf_counter() - t
         self.seconds += dt
         self._cost = dt if self._cost is None else 0.5 * self._cost + 0.5 * dt
@@ -198,6 +261,14 @@ class AffinityTracker(Callback):
         for task, reason in out.skipped.items():
             self.skipped.setdefault(task, Counter())[reason] += 1
         return out
+
+    def _subset(self, batch):
+        """``batch`` restricted to ``sub_batch`` random samples (as is when not larger)."""
+        x, ys, ms = unpack_batch(batch)
+        if self.sub_batch is None or x.shape[0] <= self.sub_batch:
+            return x, ys, ms
+        idx = torch.randperm(x.shape[0], generator=self._gen)[: self.sub_batch].to(x.device)
+        return x[idx], {k: v[idx] for k, v in ys.items()}, {k: v[idx] for k, v in ms.items()}
 
     # ------------------------------------------------------------------ result
     @property
@@ -209,6 +280,10 @@ class AffinityTracker(Callback):
     def matrix(self, *, keep_samples: bool = True) -> AffinityMatrix:
         """The mean matrix with standard errors and confidence intervals.
 
+        With ``control`` on, the matrix's samples are the control-variate corrected ones,
+        Z_s − D_s + mean(D) (:attr:`samples` keeps the raw values); the interval then
+        describes the corrected average and leaves out the (small) uncertainty of mean(D).
+
         Raises:
             AffinityError: nothing was measured yet.
         """
@@ -217,11 +292,18 @@ class AffinityTracker(Callback):
                 "AffinityTracker.matrix: no step was measured; train longer, lower Schedule.start or "
                 "measure with every=1"
             )
-        sched = {**self.schedule.to_dict(), "measured_steps": len(self.steps),
+        sched = {**self.schedule.to_dict(), "sub_batch": self.sub_batch, "measured_steps": len(self.steps),
                  "seconds": round(self.seconds, 4)}
         if self.skipped:
             sched["skipped"] = {t: dict(c) for t, c in self.skipped.items()}
-        return AffinityMatrix.from_samples(self.tasks.names, self.samples, confidence=self.confidence,
+        samples = self.samples
+        if self.control is not None and self._paired:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a task never labelled: NaN mean
+                mean_drift = np.nanmean(np.stack(self._drifts), 0)
+            samples = samples - np.stack(self._paired)[:, None, :] + mean_drift[None, None, :]
+            sched["control"] = {"every": self.control, "drift_steps": len(self._drifts)}
+        return AffinityMatrix.from_samples(self.tasks.names, samples, confidence=self.confidence,
                                            estimator=self.estimator.name, schedule=sched,
                                            keep_samples=keep_samples)
 
@@ -229,7 +311,8 @@ class AffinityTracker(Callback):
 def measure_affinity(model: nn.Module, tasks: TaskSet, train_loader, *, estimator: str | AffinityEstimator = "exact",
                      steps: int | None = None, every: int | None = None, budget: float | None = None,
                      start: int = 0, config: TrainConfig | None = None, confidence: float = 0.95,
-                     chunk_size: int | None = None, progress: bool = False) -> AffinityMatrix:
+                     chunk_size: int | None = None, sub_batch: int | None = DEFAULT_SUB_BATCH,
+                     control: int | None = DEFAULT_CONTROL, progress: bool = False) -> AffinityMatrix:
     """Train ``model`` (in place) with an :class:`AffinityTracker` and return its matrix.
 
     Args:
@@ -242,6 +325,8 @@ def measure_affinity(model: nn.Module, tasks: TaskSet, train_loader, *, estimato
         budget: wall-time share for measuring (default 0.2 when ``every`` is None).
         start: first step that may be measured.
         config: how to train (optimizer, learning rate, ...); default ``TrainConfig()``.
+        sub_batch: samples of each measured batch used (None: all); see :class:`AffinityTracker`.
+        control: period of the momentum-drift control variate (None: off); see :class:`AffinityTracker`.
 
     Returns:
         The :class:`~taskgraph.affinity.matrix.AffinityMatrix`.
@@ -253,7 +338,8 @@ def measure_affinity(model: nn.Module, tasks: TaskSet, train_loader, *, estimato
     config = config or TrainConfig()
     schedule = Schedule(every=every, budget=budget, start=start)
     tracker = AffinityTracker(estimator, schedule=schedule, tasks=tasks, confidence=confidence,
-                              chunk_size=chunk_size)
+                              chunk_size=chunk_size, sub_batch=sub_batch,
+                              control=control)
     if steps is not None:
         if not isinstance(steps, int) or steps < 1:
             raise AffinityError(f"measure_affinity: 'steps' must be an int >= 1 or None, got {steps!r}")

@@ -172,3 +172,10 @@ def test_measure_affinity_bad_steps():
     loader = [make_batch(tasks=REG)]
     with pytest.raises(AffinityError, match="'steps' must be an int >= 1"):
         measure_affinity(model, REG, loader, steps=0)
+
+
+def test_bad_sub_batch_and_memory_budget():
+    with pytest.raises(AffinityError, match="'sub_batch' must be an int >= 1 or None, got 0"):
+        AffinityTracker("exact", sub_batch=0)
+    with pytest.raises(AffinityError, match="memory_budget must be a finite number > 0, got -1"):
+        ExactLookahead(memory_budget=-1)

@@ -148,3 +148,21 @@ def test_sparse_labels_match_reference_on_labelled_tasks():
     x, ys, ms = make_batch(tasks=tasks, drop=0.7)
     got = ExactLookahead().measure(model, opt, (x, ys, ms), tasks).values
     assert rel_err(got, naive_lookahead(model, opt, (x, ys, ms), tasks)) < 1e-5
+
+
+def test_automatic_chunk_follows_the_memory_budget_and_keeps_values():
+    """chunk_size=None picks the chunk from the memory budget; values equal one big chunk's."""
+    model = make_model()
+    opt = OPTIMIZERS["adam"](model.parameters())
+    batch = make_batch(seed=3)
+    x, ys, ms = batch
+    probe = Probe(model, TASKS, x, ys, ms)
+    assert probe.act_bytes > 0 and probe.shared_bytes <= probe.param_bytes
+    chunks = [ExactLookahead(memory_budget=b).chunk_for(probe, opt) for b in (0.01, 1.5, 4.0, 50.0)]
+    assert chunks[0] == 1 and chunks == sorted(chunks) and chunks[-1] > chunks[1]
+    plain = 2 * probe.param_bytes + probe.act_bytes  # no optimizer state counted
+    assert probe.auto_chunk(4.0) == max(1, int((4 * plain - probe.act_bytes) // (probe.shared_bytes + probe.act_bytes)))
+    full = ExactLookahead(chunk_size=100).measure(model, opt, batch, TASKS).values
+    for b in (0.01, 4.0):
+        np.testing.assert_allclose(ExactLookahead(memory_budget=b).measure(model, opt, batch, TASKS).values, full,
+                                   rtol=1e-10, atol=1e-12)

@@ -123,3 +123,70 @@ def test_planted_opposed_clusters_signs_after_150_steps():
     expect = np.array([[1, 1, -1, -1], [1, 1, -1, -1], [-1, -1, 1, 1], [-1, -1, 1, 1]])
     sign = (m.ci_low > 0).astype(int) - (m.ci_high < 0).astype(int)
     assert (sign == expect).all(), (m.mean, m.ci_low, m.ci_high)
+
+
+def test_sub_batch_measures_a_seeded_subset_and_leaves_the_rng_alone():
+    """The default tracker measures on 64 random samples of a larger batch, drawn from its own generator."""
+    model = make_model()
+    opt = OPTIMIZERS["adam"](model.parameters())
+    x, ys, ms = make_batch(seed=5, size=100)
+    tracker = AffinityTracker("exact", tasks=TASKS, seed=7)
+    assert tracker.sub_batch == 64
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    got = tracker.measure(model, opt, (x, ys, ms)).values
+    assert torch.equal(torch.rand(3), before)  # the global stream is untouched
+    idx = torch.randperm(100, generator=torch.Generator().manual_seed(7))[:64]
+    sub = (x[idx], {k: v[idx] for k, v in ys.items()}, {k: v[idx] for k, v in ms.items()})
+    np.testing.assert_allclose(got, ExactLookahead().measure(model, opt, sub, TASKS).values)
+    whole = AffinityTracker("exact", tasks=TASKS, sub_batch=None).measure(model, opt, (x, ys, ms)).values
+    np.testing.assert_allclose(whole, ExactLookahead().measure(model, opt, (x, ys, ms), TASKS).values)
+    assert not np.allclose(got, whole)
+    assert tracker.matrix().schedule["sub_batch"] == 64
+
+
+def test_sub_batch_larger_than_the_batch_uses_it_whole():
+    model = make_model()
+    opt = OPTIMIZERS["sgd"](model.parameters())
+    batch = make_batch(seed=2)  # 24 samples
+    got = AffinityTracker("exact", tasks=TASKS, sub_batch=64).measure(model, opt, batch).values
+    np.testing.assert_allclose(got, ExactLookahead().measure(model, opt, batch, TASKS).values)
+
+
+def test_momentum_drift_is_the_zero_gradient_lookahead():
+    """D_j equals the exact lookahead with an all-zero task weight (the optimizer's momentum alone)."""
+    from taskgraph.affinity import momentum_drift
+    from taskgraph.affinity.optim import lookahead_parameters
+    from taskgraph.affinity.probe import Probe
+
+    model = make_model()
+    opt = OPTIMIZERS["adam"](model.parameters())
+    from .helpers import train_steps
+
+    train_steps(model, opt)
+    batch = make_batch(seed=4)
+    got = momentum_drift(model, opt, batch, TASKS)
+    probe = Probe(model, TASKS, *batch)
+    zero = [torch.zeros((1, *p.shape), dtype=p.dtype) for p in probe.params]
+    want = np.full(len(TASKS), np.nan)
+    want[probe.active] = (1 - probe.losses_at(lookahead_parameters(opt, probe.params, zero))[0] / probe.base).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10, equal_nan=True)
+    assert np.nanmax(np.abs(got)) > 0  # Adam's moments move the parameters
+    plain = OPTIMIZERS["sgd"](model.parameters())
+    assert np.nanmax(np.abs(momentum_drift(model, plain, batch, TASKS))) == 0
+
+
+def test_control_variate_corrects_the_average(data):
+    """matrix = mean over measured steps of (Z − D) + mean of D over all drift steps."""
+    tracker = AffinityTracker("exact", schedule=Schedule(every=4), control=1)
+    train(_model(data), data.tasks, data.train.loader(64, shuffle=True), config=TrainConfig(
+        epochs=2, max_steps=9, lr=1e-2, device="cpu"), callbacks=[tracker])
+    assert tracker.steps == [0, 4, 8] and len(tracker._drifts) == 9
+    paired, drifts = np.stack(tracker._paired), np.stack(tracker._drifts)
+    want = (tracker.samples - paired[:, None, :]).mean(0) + drifts.mean(0)[None, :]
+    m = tracker.matrix()
+    np.testing.assert_allclose(m.mean, want, rtol=1e-12)
+    assert m.schedule["control"] == {"every": 1, "drift_steps": 9}
+    off = AffinityTracker("exact", schedule=Schedule(every=4), control=None)
+    assert off.control is None and AffinityTracker("cosine").control is None
