@@ -62,11 +62,30 @@ def open_storage(url: str, *, file: str | None = None, key: str = "storage.url")
                 raise StorageError(_where(f"the storage {url!r} must be a writable SQLite path: {e.strerror}",
                                           file, key)) from None
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        return _rdb_storage(optuna, url)
     except Exception as e:  # sqlalchemy/driver errors: unreachable host, bad credentials, missing driver
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(_where(f"the storage {url!r} must be reachable; got {type(e).__name__}: {msg}",
                                   file, key)) from None
+
+
+def _rdb_storage(optuna, url: str, attempts: int = 5):
+    """``RDBStorage(url)``, retried when another driver is creating the same schema right now.
+
+    Two drivers that open a new SQLite study at once can both find a table
+    missing and one then fails with "table ... already exists"; the schema is
+    complete a moment later, so opening again succeeds.
+    """
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        except Exception as e:
+            if "already exists" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _engine_kwargs(url: str) -> dict:
