@@ -114,7 +114,7 @@ class ExactSolver(GroupingSolver):
         max_tasks: refuse larger problems (the column table has 2^n rows; 22 tasks ≈ 4·10^6).
         full_milp_tasks: up to this many tasks the MILP sees every column directly.
         time_limit: seconds for each HiGHS MILP call (None: no limit). A run that hits it
-            raises rather than return an unproven answer.
+            raises rather than return an unproven answer (use the scalable solver then).
         columns_per_round: columns added per column-generation round.
 
     Raises (from :meth:`solve`):
@@ -123,7 +123,7 @@ class ExactSolver(GroupingSolver):
 
     name = "exact"
 
-    def __init__(self, max_tasks: int = 22, full_milp_tasks: int = 12, time_limit: float | None = None,
+    def __init__(self, max_tasks: int = 22, full_milp_tasks: int = 12, time_limit: float | None = 120.0,
                  columns_per_round: int = 200):
         if not 1 <= max_tasks <= 26:
             raise GroupingError(f"ExactSolver: 1 <= max_tasks <= 26 must hold, got {max_tasks}")
