@@ -105,29 +105,23 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
             label = grouping_label(sum(lb.startswith("top") for lb in groupings) + 1, r["groups"])
             groupings[label] = r["groups"]
             scores[label] = r["score"]
-        if aff.matrix is None:
-            log("prepare: no affinity engine available; the grouping choices are the references only")
     log("prepare: single-task baselines ...")
     single = stages.single_task_baselines(data, trunk, spec.train_config(),
                                           cache_dir=Path(spec.run_dir).parent / "_baselines")
-    prepared = Prepared(names, groupings, scores, {"single_task": single, "all_in_one": aff.all_in_one},
-                        aff.matrix.to_dict() if aff.matrix is not None else None, 0.0)
+    affinity = aff.matrix.to_dict()
     with tempfile.TemporaryDirectory() as d:
-        files = []
-        if aff.matrix is not None:
-            for fn, name in ((stages.draw_heatmap, "affinity_heatmap.png"), (stages.draw_graph, "task_graph.png")):
-                p = fn(aff.matrix, Path(d) / name)
-                if p is not None:
-                    files.append((p, "image/png"))
-            mp = Path(d) / "affinity.json"
-            mp.write_text(json.dumps(aff.matrix.to_dict(), indent=1))
-            files.append((mp, "application/json"))
+        files = [(stages.draw_heatmap(aff.matrix, Path(d) / "affinity_heatmap.png"), "image/png"),
+                 (stages.draw_graph(aff.matrix, Path(d) / "task_graph.png"), "image/png")]
+        mp = Path(d) / "affinity.json"
+        mp.write_text(json.dumps(affinity, indent=1))
+        files.append((mp, "application/json"))
         gpath = Path(d) / "groupings.json"
         gpath.write_text(json.dumps({"groupings": groupings, "scores": scores}, indent=2))
         files.append((gpath, "application/json"))
         for p, mime in files:
             upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=study, mimetype=mime)
-    prepared = Prepared(names, groupings, scores, prepared.baselines, prepared.affinity, time.perf_counter() - t0)
+    prepared = Prepared(names, groupings, scores, {"single_task": single, "all_in_one": aff.all_in_one},
+                        affinity, time.perf_counter() - t0)
     study.set_user_attr("task_info", [{"name": t.name, "kind": t.kind, "metric": t.metric,
                                        "higher_is_better": t.higher_is_better} for t in data.tasks])
     for key, value in prepared.to_attrs().items():

@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from taskgraph.exceptions import ConfigError, TaskGraphError
 
 __all__ = [
     "AffinityOutcome",
-    "GroupedModel",
     "build_model",
     "check_dataset",
     "check_topology_params",
@@ -81,61 +79,18 @@ def load_data(name: str, options: Mapping[str, Any], tasks: Sequence[str] | None
 
 # --- topologies -----------------------------------------------------------------------------
 
-class GroupedModel(nn.Module):
-    """Hard sharing per group: one shared trunk + heads per group of tasks (Standley et al., 2020).
-
-    ``forward(x)`` merges every group's outputs into one ``{task: prediction}``.
-    A one-group grouping is the all-in-one model; singletons are single-task models.
-    """
-
-    def __init__(self, trunk_spec, tasks, input_shape: Sequence[int], groups: Sequence[Sequence[str]]):
-        from taskgraph.models import MultiTaskModel
-
-        super().__init__()
-        self.groups = tuple(tuple(g) for g in groups)
-        self.members = nn.ModuleList(
-            MultiTaskModel(trunk_spec.build(input_shape), tasks.subset(g), input_shape=input_shape)
-            for g in self.groups
-        )
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for m in self.members:
-            out.update(m(x))
-        return out
-
-    def shared_parameters(self):
-        for i, m in enumerate(self.members):
-            for n, p in m.shared_parameters():
-                yield f"members.{i}.{n}", p
-
-
-def _topology_registry():
-    try:
-        from taskgraph.models.topology import TOPOLOGIES
-    except ImportError:
-        return None
-    return TOPOLOGIES
-
-
 def topology_names() -> list[str]:
     """The sharing topologies a search space may name."""
-    reg = _topology_registry()
-    return sorted(reg) if reg is not None else ["hard"]
+    from taskgraph.models.topology import TOPOLOGIES
+
+    return sorted(TOPOLOGIES)
 
 
 def check_topology_params(name: str, params: Sequence[str], *, file: str | None, key: str) -> None:
     """Raise if topology ``name`` takes none of ``params`` (unknown parameter names)."""
-    _check_params("topology", name, _topology_factory(name, file=file, key=key), params, file=file, key=key)
+    from taskgraph.models.topology import TOPOLOGIES
 
-
-def _topology_factory(name: str, *, file: str | None = None, key: str | None = None):
-    reg = _topology_registry()
-    if reg is None:
-        if name != "hard":
-            raise ConfigError(f"unknown topology {name!r}; valid: hard", file=file, key=key)
-        return None
-    return reg.get(name, file=file, key=key)
+    _check_params("topology", name, TOPOLOGIES.get(name, file=file, key=key), params, file=file, key=key)
 
 
 def build_model(topology: str, params: Mapping[str, Any], trunk_spec, tasks, input_shape: Sequence[int],
@@ -144,15 +99,12 @@ def build_model(topology: str, params: Mapping[str, Any], trunk_spec, tasks, inp
 
     A scalar given for a tuple-valued topology field (e.g. one branch depth) becomes a 1-tuple.
     """
-    reg = _topology_registry()
-    if reg is None:
-        return GroupedModel(trunk_spec, tasks, input_shape, groups)
     import dataclasses
 
+    from taskgraph.models.topology import TOPOLOGIES, make_topology
     from taskgraph.models.topology import build_model as _build
-    from taskgraph.models.topology import make_topology
 
-    cls = reg.get(topology)
+    cls = TOPOLOGIES.get(topology)
     kw = dict(params)
     if dataclasses.is_dataclass(cls):
         for f in dataclasses.fields(cls):
@@ -164,39 +116,23 @@ def build_model(topology: str, params: Mapping[str, Any], trunk_spec, tasks, inp
 
 # --- weightings -----------------------------------------------------------------------------
 
-def _weighting_registry():
-    from taskgraph import weighting
-
-    return getattr(weighting, "WEIGHTINGS", None)
-
-
 def weighting_names() -> list[str]:
     """The loss weightings a search space may name."""
-    reg = _weighting_registry()
-    return sorted(reg) if reg is not None else ["equal"]
+    from taskgraph.weighting import WEIGHTINGS
 
-
-def _weighting_factory(name: str, *, file: str | None = None, key: str | None = None):
-    reg = _weighting_registry()
-    if reg is None:
-        from taskgraph.weighting import EqualWeighting
-
-        if name != "equal":
-            raise ConfigError(f"unknown weighting {name!r}; valid: equal", file=file, key=key)
-        return EqualWeighting
-    return reg.get(name, file=file, key=key)
+    return sorted(WEIGHTINGS)
 
 
 def check_weighting_params(name: str, params: Sequence[str], *, file: str | None, key: str) -> None:
     """Raise if weighting ``name`` takes none of ``params`` (unknown parameter names)."""
-    _check_params("weighting", name, _weighting_factory(name, file=file, key=key), params, file=file, key=key)
+    from taskgraph.weighting import WEIGHTINGS
+
+    _check_params("weighting", name, WEIGHTINGS.get(name, file=file, key=key), params, file=file, key=key)
 
 
 def _check_params(concept: str, name: str, factory, params: Sequence[str], *, file, key) -> None:
     if not params:
         return
-    if factory is None:
-        raise ConfigError(f"{concept} {name!r} takes no parameters; got {', '.join(params)}", file=file, key=key)
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):  # pragma: no cover
@@ -212,10 +148,8 @@ def _check_params(concept: str, name: str, factory, params: Sequence[str], *, fi
 
 def make_weighting(name: str, params: Mapping[str, Any]):
     """A loss weighting strategy by name with its hyper-parameters."""
-    try:
-        from taskgraph.weighting import make_weighting as _make
-    except ImportError:
-        return _weighting_factory(name)(**dict(params))
+    from taskgraph.weighting import make_weighting as _make
+
     return _make(name, **dict(params))
 
 
@@ -226,7 +160,7 @@ class AffinityOutcome:
     """What the study's prepare stage measured on the all-in-one model.
 
     Attributes:
-        matrix: the affinity matrix (None when the affinity engine is unavailable).
+        matrix: the affinity matrix.
         all_in_one: ``{"val": {...}, "test": {...}}`` per-task metrics and losses of that model.
         seconds: wall time of the measurement.
     """
@@ -240,23 +174,15 @@ def measure_affinity(data, trunk_spec, config, *, estimator: str = "exact", ever
     """Train the all-in-one model while measuring inter-task affinity (TAG lookahead)."""
     import time
 
+    from taskgraph.affinity import measure_affinity as _measure
     from taskgraph.models import MultiTaskModel
-    from taskgraph.training import evaluate, fit, seed_everything
+    from taskgraph.training import evaluate, seed_everything
 
     t0 = time.perf_counter()
     seed_everything(config.seed)
     model = MultiTaskModel(trunk_spec.build(data.input_shape), data.tasks, input_shape=data.input_shape)
-    try:
-        from taskgraph.affinity import measure_affinity as _measure
-    except ImportError:
-        _measure = None
-    matrix = None
-    if _measure is None:
-        fit(model, data, config)
-    else:
-        train_loader, _, _ = data.loaders(config.batch_size, seed=config.seed)
-        matrix = _measure(model, data.tasks, train_loader, estimator=estimator, every=every, config=config)
-    _, val_loader, test_loader = data.loaders(config.batch_size, seed=config.seed)
+    train_loader, val_loader, test_loader = data.loaders(config.batch_size, seed=config.seed)
+    matrix = _measure(model, data.tasks, train_loader, estimator=estimator, every=every, config=config)
     val = evaluate(model, val_loader, data.tasks)
     test = evaluate(model, test_loader, data.tasks)
     return AffinityOutcome(matrix, {"val": val.to_dict(), "test": test.to_dict()}, time.perf_counter() - t0)
@@ -264,63 +190,25 @@ def measure_affinity(data, trunk_spec, config, *, estimator: str = "exact", ever
 
 def rank_groupings(matrix, names: Sequence[str], *, k: int, top_m: int) -> list[dict]:
     """The top-m groupings of the grouping stage, best first: ``[{"groups": [[...]], "score": s}]``."""
-    if matrix is None:
-        return []
-    try:
-        from taskgraph.grouping import group_tasks
-    except ImportError:
-        return []
+    from taskgraph.grouping import group_tasks
+
     # the topologies need a partition (each task in exactly one group), not TAG's overlapping cover
     ranked = group_tasks(matrix, k=k, top_m=top_m, variant="partition")
-    out = []
-    for g in ranked:
-        groups = [list(x) for x in g.groups]
-        score = getattr(g, "score", None)
-        out.append({"groups": groups, "score": None if score is None or not math.isfinite(score) else float(score)})
-    return out
+    return [{"groups": [list(x) for x in g.groups],
+             "score": float(g.score) if math.isfinite(g.score) else None} for g in ranked]
 
 
-def draw_heatmap(matrix, path: Path) -> Path | None:
-    """The affinity heatmap PNG (None when there is no matrix)."""
-    if matrix is None:
-        return None
-    if hasattr(matrix, "heatmap"):
-        matrix.heatmap(path)
-        return path
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    n = len(matrix.names)
-    fig, ax = plt.subplots(figsize=(1 + 0.5 * n, 1 + 0.5 * n))
-    lim = float(np.nanmax(np.abs(matrix.mean))) or 1.0
-    im = ax.imshow(matrix.mean, cmap="RdBu", vmin=-lim, vmax=lim)
-    ax.set_xticks(range(n), matrix.names, rotation=90)
-    ax.set_yticks(range(n), matrix.names)
-    ax.set_xlabel("j (helped)")
-    ax.set_ylabel("i (stepping)")
-    fig.colorbar(im, ax=ax, label="Z i→j")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def draw_heatmap(matrix, path: Path) -> Path:
+    """The affinity heatmap PNG (mean with confidence intervals)."""
+    matrix.heatmap(path)
     return path
 
 
-def draw_graph(matrix, path: Path) -> Path | None:
-    """The task-graph PNG (None when there is no matrix or no graph stage)."""
-    if matrix is None:
-        return None
-    try:
-        from taskgraph.graph import TaskGraph
-    except ImportError:
-        return None
-    graph = TaskGraph.from_affinity(matrix)
-    draw = getattr(graph, "draw", None)
-    if draw is None:
-        return None
-    draw(path)
+def draw_graph(matrix, path: Path) -> Path:
+    """The task-graph PNG."""
+    from taskgraph.graph import TaskGraph
+
+    TaskGraph.from_affinity(matrix).draw(path)
     return path
 
 
@@ -328,20 +216,10 @@ def draw_graph(matrix, path: Path) -> Path | None:
 
 def single_task_baselines(data, trunk_spec, config, *, cache_dir=None) -> dict:
     """Per-task val/test metrics and losses of one single-task model per task, same budget (cached)."""
-    try:
-        from taskgraph.baselines import single_task_baselines as _baselines
-    except ImportError:
-        _baselines = None
-    if _baselines is not None:
-        base = _baselines(data, trunk_spec, config, cache_dir=cache_dir)
-        return {"val": base.val.to_dict(), "test": base.test.to_dict()}
-    from taskgraph.training import train_partition
+    from taskgraph.baselines import single_task_baselines as _baselines
 
-    def factory():
-        return trunk_spec.build(data.input_shape)
-
-    res = train_partition(factory, data, [[n] for n in data.tasks.names], config)
-    return {split: ev.to_dict() for split, ev in res.items()}
+    base = _baselines(data, trunk_spec, config, cache_dir=cache_dir)
+    return {"val": base.val.to_dict(), "test": base.test.to_dict()}
 
 
 def ensure_finite(values: Mapping[str, float], what: str) -> None:
