@@ -39,15 +39,36 @@ def allocator() -> str:
     return "tcmalloc (LD_PRELOAD " + pre + ")" if "tcmalloc" in pre else "glibc malloc"
 
 
+#: where the tables run (``--device``)
+DEVICE = "cpu"
+
+
+def _sync() -> None:
+    if DEVICE.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def median_ms(fn, repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        _sync()
         t = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1e3
+
+
+#: trunk, input shape and batch size of each model kind
+KINDS = {
+    "mlp": ("MLP 64→256→256→128, batch 256", 256),
+    "cnn": ("small CNN (16, 32)→64 on 1×28×28, batch 256", 256),
+    "mlp-large": ("MLP 512→2048→2048→1024 (7 M parameters), batch 4096", 4096),
+}
 
 
 def setup(kind: str, n: int, seed: int = 0):
@@ -60,13 +81,17 @@ def setup(kind: str, n: int, seed: int = 0):
     tasks = TaskSet([Task(f"t{i}", "regression" if i % 3 else "binary") for i in range(n)])
     if kind == "mlp":
         trunk, shape = mlp(64, (256, 256, 128)), (64,)
+    elif kind == "mlp-large":
+        trunk, shape = mlp(512, (2048, 2048, 1024)), (512,)
     else:
         trunk, shape = small_cnn(1, (16, 32), 64), (1, 28, 28)
-    model = MultiTaskModel(trunk, tasks, input_shape=shape)
+    bs = KINDS[kind][1]
+    model = MultiTaskModel(trunk, tasks, input_shape=shape).to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(256, *shape)
-    ys = {t.name: (torch.randn(256) if t.kind == "regression" else (torch.rand(256) > 0.5).float()) for t in tasks}
-    ms = {t.name: torch.ones(256, dtype=torch.bool) for t in tasks}
+    x = torch.randn(bs, *shape, device=DEVICE)
+    ys = {t.name: (torch.randn(bs, device=DEVICE) if t.kind == "regression"
+                   else (torch.rand(bs, device=DEVICE) > 0.5).float()) for t in tasks}
+    ms = {t.name: torch.ones(bs, dtype=torch.bool, device=DEVICE) for t in tasks}
 
     def plain():
         opt.zero_grad(set_to_none=True)
@@ -97,15 +122,31 @@ def speed_table(kind: str, sizes, repeats: int) -> None:
     from taskgraph.cli.common import print_table
 
     rows = [speed_row(kind, n, repeats) for n in sizes]
-    title = ("MLP 64→256→256→128" if kind == "mlp" else "small CNN (16, 32)→64 on 1×28×28") + \
-        f", batch 256, Adam, median ms per step; {allocator()}"
+    title = f"{KINDS[kind][0]}, Adam, median ms per step; {DEVICE}" + \
+        (f" ({_gpu_name()}, TF32 off)" if DEVICE.startswith("cuda") else f", {allocator()}")
     print_table(title, ["n", "plain", "naive", "exact", "1st-ord", "nv/pl", "ex/pl", "fo/pl", "nv/ex", "ex/fo"],
                 rows)
 
 
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
 def peak_bytes(fn) -> int:
-    """Peak of (allocated − freed) tensor bytes during ``fn`` (CPU profiler memory events)."""
+    """Peak of (allocated − freed) tensor bytes during ``fn`` (CPU profiler memory events; on CUDA the
+    allocator's peak above the level before the call)."""
+    import torch
     from torch.profiler import profile
+
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
 
     with profile(profile_memory=True) as p:
         fn()
@@ -163,7 +204,7 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
     from taskgraph.training import TrainConfig, train
 
     data = planted_clusters(n_tasks=n, n_clusters=3, n_samples=samples, dim=64, seed=0)
-    cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=256, seed=0, device="cpu", restore_best=False)
+    cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=256, seed=0, device=DEVICE, restore_best=False)
     torch.manual_seed(0)
     base = MultiTaskModel(mlp(64, (256, 256, 128)), data.tasks, input_shape=(64,))
 
@@ -217,7 +258,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="4,9,20,40")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=["mlp", "cnn", "memory", "run"], action="append")
+    ap.add_argument("--only", choices=["mlp", "cnn", "mlp-large", "memory", "run"], action="append",
+                    help="tables to print (default: mlp, cnn, memory, run; mlp-large is meant for a GPU)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:k] (CUDA timings synchronise around each call)")
     ap.add_argument("--allocator", choices=["as-started", "tcmalloc", "glibc"], default="as-started")
     ap.add_argument("--run-epochs", type=int, default=4)
     ap.add_argument("--run-samples", type=int, default=20000)
@@ -236,8 +279,13 @@ def main() -> None:
             os.execve(sys.executable, [sys.executable, *sys.argv], env)
     import torch
 
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator: {allocator()}")
+    if DEVICE.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator: {allocator()}, device {DEVICE}")
     os.environ.setdefault("COLUMNS", "140")
     only = set(args.only or ["mlp", "cnn", "memory", "run"])
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -245,6 +293,8 @@ def main() -> None:
         speed_table("mlp", sizes, args.repeats)
     if "cnn" in only:
         speed_table("cnn", [9], args.repeats)
+    if "mlp-large" in only:
+        speed_table("mlp-large", sizes, args.repeats)
     if "memory" in only:
         memory_table(max(sizes))
     if "run" in only:

@@ -183,7 +183,7 @@ class ExactLookahead(AffinityEstimator):
     name = "exact"
 
     def _compute(self, probe, optimizer):
-        w = torch.eye(len(probe.active), dtype=probe.base.dtype)
+        w = torch.eye(len(probe.active), dtype=probe.base.dtype, device=probe.x.device)
         out = []
         chunks = list(probe.chunks(len(w), self.chunk_for(probe, optimizer)))
         for k, sl in enumerate(chunks):
@@ -206,7 +206,7 @@ class FirstOrder(AffinityEstimator):
 
     def _compute(self, probe, optimizer):
         n = len(probe.active)
-        eye = torch.eye(n, dtype=probe.base.dtype)
+        eye = torch.eye(n, dtype=probe.base.dtype, device=probe.x.device)
         chunks = list(probe.chunks(n, self.chunk_for(probe, optimizer)))
         gs, ds = [], []
         for k, sl in enumerate(chunks):
@@ -226,7 +226,7 @@ class GradientCosine(AffinityEstimator):
 
     def _compute(self, probe, optimizer):
         n = len(probe.active)
-        eye = torch.eye(n, dtype=probe.base.dtype)
+        eye = torch.eye(n, dtype=probe.base.dtype, device=probe.x.device)
         chunks = list(probe.chunks(n, self.chunk_for(probe, optimizer)))
         gs = []
         for k, sl in enumerate(chunks):
@@ -297,7 +297,7 @@ def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
         if not probe.active:
             return out
         pos = {tasks[i].name: k for k, i in enumerate(probe.active)}
-        W = torch.zeros(len(groups), len(probe.active), dtype=probe.base.dtype)
+        W = torch.zeros(len(groups), len(probe.active), dtype=probe.base.dtype, device=probe.x.device)
         for r, g in enumerate(groups):
             for t in g:
                 if t in pos:

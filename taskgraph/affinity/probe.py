@@ -185,7 +185,7 @@ class Probe:
         self.x = x
         self.stacked = _linear_heads(model, self.names)
         dtype = self.params[0].dtype
-        self.base = torch.empty(0, dtype=dtype)
+        self.base = torch.empty(0, dtype=dtype, device=x.device)
         # buffers (batch-norm statistics) are cloned: forwards update the clones, never the model's
         self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
         self.shared_bytes = sum(p.numel() * p.element_size() for p in self.params)

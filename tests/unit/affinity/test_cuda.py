@@ -1,0 +1,88 @@
+"""The affinity engine on a CUDA device: the same values as the naive reference and as on the CPU.
+
+Skipped where no CUDA device is present (CI); run where there is one with
+``pytest tests/unit/affinity/test_cuda.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from taskgraph.affinity import AffinityTracker, ExactLookahead, FirstOrder, GradientCosine, Schedule, naive_lookahead
+from taskgraph.data import planted_clusters
+from taskgraph.models import MultiTaskModel, mlp
+from taskgraph.training import TrainConfig, train
+
+from .helpers import OPTIMIZERS, TASKS, make_batch, make_model, rel_err
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+CUDA_OPTIMIZERS = {
+    **OPTIMIZERS,
+    "adam_fused": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=0.01, fused=True),
+    "adamw_foreach": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05, foreach=True),
+}
+
+
+def _to(batch, device):
+    x, ys, ms = batch
+    return x.to(device), {k: v.to(device) for k, v in ys.items()}, {k: v.to(device) for k, v in ms.items()}
+
+
+def _steps(model, opt, kind, device, steps=3):
+    for s in range(steps):
+        x, ys, ms = _to(make_batch(kind, seed=100 + s, dtype=next(model.parameters()).dtype), device)
+        opt.zero_grad()
+        out = model(x)
+        sum(t.loss(out[t.name], ys[t.name], ms[t.name]) for t in TASKS).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("opt_name", sorted(CUDA_OPTIMIZERS))
+def test_exact_on_cuda_equals_naive_reference(kind, opt_name):
+    model = make_model(kind).cuda()
+    opt = CUDA_OPTIMIZERS[opt_name](model.parameters())
+    _steps(model, opt, kind, "cuda")
+    batch = _to(make_batch(kind), "cuda")
+    ref = naive_lookahead(model, opt, batch, TASKS)
+    got = ExactLookahead(chunk_size=2).measure(model, opt, batch, TASKS)
+    assert got.skipped == {}
+    assert rel_err(got.values, ref) < 1e-5
+
+
+@pytest.mark.parametrize("estimator", [ExactLookahead, FirstOrder, GradientCosine])
+def test_cuda_values_equal_cpu_values(estimator):
+    cpu = make_model("mlp")
+    opt_cpu = OPTIMIZERS["adam"](cpu.parameters())
+    _steps(cpu, opt_cpu, "mlp", "cpu")
+    gpu = copy.deepcopy(cpu).cuda()
+    opt_gpu = OPTIMIZERS["adam"](gpu.parameters())
+    opt_gpu.load_state_dict(opt_cpu.state_dict())
+    batch = make_batch("mlp")
+    a = estimator().measure(cpu, opt_cpu, batch, TASKS).values
+    b = estimator().measure(gpu, opt_gpu, _to(batch, "cuda"), TASKS).values
+    np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+
+
+def test_tracked_training_on_cuda_follows_the_untracked_run():
+    data = planted_clusters(n_tasks=4, n_clusters=2, n_samples=600, seed=0)
+    torch.manual_seed(0)
+    base = MultiTaskModel(mlp(32, (32, 16)), data.tasks, input_shape=(32,))
+    cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=64, device="cuda", restore_best=False, seed=0)
+    runs = []
+    for callbacks in ([], [AffinityTracker("exact", schedule=Schedule(every=3))]):
+        model = copy.deepcopy(base)
+        train(model, data.tasks, data.train.loader(64, shuffle=True, seed=0), config=cfg, callbacks=callbacks)
+        runs.append((model, callbacks))
+    (plain, _), (tracked, [tracker]) = runs
+    assert next(tracked.parameters()).is_cuda
+    for a, b in zip(plain.parameters(), tracked.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    m = tracker.matrix()
+    assert m.names == data.tasks.names and int(m.n_samples.min()) >= 5
+    assert np.isfinite(m.mean).all()
