@@ -192,7 +192,7 @@ def memory_table(n: int) -> None:
 
 
 def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[int | None, float, int | None]],
-                      repeats: int) -> None:
+                      repeats: int, hidden: tuple[int, ...] = (256, 256, 128), dim: int = 64, lr: float = 1e-3) -> None:
     import numpy as np
     import torch
     from scipy.stats import spearmanr
@@ -203,10 +203,10 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
     from taskgraph.models import MultiTaskModel, mlp
     from taskgraph.training import TrainConfig, train
 
-    data = planted_clusters(n_tasks=n, n_clusters=3, n_samples=samples, dim=64, seed=0)
-    cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=256, seed=0, device=DEVICE, restore_best=False)
+    data = planted_clusters(n_tasks=n, n_clusters=3, n_samples=samples, dim=dim, seed=0)
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=256, seed=0, device=DEVICE, restore_best=False)
     torch.manual_seed(0)
-    base = MultiTaskModel(mlp(64, (256, 256, 128)), data.tasks, input_shape=(64,))
+    base = MultiTaskModel(mlp(dim, hidden), data.tasks, input_shape=(dim,))
 
     def run(callbacks):
         model = copy.deepcopy(base)
@@ -244,7 +244,8 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
                      f"{statistics.median(counts):.0f}", f"{statistics.median(drifts):.0f}",
                      f"{statistics.median(rhos):.3f}",
                      " ".join(f"{x:.2f}" for x in rhos)])
-    print_table(f"Training run, n={n} planted clusters (dim 64), MLP 64→256→256→128, Adam, {steps} steps; "
+    trunk = "→".join(str(w) for w in (dim, *hidden))
+    print_table(f"Training run, n={n} planted clusters (dim {dim}), MLP {trunk}, Adam lr {lr:g}, {steps} steps; "
                 f"median over {repeats} repeats (overhead = tracked / untracked wall time − 1, each pair run "
                 f"back to back); every-step exact reference run took {t_full:.2f} s; {allocator()}",
                 ["schedule", "overhead", "repeats", "measured steps", "drift steps", "Spearman vs every step",
@@ -265,6 +266,9 @@ def main() -> None:
     ap.add_argument("--run-epochs", type=int, default=4)
     ap.add_argument("--run-samples", type=int, default=20000)
     ap.add_argument("--run-repeats", type=int, default=3)
+    ap.add_argument("--run-hidden", default="256,256,128", help="trunk widths of the tracked run")
+    ap.add_argument("--run-dim", type=int, default=64, help="input dimension of the tracked run's data")
+    ap.add_argument("--run-lr", type=float, default=1e-3)
     ap.add_argument("--run-variants", default="64:0.2:1,64:0.2:off,all:0.2:off",
                     help="tracked-run schedules as sub_batch:budget:control ('all' = whole batch, 'off' = "
                          "no control variate)")
@@ -300,7 +304,8 @@ def main() -> None:
     if "run" in only:
         variants = [(None if a == "all" else int(a), float(b), None if c == "off" else int(c))
                     for a, b, c in (v.split(":") for v in args.run_variants.split(","))]
-        tracked_run_table(9, args.run_epochs, args.run_samples, variants, args.run_repeats)
+        tracked_run_table(9, args.run_epochs, args.run_samples, variants, args.run_repeats,
+                          tuple(int(w) for w in args.run_hidden.split(",")), args.run_dim, args.run_lr)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ from taskgraph.registry import Registry
 from taskgraph.tasks import TaskSet
 
 __all__ = [
+    "CUDA_FREE_SHARE",
     "DEFAULT_CHUNK",
     "ESTIMATORS",
     "AffinityEstimator",
@@ -72,6 +73,12 @@ __all__ = [
 
 #: tasks per chunk of :func:`group_lookahead` (one chunk up to 10 groups; balanced chunks beyond)
 DEFAULT_CHUNK = 10
+#: on a CUDA device the automatic chunk may use this share of the device's free memory even
+#: when that is more than ``memory_budget`` plain steps: a GPU pass costs kernel launches, not
+#: arithmetic, so one chunk of all tasks is ~9x faster than chunks of 2 at n = 40 on an H200
+#: (``benchmarks/affinity_speed.py --device cuda --only memory``), while the memory it takes is
+#: small next to the device's
+CUDA_FREE_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,8 @@ class AffinityEstimator(ABC):
             parameters + one forward's activations), kept within ``memory_budget`` × a plain
             training step's footprint (parameters, gradients, optimizer state, activations),
             so the peak stays within about (1 + memory_budget)× a plain step's; larger chunks
-            are faster, smaller ones leaner.
+            are faster, smaller ones leaner. On a CUDA device the budget is at least
+            :data:`CUDA_FREE_SHARE` of the device's free memory.
         memory_budget: the budget of the automatic chunk, in plain training steps (default 1.5; the
             per-task estimate is conservative: on the benchmark MLP 1.5 gives chunk 2 and a measured
             peak of 1.85× a plain step at n = 40).
@@ -129,7 +137,11 @@ class AffinityEstimator(ABC):
         state = 0 if optimizer is None else sum(
             v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
             if isinstance(v, torch.Tensor))
-        return probe.auto_chunk(self.memory_budget, state)
+        floor = 0
+        if probe.x.is_cuda:
+            free, _ = torch.cuda.mem_get_info(probe.x.device)
+            floor = int(CUDA_FREE_SHARE * free)
+        return probe.auto_chunk(self.memory_budget, state, floor_bytes=floor)
 
     def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, batch,
                 tasks: TaskSet) -> AffinityStep:
@@ -312,10 +324,10 @@ def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
         for k, sl in enumerate(chunks):
             grads = probe.gradients(W[sl], last=k == len(chunks) - 1)
             res.append(1.0 - probe.losses_at(lookahead_parameters(optimizer, probe.params, grads, inplace=True)) / base)
-        z = torch.cat(res).double().numpy()
-        z[:, ~(torch.isfinite(base) & (base != 0)).numpy()] = np.nan
+        z = torch.cat(res).cpu().double().numpy()
+        z[:, ~(torch.isfinite(base) & (base != 0)).cpu().numpy()] = np.nan
         z[~np.isfinite(z)] = np.nan
-        out[np.ix_(keep.numpy(), np.asarray(probe.active))] = z
+        out[np.ix_(keep.cpu().numpy(), np.asarray(probe.active))] = z
     return out
 
 

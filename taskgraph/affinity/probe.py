@@ -273,7 +273,7 @@ class Probe:
                     for g, p in zip(out, self.params)]
         return list(per_task_gradients(weights @ self.losses, self.params, retain_graph=not last))
 
-    def auto_chunk(self, budget: float = 1.0, state_bytes: int = 0) -> int:
+    def auto_chunk(self, budget: float = 1.0, state_bytes: int = 0, *, floor_bytes: int = 0) -> int:
         """Tasks per chunk that keep a measurement's extra memory within ``budget`` plain steps.
 
         A plain training step's footprint is the parameters, their gradients, the optimizer's
@@ -285,10 +285,13 @@ class Probe:
         forward). The chunk is the largest that keeps the addition within ``budget × plain``:
         ``max(1, floor((budget × plain − act_bytes) / (shared_bytes + act_bytes)))``.
         The activation bytes are counted exactly on this batch's forward (saved-tensor hooks).
+        ``floor_bytes``: allow at least this much extra memory whatever the budget (the
+        estimators pass a share of a CUDA device's free memory).
         """
         plain = 2 * self.param_bytes + state_bytes + self.act_bytes
         per_task = max(self.shared_bytes + self.act_bytes, 1)
-        return max(1, int((budget * plain - self.act_bytes) // per_task))
+        allowed = max(budget * plain, floor_bytes)
+        return max(1, int((allowed - self.act_bytes) // per_task))
 
     @staticmethod
     def chunks(n_rows: int, chunk_size: int | None) -> Iterator[slice]:

@@ -86,3 +86,32 @@ def test_tracked_training_on_cuda_follows_the_untracked_run():
     m = tracker.matrix()
     assert m.names == data.tasks.names and int(m.n_samples.min()) >= 5
     assert np.isfinite(m.mean).all()
+
+
+def test_automatic_chunk_on_cuda_takes_every_task_of_a_small_model():
+    from taskgraph.affinity.probe import Probe
+
+    model = make_model("mlp").cuda()
+    opt = OPTIMIZERS["adam"](model.parameters())
+    _steps(model, opt, "mlp", "cuda")
+    batch = _to(make_batch("mlp"), "cuda")
+    est = ExactLookahead()
+    assert est.chunk_for(Probe(model, TASKS, *batch), opt) >= len(TASKS)
+    assert rel_err(est.measure(model, opt, batch, TASKS).values, naive_lookahead(model, opt, batch, TASKS)) < 1e-5
+
+
+def test_group_lookahead_and_momentum_drift_on_cuda_equal_cpu():
+    from taskgraph.affinity import group_lookahead, momentum_drift
+
+    cpu = make_model("mlp")
+    opt_cpu = OPTIMIZERS["sgd_momentum_wd"](cpu.parameters())
+    _steps(cpu, opt_cpu, "mlp", "cpu")
+    gpu = copy.deepcopy(cpu).cuda()
+    opt_gpu = OPTIMIZERS["sgd_momentum_wd"](gpu.parameters())
+    opt_gpu.load_state_dict(opt_cpu.state_dict())
+    batch = make_batch("mlp")
+    groups = [["r1", "b1"], ["m1", "r2", "b2"], list(TASKS.names)]
+    np.testing.assert_allclose(group_lookahead(gpu, opt_gpu, _to(batch, "cuda"), TASKS, groups),
+                               group_lookahead(cpu, opt_cpu, batch, TASKS, groups), rtol=1e-9)
+    np.testing.assert_allclose(momentum_drift(gpu, opt_gpu, _to(batch, "cuda"), TASKS),
+                               momentum_drift(cpu, opt_cpu, batch, TASKS), rtol=1e-9)

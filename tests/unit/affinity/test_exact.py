@@ -161,7 +161,11 @@ def test_automatic_chunk_follows_the_memory_budget_and_keeps_values():
     chunks = [ExactLookahead(memory_budget=b).chunk_for(probe, opt) for b in (0.01, 1.5, 4.0, 50.0)]
     assert chunks[0] == 1 and chunks == sorted(chunks) and chunks[-1] > chunks[1]
     plain = 2 * probe.param_bytes + probe.act_bytes  # no optimizer state counted
-    assert probe.auto_chunk(4.0) == max(1, int((4 * plain - probe.act_bytes) // (probe.shared_bytes + probe.act_bytes)))
+    per_task = probe.shared_bytes + probe.act_bytes
+    assert probe.auto_chunk(4.0) == max(1, int((4 * plain - probe.act_bytes) // per_task))
+    # a floor (a share of a GPU's free memory) only ever raises the chunk
+    assert probe.auto_chunk(0.01, floor_bytes=probe.act_bytes + 7 * per_task) == 7
+    assert probe.auto_chunk(4.0, floor_bytes=1) == probe.auto_chunk(4.0)
     full = ExactLookahead(chunk_size=100).measure(model, opt, batch, TASKS).values
     for b in (0.01, 4.0):
         np.testing.assert_allclose(ExactLookahead(memory_budget=b).measure(model, opt, batch, TASKS).values, full,
