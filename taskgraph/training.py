@@ -182,6 +182,11 @@ class Callback:
     def on_step_begin(self, state: TrainState, batch) -> None:
         """Before the step's forward pass; parameters and optimizer state are pre-step."""
 
+    def on_losses(self, state: TrainState, batch, losses: Mapping[str, torch.Tensor]) -> None:
+        """After the step's forward pass, before its backward: ``losses`` are the per-task loss
+        tensors of the step (part of the autograd graph: detach what you keep); parameters and
+        optimizer state are still pre-step."""
+
     def on_step_end(self, state: TrainState, batch, losses: Mapping[str, float]) -> None: ...
 
     def on_epoch_end(self, state: TrainState, val: Evaluation | None) -> None: ...
@@ -332,6 +337,8 @@ def train(
                         f"loss of task(s) {bad} became non-finite at step {state.step} "
                         f"(epoch {epoch}); lower 'lr' or check the data"
                     )
+                for cb in callbacks:
+                    cb.on_losses(state, batch, losses)
                 weighting.backward(losses, model, wstate, step=state.step, epoch=epoch)
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

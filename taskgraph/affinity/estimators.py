@@ -331,7 +331,36 @@ def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
     return out
 
 
-def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet) -> np.ndarray:
+def _random_modules(model: nn.Module) -> bool:
+    """Whether a forward in the model's current mode draws random numbers (active dropout)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 and m.training for m in model.modules())
+
+
+@torch.no_grad()
+def _drift_from_base(model: nn.Module, optimizer: torch.optim.Optimizer, x, ys, ms, tasks: TaskSet,
+                     base: torch.Tensor) -> np.ndarray:
+    # one forward at θ + update(θ, 0); the losses at θ are the training step's own
+    from torch.func import functional_call
+
+    from taskgraph.affinity.probe import shared_parameters_of
+
+    names, params = shared_parameters_of(model)
+    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    new = lookahead_parameters(optimizer, params, zeros, inplace=True)
+    state = {n: q[0] for n, q in zip(names, new)}
+    state.update({n: b.detach().clone() for n, b in model.named_buffers()})  # forwards never touch the model's
+    with torch.random.fork_rng(devices=[]):
+        out = functional_call(model, state, (x,))
+    after = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]).detach() for t in tasks])
+    z = (1.0 - after / base.to(after)).cpu().double().numpy()
+    labelled = np.array([bool(ms[t.name].any()) for t in tasks])
+    z[~labelled] = np.nan
+    z[~np.isfinite(z)] = np.nan
+    return z
+
+
+def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet, *,
+                   base: torch.Tensor | None = None) -> np.ndarray:
     """Every task's change under the optimizer's step with a zero gradient: its own momentum.
 
     D_j = 1 − L_j(update(θ_s, 0)) / L_j(θ_s), with the optimizer's rule and state (for Adam
@@ -339,7 +368,13 @@ def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch, ta
     the part of every lookahead Z_{i→j} that does not depend on the source task i: with a
     momentum optimizer most of a lookahead step is the shared momentum, so Z_{·→j} moves
     from step to step with D_j. :class:`~taskgraph.affinity.tracker.AffinityTracker` uses
-    it as a control variate: cheap (two forwards, no backward), measured at every step.
+    it as a control variate: cheap (two forwards, or one given ``base``; no backward).
+
+    Args:
+        base: the ``(n,)`` task losses at θ_s on ``batch`` when the caller has them already
+            (the training step's own, see :meth:`taskgraph.training.Callback.on_losses`): then
+            one forward instead of two. Ignored when the model has active dropout (its
+            forwards would not see the same masks).
 
     Returns:
         ``(n,)`` array; NaN for a task without a labelled sample or with a zero or
@@ -356,6 +391,8 @@ def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch, ta
         [0.0, 0.0, 0.0]
     """
     x, ys, ms = unpack_batch(batch)
+    if base is not None and not _random_modules(model):
+        return _drift_from_base(model, optimizer, x, ys, ms, tasks, base)
     out = np.full(len(tasks), np.nan)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         probe = Probe(model, tasks, x, ys, ms, graph=False)

@@ -185,6 +185,7 @@ class AffinityTracker(Callback):
         self._drift_cost: float | None = None
         self._paired: list[np.ndarray] = []  # drift on each measured step's sub-batch
         self._drifts: list[np.ndarray] = []  # drift on every drift step (measured ones included)
+        self._measured_step: int | None = None
 
     # ----------------------------------------------------------- training loop
     def on_train_begin(self, state: TrainState) -> None:
@@ -194,7 +195,17 @@ class AffinityTracker(Callback):
         self._t0 = time.perf_counter()
 
     def on_step_begin(self, state: TrainState, batch) -> None:
-        self.maybe_measure(state.model, state.optimizer, batch, step=state.step)
+        # the drift of unmeasured steps waits for on_losses, which brings the step's own losses
+        self.maybe_measure(state.model, state.optimizer, batch, step=state.step, drift=False)
+
+    def on_losses(self, state: TrainState, batch, losses) -> None:
+        """The drift control variate of an unmeasured step, from the step's own losses (one forward)."""
+        if self.tasks is None or self._measured_step == state.step or not self._drift_due(state.step):
+            return
+        base = None
+        if all(n in losses for n in self.tasks.names):
+            base = torch.stack([losses[n].detach() for n in self.tasks.names])
+        self._drift(state.model, state.optimizer, batch, base)
 
     # ------------------------------------------------------------ own loops
     def due(self, step: int) -> bool:
@@ -210,22 +221,30 @@ class AffinityTracker(Callback):
         return self.seconds + self._cost <= s.budget * rest
 
     def maybe_measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
-                      step: int | None = None) -> AffinityStep | None:
-        """Measure if the schedule says so (``step`` defaults to a call counter)."""
+                      step: int | None = None, drift: bool = True) -> AffinityStep | None:
+        """Measure if the schedule says so (``step`` defaults to a call counter).
+
+        ``drift=False`` leaves an unmeasured step's drift control variate to the caller
+        (:meth:`on_losses` in :func:`~taskgraph.training.train`).
+        """
         step = self._seen if step is None else step
         self._seen = step + 1
         if self._t0 is None:
             self._t0 = time.perf_counter()
         if self.due(step):
+            self._measured_step = step
             return self.measure(model, optimizer, batch, step=step)
-        if self._drift_due(step):
-            t = time.perf_counter()
-            self._drifts.append(momentum_drift(model, optimizer, self._subset(batch), self.tasks))
-            dt = time.perf_counter() - t
-            self.seconds += dt
-            self._drift_seconds += dt
-            self._drift_cost = dt if self._drift_cost is None else 0.5 * self._drift_cost + 0.5 * dt
+        if drift and self._drift_due(step):
+            self._drift(model, optimizer, self._subset(batch), None)
         return None
+
+    def _drift(self, model, optimizer, batch, base) -> None:
+        t = time.perf_counter()
+        self._drifts.append(momentum_drift(model, optimizer, batch, self.tasks, base=base))
+        dt = time.perf_counter() - t
+        self.seconds += dt
+        self._drift_seconds += dt
+        self._drift_cost = dt if self._drift_cost is None else 0.5 * self._drift_cost + 0.5 * dt
 
     def _drift_due(self, step: int) -> bool:
         # every `control` steps; under a budget schedule the drift may use at most half of the budget

@@ -190,3 +190,61 @@ def test_control_variate_corrects_the_average(data):
     assert m.schedule["control"] == {"every": 1, "drift_steps": 9}
     off = AffinityTracker("exact", schedule=Schedule(every=4), control=None)
     assert off.control is None and AffinityTracker("cosine").control is None
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "sgd_momentum_wd", "rmsprop"])
+def test_momentum_drift_from_the_steps_own_losses_equals_the_two_forward_drift(opt_name):
+    """Given the losses at θ (what the training step computed), one forward gives the same D."""
+    from taskgraph.affinity import momentum_drift
+
+    from .helpers import train_steps
+
+    model = make_model()
+    opt = OPTIMIZERS[opt_name](model.parameters())
+    train_steps(model, opt)
+    batch = make_batch(seed=5)
+    x, ys, ms = batch
+    out = model(x)
+    base = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]).detach() for t in TASKS])
+    params = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    np.testing.assert_allclose(momentum_drift(model, opt, batch, TASKS, base=base),
+                               momentum_drift(model, opt, batch, TASKS), rtol=1e-10, equal_nan=True)
+    assert all(torch.equal(v, params[n]) for n, v in model.state_dict().items())
+
+
+def test_drift_with_active_dropout_ignores_the_given_losses():
+    from taskgraph.affinity import momentum_drift
+
+    torch.manual_seed(0)
+    model = MultiTaskModel(mlp(8, (16,), dropout=0.5), TASKS, input_shape=(8,)).double().train()
+    opt = OPTIMIZERS["adam"](model.parameters())
+    from .helpers import train_steps
+
+    train_steps(model, opt)
+    batch = make_batch(seed=6)
+    wrong = torch.full((len(TASKS),), 123.0, dtype=torch.float64)
+    got = momentum_drift(model, opt, batch, TASKS, base=wrong)
+    np.testing.assert_allclose(got, momentum_drift(model, opt, batch, TASKS), rtol=1e-10, equal_nan=True)
+
+
+def test_training_loop_drift_uses_the_step_losses_and_keeps_the_trajectory(data):
+    """In train(), unmeasured steps take their drift from on_losses; training is unchanged."""
+    cfg = TrainConfig(epochs=2, max_steps=10, lr=1e-2, seed=3, device="cpu", optimizer="adam")
+    a, b = _model(data), _model(data)
+    train(a, data.tasks, data.train.loader(64, shuffle=True, seed=3), config=cfg)
+    tracker = AffinityTracker("exact", schedule=Schedule(every=5), control=1)
+    seen = []
+
+
+    orig = tracker.on_losses
+
+    def on_losses(state, batch, losses):
+        seen.append(state.step)
+        orig(state, batch, losses)
+
+    tracker.on_losses = on_losses
+    train(b, data.tasks, data.train.loader(64, shuffle=True, seed=3), config=cfg, callbacks=[tracker])
+    assert seen == list(range(10)) and tracker.steps == [0, 5]
+    assert len(tracker._drifts) == 10 and len(tracker._paired) == 2
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), n
