@@ -184,3 +184,46 @@ def _wait_http(url: str, timeout: float) -> None:
             if time.time() > deadline:
                 raise
             time.sleep(0.5)
+
+
+@pytest.fixture
+def kill_mid_study():
+    """Start a driver, SIGKILL it once its study has 2 finished trials and one running with its params.
+
+    Call as ``kill_mid_study(argv, env=..., cwd=..., db=Path, name=str)``; fails the test if the
+    driver ends first or the study never gets there. The driver is killed also when the test fails.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    def trials(url: str, name: str):
+        try:
+            return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+        except Exception:  # no study yet, or its tables are being created by the driver
+            return None
+
+    def run(argv: list[str], *, env: dict, cwd: Path, db: Path, name: str, timeout: float = 240) -> None:
+        url = f"sqlite:///{db}"
+        proc = subprocess.Popen([sys.executable, "-m", "taskgraph", *argv], cwd=cwd, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                ts = trials(url, name) if db.exists() else None
+                # a running trial with its parameters drawn, so the resume has one to retry
+                if ts and sum(t.state == TrialState.COMPLETE for t in ts) >= 2 and \
+                        any(t.state == TrialState.RUNNING and t.params for t in ts):
+                    break
+                if proc.poll() is not None:
+                    pytest.fail("the driver ended before it could be killed")
+                time.sleep(0.1)
+            else:
+                pytest.fail("the study never reached 2 finished trials")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+    return run

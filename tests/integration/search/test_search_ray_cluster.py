@@ -130,15 +130,8 @@ def test_run_with_the_ray_backend_on_a_cluster_multi_objective(tmp_path, study_f
     assert "## Pareto front" in md
 
 
-def _trials(url: str, name: str):
-    try:
-        return optuna.load_study(study_name=name, storage=url).get_trials()
-    except Exception:  # no study yet, or its tables are being created by the driver
-        return None
-
-
 def test_ray_driver_killed_mid_run_then_resumed_keeps_every_finished_trial_once(tmp_path, study_file, ray_head,
-                                                                                 cli):
+                                                                                 cli, kill_mid_study):
     """SIGKILL the driver of a Ray Tune study on a running head; `--resume` on the same head finishes it."""
     space = tmp_path / "lr_space.toml"
     space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
@@ -146,31 +139,13 @@ def test_ray_driver_killed_mid_run_then_resumed_keeps_every_finished_trial_once(
     db = tmp_path / "runs" / "rayresume" / "study.db"
     url = f"sqlite:///{db}"
     args = ["run", str(path), "--backend", "ray", "--address", ray_head["gcs"], "--runs-root", str(tmp_path / "runs")]
-    proc = subprocess.Popen([sys.executable, "-m", "taskgraph", *args], cwd=tmp_path, env=ray_head["env"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            trials = _trials(url, "rayresume") if db.exists() else None
-            if trials and sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and \
-                    any(t.state == TrialState.RUNNING for t in trials):
-                break
-            if proc.poll() is not None:
-                pytest.fail("the driver ended before it could be killed")
-            time.sleep(0.1)
-        else:
-            pytest.fail("the study never reached 2 finished trials")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+    kill_mid_study(args, env=ray_head["env"], cwd=tmp_path, db=db, name="rayresume")
 
     before = optuna.load_study(study_name="rayresume", storage=url).get_trials()
     done_before = {t.number: (t.state, t.values, t.params) for t in before if t.state in FINISHED}
     running = sorted(t.number for t in before if t.state == TrialState.RUNNING)
-    assert running and done_before
+    drawn = sorted(t.number for t in before if t.state == TrialState.RUNNING and t.params)  # retried by --resume
+    assert running and drawn and done_before
 
     r = cli(*args, "--resume", env=ray_head["env"], cwd=tmp_path, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -184,4 +159,4 @@ def test_ray_driver_killed_mid_run_then_resumed_keeps_every_finished_trial_once(
     assert interrupted == running
     counted = [t for t in after if t.state in FINISHED and t.number not in interrupted]
     assert len(counted) == 6, [(t.number, t.state) for t in after]
-    assert sorted(t.user_attrs["retry_of"] for t in after if "retry_of" in t.user_attrs) == running
+    assert sorted(t.user_attrs["retry_of"] for t in after if "retry_of" in t.user_attrs) == drawn

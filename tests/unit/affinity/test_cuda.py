@@ -55,14 +55,20 @@ def test_exact_on_cuda_equals_naive_reference(kind, opt_name):
     assert rel_err(got.values, ref) < 1e-5
 
 
-@pytest.mark.parametrize("estimator", [ExactLookahead, FirstOrder, GradientCosine])
-def test_cuda_values_equal_cpu_values(estimator):
+def _twins(opt_name: str):
+    """The same trained model and optimizer state on the CPU and on the GPU."""
     cpu = make_model("mlp")
-    opt_cpu = OPTIMIZERS["adam"](cpu.parameters())
+    opt_cpu = OPTIMIZERS[opt_name](cpu.parameters())
     _steps(cpu, opt_cpu, "mlp", "cpu")
     gpu = copy.deepcopy(cpu).cuda()
-    opt_gpu = OPTIMIZERS["adam"](gpu.parameters())
+    opt_gpu = OPTIMIZERS[opt_name](gpu.parameters())
     opt_gpu.load_state_dict(opt_cpu.state_dict())
+    return cpu, opt_cpu, gpu, opt_gpu
+
+
+@pytest.mark.parametrize("estimator", [ExactLookahead, FirstOrder, GradientCosine])
+def test_cuda_values_equal_cpu_values(estimator):
+    cpu, opt_cpu, gpu, opt_gpu = _twins("adam")
     batch = make_batch("mlp")
     a = estimator().measure(cpu, opt_cpu, batch, TASKS).values
     b = estimator().measure(gpu, opt_gpu, _to(batch, "cuda"), TASKS).values
@@ -103,12 +109,7 @@ def test_automatic_chunk_on_cuda_takes_every_task_of_a_small_model():
 def test_group_lookahead_and_momentum_drift_on_cuda_equal_cpu():
     from taskgraph.affinity import group_lookahead, momentum_drift
 
-    cpu = make_model("mlp")
-    opt_cpu = OPTIMIZERS["sgd_momentum_wd"](cpu.parameters())
-    _steps(cpu, opt_cpu, "mlp", "cpu")
-    gpu = copy.deepcopy(cpu).cuda()
-    opt_gpu = OPTIMIZERS["sgd_momentum_wd"](gpu.parameters())
-    opt_gpu.load_state_dict(opt_cpu.state_dict())
+    cpu, opt_cpu, gpu, opt_gpu = _twins("sgd_momentum_wd")
     batch = make_batch("mlp")
     groups = [["r1", "b1"], ["m1", "r2", "b2"], list(TASKS.names)]
     np.testing.assert_allclose(group_lookahead(gpu, opt_gpu, _to(batch, "cuda"), TASKS, groups),
