@@ -97,20 +97,24 @@ def _searcher_class():
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
 
-    from taskgraph.runners.storage import TrialRecord, record_failure, record_start, record_success
+    from taskgraph.runners.storage import TrialRecord, count_finished, record_failure, record_start, record_success
     from taskgraph.runners.trial import start_attrs
 
     class StudySearcher(OptunaSearch):
         """``OptunaSearch`` that records each trial's attrs, artifacts and true state in the study."""
 
-        def __init__(self, *args, ctx, store, **kwargs):
+        def __init__(self, *args, ctx, store, budget: int | None = None, **kwargs):
             super().__init__(*args, **kwargs)
             self._ctx = ctx
             self._store = store
+            self._budget = budget  # with --join: stop asking once the shared study has this many
             self.numbers: dict[str, int] = {}
             self._reported: set[tuple[str, int]] = set()
 
         def suggest(self, trial_id):
+            # several drivers share the budget (as the local runner does): ask no more once it is spent
+            if self._budget is not None and count_finished(self._ot_study) >= self._budget:
+                return OptunaSearch.FINISHED
             config = super().suggest(trial_id)
             if config is not None and trial_id in self._ot_trials:
                 ot = self._ot_trials[trial_id]
@@ -231,7 +235,8 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
             metric=[f"loss.{n}" for n in names] if multi else "objective",
             mode=["min"] * len(names) if multi else "min",
             sampler=make_sampler(spec.sampler, spec.sampler_options, spec.seed, file=spec.file),
-            study_name=spec.name, storage=run.storage, ctx=ctx, store=run.store)
+            study_name=spec.name, storage=run.storage, ctx=ctx, store=run.store,
+            budget=spec.trials if join else None)
         if spec.early_stopping == "asha" and spec.epochs > spec.grace_epochs:
             scheduler = ASHAScheduler(time_attr="epoch", metric="objective", mode="min", max_t=spec.epochs,
                                       grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
