@@ -227,3 +227,38 @@ def kill_mid_study():
                 proc.wait(timeout=30)
 
     return run
+
+
+@pytest.fixture
+def two_drivers(cli):
+    """Run a first driver, and once it has prepared its study a second one (``--join``); both must exit 0.
+
+    Call as ``two_drivers(first_argv, second_argv, env=..., cwd=..., db=Path, name=str,
+    second_env=None)``. The first driver is killed also when the test fails.
+    """
+    import optuna
+
+    def has_trials(url: str, name: str) -> bool:
+        try:
+            return bool(optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False))
+        except Exception:  # no study yet, or its tables are being created by the driver
+            return False
+
+    def run(first_argv: list[str], second_argv: list[str], *, env: dict, cwd: Path, db: Path, name: str,
+            second_env: dict | None = None) -> None:
+        url = f"sqlite:///{db}"
+        first = subprocess.Popen([sys.executable, "-m", "taskgraph", *first_argv], cwd=cwd, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and not (db.exists() and has_trials(url, name)):
+                time.sleep(0.2)  # join once the first driver has prepared the study
+            r = cli(*second_argv, env=second_env or env, cwd=cwd, timeout=300)
+            assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+            assert first.wait(timeout=240) == 0, first.stderr.read()[-2000:]
+        finally:
+            if first.poll() is None:
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait(timeout=30)
+
+    return run

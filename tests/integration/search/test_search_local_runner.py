@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import optuna
 import pytest
@@ -166,30 +161,16 @@ def test_sigkill_mid_run_then_resume_keeps_every_finished_trial_once(tmp_path, s
     assert study_files.count("groupings.json") == 1
 
 
-def test_a_second_driver_joins_a_running_study(tmp_path, study_file, cli, cli_environ):
+def test_a_second_driver_joins_a_running_study(tmp_path, study_file, cli_environ, two_drivers):
     """Two local drivers on one SQLite study (--join): every trial lands once, the budget is shared."""
     space = tmp_path / "lr_space.toml"
     space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
     path = study_file("joined", space=space, trials=6, epochs=2, early="none")
     url = f"sqlite:///{tmp_path / 'runs' / 'joined' / 'study.db'}"
-    first = subprocess.Popen([sys.executable, "-m", "taskgraph", "run", str(path), "--backend", "local",
-                              "--runs-root", str(tmp_path / "runs")], cwd=tmp_path, env=cli_environ,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:  # join once the first driver has prepared the study
-            trials = _finished(url, "joined") if (tmp_path / "runs" / "joined" / "study.db").exists() else None
-            if trials:
-                break
-            time.sleep(0.2)
-        r = cli("run", str(path), "--backend", "local", "--join", "--runs-root", str(tmp_path / "runs"),
-                cwd=tmp_path)
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-        assert first.wait(timeout=240) == 0, first.stderr.read()[-2000:]
-    finally:
-        if first.poll() is None:
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait(timeout=30)
+    runs = ["--runs-root", str(tmp_path / "runs")]
+    two_drivers(["run", str(path), "--backend", "local", *runs],
+                ["run", str(path), "--backend", "local", "--join", *runs], env=cli_environ, cwd=tmp_path,
+                db=tmp_path / "runs" / "joined" / "study.db", name="joined")
     study = optuna.load_study(study_name="joined", storage=url)
     trials = study.get_trials()
     assert all(t.state == TrialState.COMPLETE for t in trials)

@@ -162,28 +162,17 @@ def test_ray_driver_killed_mid_run_then_resumed_keeps_every_finished_trial_once(
     assert sorted(t.user_attrs["retry_of"] for t in after if "retry_of" in t.user_attrs) == drawn
 
 
-def test_a_ray_driver_joins_a_local_driver_and_they_share_the_budget(tmp_path, study_file, ray_head, cli):
+def test_a_ray_driver_joins_a_local_driver_and_they_share_the_budget(tmp_path, study_file, ray_head, two_drivers):
     """`--backend ray --join` next to a running local driver: every trial once, the budget shared."""
     space = tmp_path / "lr_space.toml"
     space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
     path = study_file("rayjoin", space=space, trials=6, epochs=8, early="none", n_samples=3000)
     db = tmp_path / "runs" / "rayjoin" / "study.db"
     url = f"sqlite:///{db}"
-    first = subprocess.Popen([sys.executable, "-m", "taskgraph", "run", str(path), "--backend", "local",
-                              "--runs-root", str(tmp_path / "runs")], cwd=tmp_path, env=ray_head["env"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and not (db.exists() and _has_trials(url, "rayjoin")):
-            time.sleep(0.2)  # join once the first driver has prepared the study
-        r = cli("run", str(path), "--backend", "ray", "--join", "--address", ray_head["gcs"], "--runs-root",
-                str(tmp_path / "runs"), env=ray_head["env"], cwd=tmp_path, timeout=300)
-        assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-        assert first.wait(timeout=240) == 0, first.stderr.read()[-2000:]
-    finally:
-        if first.poll() is None:
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait(timeout=30)
+    runs = ["--runs-root", str(tmp_path / "runs")]
+    two_drivers(["run", str(path), "--backend", "local", *runs],
+                ["run", str(path), "--backend", "ray", "--join", "--address", ray_head["gcs"], *runs],
+                env=ray_head["env"], cwd=tmp_path, db=db, name="rayjoin")
     study = optuna.load_study(study_name="rayjoin", storage=url)
     trials = study.get_trials()
     assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
@@ -192,10 +181,3 @@ def test_a_ray_driver_joins_a_local_driver_and_they_share_the_budget(tmp_path, s
     # when it joined (9 trials in all, measured)
     assert 6 <= len(trials) <= 8, len(trials)
     assert [m.filename for m in get_all_artifact_meta(study)].count("groupings.json") == 1
-
-
-def _has_trials(url: str, name: str) -> bool:
-    try:
-        return bool(optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False))
-    except Exception:  # no study yet, or its tables are being created by the driver
-        return False
