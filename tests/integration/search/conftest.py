@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -186,6 +187,31 @@ def _wait_http(url: str, timeout: float) -> None:
             time.sleep(0.5)
 
 
+def _trials_so_far(db: Path, name: str):
+    """The study's trials, or None while the driver is still creating the storage or the study."""
+    import optuna
+
+    if not db.exists():
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+    except Exception:  # KeyError: no study yet; OperationalError: tables being created by the driver
+        return None
+
+
+@contextlib.contextmanager
+def _driver(argv: list[str], *, env: dict, cwd: Path, keep_stderr: bool = False):
+    """``python -m taskgraph ARGV`` in the background; SIGKILLed on the way out if still running."""
+    proc = subprocess.Popen([sys.executable, "-m", "taskgraph", *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
 @pytest.fixture
 def kill_mid_study():
     """Start a driver, SIGKILL it once its study has 2 finished trials and one running with its params.
@@ -193,23 +219,13 @@ def kill_mid_study():
     Call as ``kill_mid_study(argv, env=..., cwd=..., db=Path, name=str)``; fails the test if the
     driver ends first or the study never gets there. The driver is killed also when the test fails.
     """
-    import optuna
     from optuna.trial import TrialState
 
-    def trials(url: str, name: str):
-        try:
-            return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-        except Exception:  # no study yet, or its tables are being created by the driver
-            return None
-
     def run(argv: list[str], *, env: dict, cwd: Path, db: Path, name: str, timeout: float = 240) -> None:
-        url = f"sqlite:///{db}"
-        proc = subprocess.Popen([sys.executable, "-m", "taskgraph", *argv], cwd=cwd, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+        with _driver(argv, env=env, cwd=cwd) as proc:
             deadline = time.time() + timeout
             while time.time() < deadline:
-                ts = trials(url, name) if db.exists() else None
+                ts = _trials_so_far(db, name)
                 # a running trial with its parameters drawn, so the resume has one to retry
                 if ts and sum(t.state == TrialState.COMPLETE for t in ts) >= 2 and \
                         any(t.state == TrialState.RUNNING and t.params for t in ts):
@@ -221,10 +237,6 @@ def kill_mid_study():
                 pytest.fail("the study never reached 2 finished trials")
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
 
     return run
 
@@ -236,29 +248,15 @@ def two_drivers(cli):
     Call as ``two_drivers(first_argv, second_argv, env=..., cwd=..., db=Path, name=str,
     second_env=None)``. The first driver is killed also when the test fails.
     """
-    import optuna
-
-    def has_trials(url: str, name: str) -> bool:
-        try:
-            return bool(optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False))
-        except Exception:  # no study yet, or its tables are being created by the driver
-            return False
 
     def run(first_argv: list[str], second_argv: list[str], *, env: dict, cwd: Path, db: Path, name: str,
             second_env: dict | None = None) -> None:
-        url = f"sqlite:///{db}"
-        first = subprocess.Popen([sys.executable, "-m", "taskgraph", *first_argv], cwd=cwd, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
+        with _driver(first_argv, env=env, cwd=cwd, keep_stderr=True) as first:
             deadline = time.time() + 240
-            while time.time() < deadline and not (db.exists() and has_trials(url, name)):
+            while time.time() < deadline and not _trials_so_far(db, name):
                 time.sleep(0.2)  # join once the first driver has prepared the study
             r = cli(*second_argv, env=second_env or env, cwd=cwd, timeout=300)
             assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
             assert first.wait(timeout=240) == 0, first.stderr.read()[-2000:]
-        finally:
-            if first.poll() is None:
-                os.kill(first.pid, signal.SIGKILL)
-                first.wait(timeout=30)
 
     return run

@@ -108,14 +108,6 @@ choices = [0.01, 1e8]
     assert kinds == {"raise", "nan", "ok"}, "the seeded sampler should draw all three kinds"
 
 
-def _finished(url, name):
-    """The study's trials, or None while the driver is still creating the storage or the study."""
-    try:
-        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-    except Exception:  # KeyError: no study yet; OperationalError: tables being created by the driver
-        return None
-
-
 def test_sigkill_mid_run_then_resume_keeps_every_finished_trial_once(tmp_path, study_file, cli, cli_environ,
                                                                        kill_mid_study):
     run_cli = cli

@@ -58,9 +58,12 @@ def make_batch(kind: str = "mlp", tasks: TaskSet = TASKS, *, seed: int = 1, size
 
 def train_steps(model: nn.Module, opt: torch.optim.Optimizer, kind: str = "mlp", tasks: TaskSet = TASKS,
                 steps: int = 3) -> None:
-    """A few real optimizer steps so the optimizer's state is not trivial."""
+    """A few real optimizer steps so the optimizer's state is not trivial (on the model's device)."""
+    p = next(model.parameters())
     for s in range(steps):
-        x, ys, ms = make_batch(kind, tasks, seed=100 + s, dtype=next(model.parameters()).dtype)
+        x, ys, ms = make_batch(kind, tasks, seed=100 + s, dtype=p.dtype)
+        x, ys, ms = x.to(p.device), {k: v.to(p.device) for k, v in ys.items()}, \
+            {k: v.to(p.device) for k, v in ms.items()}
         opt.zero_grad()
         out = model(x)
         sum(t.loss(out[t.name], ys[t.name], ms[t.name]) for t in tasks).backward()

@@ -17,7 +17,7 @@ from taskgraph.data import planted_clusters
 from taskgraph.models import MultiTaskModel, mlp
 from taskgraph.training import TrainConfig, train
 
-from .helpers import OPTIMIZERS, TASKS, make_batch, make_model, rel_err
+from .helpers import OPTIMIZERS, TASKS, make_batch, make_model, rel_err, train_steps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -33,21 +33,12 @@ def _to(batch, device):
     return x.to(device), {k: v.to(device) for k, v in ys.items()}, {k: v.to(device) for k, v in ms.items()}
 
 
-def _steps(model, opt, kind, device, steps=3):
-    for s in range(steps):
-        x, ys, ms = _to(make_batch(kind, seed=100 + s, dtype=next(model.parameters()).dtype), device)
-        opt.zero_grad()
-        out = model(x)
-        sum(t.loss(out[t.name], ys[t.name], ms[t.name]) for t in TASKS).backward()
-        opt.step()
-
-
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 @pytest.mark.parametrize("opt_name", sorted(CUDA_OPTIMIZERS))
 def test_exact_on_cuda_equals_naive_reference(kind, opt_name):
     model = make_model(kind).cuda()
     opt = CUDA_OPTIMIZERS[opt_name](model.parameters())
-    _steps(model, opt, kind, "cuda")
+    train_steps(model, opt, kind)
     batch = _to(make_batch(kind), "cuda")
     ref = naive_lookahead(model, opt, batch, TASKS)
     got = ExactLookahead(chunk_size=2).measure(model, opt, batch, TASKS)
@@ -59,7 +50,7 @@ def _twins(opt_name: str):
     """The same trained model and optimizer state on the CPU and on the GPU."""
     cpu = make_model("mlp")
     opt_cpu = OPTIMIZERS[opt_name](cpu.parameters())
-    _steps(cpu, opt_cpu, "mlp", "cpu")
+    train_steps(cpu, opt_cpu)
     gpu = copy.deepcopy(cpu).cuda()
     opt_gpu = OPTIMIZERS[opt_name](gpu.parameters())
     opt_gpu.load_state_dict(opt_cpu.state_dict())
@@ -99,7 +90,7 @@ def test_automatic_chunk_on_cuda_takes_every_task_of_a_small_model():
 
     model = make_model("mlp").cuda()
     opt = OPTIMIZERS["adam"](model.parameters())
-    _steps(model, opt, "mlp", "cuda")
+    train_steps(model, opt)
     batch = _to(make_batch("mlp"), "cuda")
     est = ExactLookahead()
     assert est.chunk_for(Probe(model, TASKS, *batch), opt) >= len(TASKS)
