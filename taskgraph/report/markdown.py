@@ -6,6 +6,7 @@ import math
 import shutil
 from pathlib import Path
 
+from taskgraph.grouping.plot import new_figure, save_figure
 from taskgraph.report.data import ReportData
 
 __all__ = ["render_markdown", "write_report"]
@@ -34,26 +35,20 @@ def _plot_history(data: ReportData, path: Path) -> Path | None:
     done = [t for t in data.trials if t.state == "COMPLETE" and t.values]
     if not done or data.multi_objective:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     xs = [t.number for t in done]
     ys = [t.values[0] for t in done]
     best, run = [], math.inf
     for y in ys:
         run = min(run, y)
         best.append(run)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = new_figure(figsize=(6, 3.5))
     ax.scatter(xs, ys, s=14, label="complete trial")
     ax.step(xs, best, where="post", color="C3", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(data.objective)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 
 
@@ -61,13 +56,8 @@ def _plot_pareto(data: ReportData, path: Path) -> Path | None:
     done = [t for t in data.trials if t.state == "COMPLETE" and t.values]
     if not data.multi_objective or not done or len(data.task_names) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     front = {t.number for t in data.best}
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = new_figure(figsize=(5, 4))
     for on, color, label in ((False, "C0", "dominated"), (True, "C3", "Pareto front")):
         pts = [t for t in done if (t.number in front) == on]
         ax.scatter([t.values[0] for t in pts], [t.values[1] for t in pts], c=color, s=16, label=label)
@@ -76,8 +66,7 @@ def _plot_pareto(data: ReportData, path: Path) -> Path | None:
     ax.set_title("first two objectives")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 
 
@@ -85,20 +74,14 @@ def _plot_per_task(data: ReportData, path: Path) -> Path | None:
     rows = [r for r in data.per_task if r["delta_pct"] is not None]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows) + 2), 3.5))
+    fig, ax = new_figure(figsize=(max(4, 0.6 * len(rows) + 2), 3.5))
     ax.bar([r["task"] for r in rows], [r["delta_pct"] for r in rows],
            color=["C2" if r["delta_pct"] < 0 else "C3" for r in rows])
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylabel("Δ% vs single-task (test; < 0 better)")
     ax.tick_params(axis="x", rotation=60)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 
 
