@@ -40,7 +40,7 @@ import torch
 
 from taskgraph.exceptions import AffinityError
 
-__all__ = ["SUPPORTED_OPTIMIZERS", "lookahead_parameters", "update_directions"]
+__all__ = ["SUPPORTED_OPTIMIZERS", "lookahead_parameters", "momentum_step", "update_directions"]
 
 _SHADOW_OK = ("RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta")
 SUPPORTED_OPTIMIZERS = ("SGD", "Adam", "AdamW", *_SHADOW_OK)
@@ -186,6 +186,68 @@ def lookahead_parameters(optimizer: torch.optim.Optimizer, params: Sequence[torc
         else:
             out.append(rule(p.detach(), g if inplace else g.clone(), grp, optimizer.state.get(p, {})))
     return out
+
+
+def _adam_momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                        groups: Sequence[dict | None]) -> list[torch.Tensor] | None:
+    # Adam/AdamW with a zero gradient in four foreach operations over all parameters of a group:
+    # m' = β1 m, v' = β2 v, θ' = base − lr/(1 − β1^t) · m' / (√v' / √(1 − β2^t) + ε), the same
+    # formula as _adam with g = 0 (equal up to rounding). None where that shortcut does not
+    # apply (no state yet, AMSGrad, L2 weight decay in the gradient).
+    name = type(optimizer).__name__
+    if not (isinstance(optimizer, torch.optim.Adam) and name in ("Adam", "AdamW")):
+        return None
+    out: list[torch.Tensor | None] = [None] * len(params)
+    by_key: dict[tuple, list[int]] = {}
+    for k, (p, grp) in enumerate(zip(params, groups)):
+        if grp is None:
+            out[k] = p.detach()
+            continue
+        st = optimizer.state.get(p, {})
+        decoupled = bool(grp.get("decoupled_weight_decay", name == "AdamW"))
+        wd = _scalar(grp["weight_decay"])
+        if grp.get("amsgrad", False) or "exp_avg" not in st or (wd != 0 and not decoupled):
+            return None
+        by_key.setdefault((id(grp), _scalar(st["step"])), []).append(k)
+    for (_, step), idx in by_key.items():
+        grp = groups[idx[0]]
+        lr, wd, eps = _scalar(grp["lr"]), _scalar(grp["weight_decay"]), _scalar(grp["eps"])
+        beta1, beta2 = (_scalar(b) for b in grp["betas"])
+        ps = [params[k].detach() for k in idx]
+        states = [optimizer.state[params[k]] for k in idx]
+        step += 1
+        denom = torch._foreach_sqrt([s["exp_avg_sq"] for s in states])
+        torch._foreach_mul_(denom, math.sqrt(beta2) / math.sqrt(1 - beta2**step))
+        torch._foreach_add_(denom, eps)
+        base = torch._foreach_mul(ps, 1 - lr * wd) if wd != 0 else ps
+        m = torch._foreach_addcdiv(base, [s["exp_avg"] for s in states], denom, -lr * beta1 / (1 - beta1**step))
+        for k, q in zip(idx, m):
+            out[k] = q
+    return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The parameters one optimizer step with a zero gradient would give: where momentum alone goes.
+
+    The values of ``lookahead_parameters(optimizer, params, zeros)`` (without the leading
+    axis; equal up to rounding); for Adam/AdamW a few ``torch._foreach_*`` operations over all the parameters at
+    once, which is what makes the tracker's momentum-drift control variate cheap.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.ones(3))
+        >>> opt = torch.optim.Adam([w], lr=0.1)
+        >>> w.sum().backward(); opt.step()  # w: 1 -> 0.9
+        >>> [round(v, 4) for v in momentum_step(opt, [w])[0].tolist()]  # Adam's moments alone go on
+        [0.833, 0.833, 0.833]
+    """
+    groups = _groups_of(optimizer, params)
+    fast = _adam_momentum_step(optimizer, params, groups)
+    if fast is not None:
+        return fast
+    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    return [q[0] for q in lookahead_parameters(optimizer, params, zeros, inplace=True)]
 
 
 def update_directions(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],

@@ -39,7 +39,7 @@ from taskgraph.affinity.gradients import per_task_gradients
 from taskgraph.exceptions import AffinityError
 from taskgraph.tasks import TaskSet
 
-__all__ = ["Probe", "StackedLoss", "shared_parameters_of"]
+__all__ = ["Probe", "StackedLoss", "linear_heads", "shared_parameters_of"]
 
 
 def shared_parameters_of(model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
@@ -140,7 +140,8 @@ class StackedLoss:
         return torch.cat(cols, -1)
 
 
-def _linear_heads(model: nn.Module, shared_names: Sequence[str]) -> bool:
+def linear_heads(model: nn.Module, shared_names: Sequence[str]) -> bool:
+    """Whether ``model`` is a plain MultiTaskModel with ``nn.Linear`` heads whose shared parameters are its trunk's."""
     from taskgraph.models.base import MultiTaskModel
 
     if not isinstance(model, MultiTaskModel):
@@ -183,7 +184,7 @@ class Probe:
             else:
                 active.append(i)
         self.x = x
-        self.stacked = _linear_heads(model, self.names)
+        self.stacked = linear_heads(model, self.names)
         dtype = self.params[0].dtype
         self.base = torch.empty(0, dtype=dtype, device=x.device)
         # buffers (batch-norm statistics) are cloned: forwards update the clones, never the model's

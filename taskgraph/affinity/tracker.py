@@ -53,6 +53,7 @@ from torch import nn
 
 from taskgraph.affinity.estimators import AffinityEstimator, AffinityStep, make_estimator, momentum_drift
 from taskgraph.affinity.matrix import AffinityMatrix
+from taskgraph.affinity.probe import shared_parameters_of
 from taskgraph.data.base import unpack_batch
 from taskgraph.exceptions import AffinityError
 from taskgraph.tasks import TaskSet
@@ -186,6 +187,7 @@ class AffinityTracker(Callback):
         self._paired: list[np.ndarray] = []  # drift on each measured step's sub-batch
         self._drifts: list[np.ndarray] = []  # drift on every drift step (measured ones included)
         self._measured_step: int | None = None
+        self._shared_of: tuple | None = None
 
     # ----------------------------------------------------------- training loop
     def on_train_begin(self, state: TrainState) -> None:
@@ -206,6 +208,12 @@ class AffinityTracker(Callback):
         if all(n in losses for n in self.tasks.names):
             base = torch.stack([losses[n].detach() for n in self.tasks.names])
         self._drift(state.model, state.optimizer, batch, base)
+
+    def _shared(self, model: nn.Module):
+        # the model's shared parameters, looked up once per model (the drift runs at most steps)
+        if self._shared_of is None or self._shared_of[0] is not model:
+            self._shared_of = (model, shared_parameters_of(model))
+        return self._shared_of[1]
 
     # ------------------------------------------------------------ own loops
     def due(self, step: int) -> bool:
@@ -240,7 +248,8 @@ class AffinityTracker(Callback):
 
     def _drift(self, model, optimizer, batch, base) -> None:
         t = time.perf_counter()
-        self._drifts.append(momentum_drift(model, optimizer, batch, self.tasks, base=base))
+        self._drifts.append(momentum_drift(model, optimizer, batch, self.tasks, base=base,
+                                           shared=self._shared(model)))
         dt = time.perf_counter() - t
         self.seconds += dt
         self._drift_seconds += dt
@@ -269,7 +278,9 @@ class AffinityTracker(Callback):
         sub = self._subset(batch)
         out = self.estimator.measure(model, optimizer, sub, self.tasks)
         if self.control is not None:
-            d = momentum_drift(model, optimizer, sub, self.tasks)
+            # the estimator's losses at θ are this drift's base: one forward
+            base = torch.as_tensor(out.losses)
+            d = momentum_drift(model, optimizer, sub, self.tasks, base=base, shared=self._shared(model))
             self._paired.append(d)
             self._drifts.append(d)
         dt = time.perf_counter() - t

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from taskgraph.affinity import ExactLookahead, naive_lookahead
-from taskgraph.affinity.optim import lookahead_parameters
+from taskgraph.affinity.optim import lookahead_parameters, momentum_step
 from taskgraph.affinity.probe import Probe
 from taskgraph.tasks import Task, TaskSet
 
@@ -139,6 +139,37 @@ def test_lookahead_parameters_param_groups_and_missing_params():
     assert torch.allclose(na, torch.full((2, 3), 0.9, dtype=torch.float64))
     assert torch.allclose(nb, torch.zeros(2, 2, dtype=torch.float64))
     assert torch.equal(nc, torch.ones(2, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("steps", [0, 3])
+def test_momentum_step_is_the_zero_gradient_lookahead(opt_name, steps):
+    """The drift's momentum step (a foreach shortcut for Adam/AdamW) = the lookahead with a zero gradient."""
+    model = make_model()
+    opt = OPTIMIZERS[opt_name](model.parameters())
+    train_steps(model, opt, steps=steps)
+    params = list(model.trunk.parameters())
+    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype) for p in params]
+    want = [q[0] for q in lookahead_parameters(opt, params, zeros)]
+    got = momentum_step(opt, params)
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
+
+
+def test_momentum_step_param_groups_and_a_parameter_outside_the_optimizer():
+    model = make_model()
+    trunk = list(model.trunk.parameters())
+    opt = torch.optim.AdamW([{"params": trunk[:2], "lr": 0.1, "weight_decay": 0.2},
+                             {"params": trunk[2:], "lr": 0.01}])
+    train_steps(model, opt, steps=2)
+    outside = nn.Parameter(torch.ones(3, dtype=torch.float64))
+    params = [*trunk, outside]
+    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype) for p in params]
+    want = [q[0] for q in lookahead_parameters(opt, params, zeros)]
+    got = momentum_step(opt, params)
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
+    assert torch.equal(got[-1], outside.detach())
 
 
 def test_sparse_labels_match_reference_on_labelled_tasks():

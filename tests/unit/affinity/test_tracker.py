@@ -192,14 +192,16 @@ def test_control_variate_corrects_the_average(data):
     assert off.control is None and AffinityTracker("cosine").control is None
 
 
-@pytest.mark.parametrize("opt_name", ["adam", "sgd_momentum_wd", "rmsprop"])
-def test_momentum_drift_from_the_steps_own_losses_equals_the_two_forward_drift(opt_name):
-    """Given the losses at θ (what the training step computed), one forward gives the same D."""
+@pytest.mark.parametrize("opt_name", ["adam", "adamw", "sgd_momentum_wd", "rmsprop"])
+@pytest.mark.parametrize("heads", ["linear", "mlp"])
+def test_momentum_drift_from_the_steps_own_losses_equals_the_two_forward_drift(opt_name, heads):
+    """Given the losses at θ (what the training step computed), one forward gives the same D
+    (linear heads: the trunk alone plus one matrix product; other heads: the whole model)."""
     from taskgraph.affinity import momentum_drift
 
     from .helpers import train_steps
 
-    model = make_model()
+    model = make_model(head_hidden=None if heads == "linear" else 6)
     opt = OPTIMIZERS[opt_name](model.parameters())
     train_steps(model, opt)
     batch = make_batch(seed=5)
