@@ -93,6 +93,41 @@ def _trainable(config: dict, ctx) -> None:
         tune.report(final, checkpoint=Checkpoint.from_directory(d))
 
 
+def _error_text(trial) -> str:
+    """One line on why a Ray trial errored (a dead worker, a raise outside the trial's own try).
+
+    ``RayTrialError: <Ray's message>``, from the error file Tune writes for the trial before
+    it tells the scheduler and the searcher (e.g. "The actor died unexpectedly ... Worker exit
+    type: SYSTEM_ERROR ..." for a worker the OOM killer took).
+    """
+    text = ""
+    try:
+        if trial.error_file and Path(trial.error_file).is_file():
+            # the file keeps every failure of the trial; the last one is this one
+            last = Path(trial.error_file).read_text(errors="replace").rsplit("Failure # ", 1)[-1]
+            text = last.split("\n", 1)[1] if "\n" in last else last
+    except OSError:
+        pass
+    text = " ".join(text.split())
+    if not text:
+        return "RayTrialError: the Ray trial raised or its worker died; see the Ray logs"
+    return f"RayTrialError: {text}"[:500]
+
+
+class _KeepErrors:
+    """Scheduler mixin: keeps each errored trial's reason for the searcher.
+
+    Tune calls the scheduler's ``on_trial_error`` (with the trial, its error file written)
+    right before the searcher's ``on_trial_complete(error=True)`` (with only the trial's id).
+    """
+
+    errors: dict[str, str]
+
+    def on_trial_error(self, tune_controller, trial):
+        self.errors[trial.trial_id] = _error_text(trial)
+        super().on_trial_error(tune_controller, trial)
+
+
 def _searcher_class():
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
@@ -103,8 +138,9 @@ def _searcher_class():
     class StudySearcher(OptunaSearch):
         """``OptunaSearch`` that records each trial's attrs, artifacts and true state in the study."""
 
-        def __init__(self, *args, ctx, store, budget: int | None = None, **kwargs):
+        def __init__(self, *args, ctx, store, budget: int | None = None, errors: dict | None = None, **kwargs):
             super().__init__(*args, **kwargs)
+            self._errors = {} if errors is None else errors  # trial id -> reason, filled by _KeepErrors
             self._ctx = ctx
             self._store = store
             self._budget = budget  # with --join: stop asking once the shared study has this many
@@ -149,7 +185,8 @@ def _searcher_class():
                 self.on_trial_result(trial_id, result)
             try:
                 if error:
-                    record_failure(ot, "RayTrialError: the Ray trial raised or its worker died; see the Ray logs")
+                    record_failure(ot, self._errors.pop(trial_id, "RayTrialError: the Ray trial raised or its worker "
+                                                                  "died; see the Ray logs"))
                     state = TrialState.FAIL
                 elif result.get("failed"):
                     record_failure(ot, str(result.get("fail_reason", "failed")))
@@ -230,18 +267,21 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
         ctx = run.ctx
         names = ctx.task_names
         multi = spec.multi_objective
+        trial_errors: dict[str, str] = {}
         searcher = _searcher_class()(
             space=spec.space.define_by_run(tasks=names, groupings=ctx.grouping_labels()),
             metric=[f"loss.{n}" for n in names] if multi else "objective",
             mode=["min"] * len(names) if multi else "min",
             sampler=make_sampler(spec.sampler, spec.sampler_options, spec.seed, file=spec.file),
             study_name=spec.name, storage=run.storage, ctx=ctx, store=run.store,
-            budget=spec.trials if join else None)
+            budget=spec.trials if join else None, errors=trial_errors)
         if spec.early_stopping == "asha" and spec.epochs > spec.grace_epochs:
-            scheduler = ASHAScheduler(time_attr="epoch", metric="objective", mode="min", max_t=spec.epochs,
-                                      grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
+            scheduler = type("ASHAKeepingErrors", (_KeepErrors, ASHAScheduler), {})(
+                time_attr="epoch", metric="objective", mode="min", max_t=spec.epochs,
+                grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
         else:
-            scheduler = FIFOScheduler()
+            scheduler = type("FIFOKeepingErrors", (_KeepErrors, FIFOScheduler), {})()
+        scheduler.errors = trial_errors
         gpus = spec.gpus if spec.gpus and ray.cluster_resources().get("GPU", 0) > 0 else 0
         if spec.gpus and not gpus:
             log(f"ray runner: no GPU in the cluster; trials run on CPU ({spec.gpus} GPU per trial asked)")

@@ -242,6 +242,41 @@ def kill_mid_study():
 
 
 @pytest.fixture
+def kill_a_ray_trial():
+    """Start a Ray driver, SIGKILL the worker process of one of its running trials, wait for the driver to end.
+
+    Call as ``kill_a_ray_trial(argv, env=..., cwd=..., db=Path, name=str, ray_tmpdir=str)`` (``ray_tmpdir``:
+    the Ray head's temp dir, whose processes are searched for a trial worker busy in its train call);
+    returns the driver's exit code and its stderr.
+    """
+    from optuna.trial import TrialState
+
+    def run(argv: list[str], *, env: dict, cwd: Path, db: Path, name: str, ray_tmpdir: str) -> tuple[int, str]:
+        with _driver(argv, env=env, cwd=cwd, keep_stderr=True) as proc:
+            victim, deadline = None, time.time() + 240
+            while victim is None and time.time() < deadline and proc.poll() is None:
+                ts = _trials_so_far(db, name) or []
+                if any(t.state == TrialState.RUNNING and t.intermediate_values for t in ts):
+                    victim = next((pid for pid in _ray_pids_under(ray_tmpdir)
+                                   if _cmdline(pid).startswith(b"ray::ImplicitFunc.train")), None)
+                time.sleep(0.2)
+            if victim is None:
+                pytest.fail("no running trial worker found")
+            os.kill(victim, signal.SIGKILL)
+            _, err = proc.communicate(timeout=300)
+            return proc.returncode, err
+
+    return run
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.fixture
 def two_drivers(cli):
     """Run a first driver, and once it has prepared its study a second one (``--join``); both must exit 0.
 

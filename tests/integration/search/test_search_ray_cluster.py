@@ -181,3 +181,25 @@ def test_a_ray_driver_joins_a_local_driver_and_they_share_the_budget(tmp_path, s
     # when it joined (9 trials in all, measured)
     assert 6 <= len(trials) <= 8, len(trials)
     assert [m.filename for m in get_all_artifact_meta(study)].count("groupings.json") == 1
+
+
+
+def test_a_ray_trial_whose_worker_dies_is_recorded_fail_with_why_and_the_study_goes_on(tmp_path, study_file,
+                                                                                       ray_head, kill_a_ray_trial):
+    """SIGKILL the worker process of a running Ray trial (as the OOM killer would): that trial is FAIL with
+    Ray's reason (the actor died), the others complete; the driver finishes the study and exits 1, as it does
+    whenever Ray reported an errored trial."""
+    space = tmp_path / "lr_space.toml"
+    space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
+    path = study_file("raycrash", space=space, trials=4, epochs=8, early="none", n_samples=3000)
+    db = tmp_path / "runs" / "raycrash" / "study.db"
+    args = ["run", str(path), "--backend", "ray", "--address", ray_head["gcs"], "--runs-root", str(tmp_path / "runs")]
+    code, err = kill_a_ray_trial(args, env=ray_head["env"], cwd=tmp_path, db=db, name="raycrash",
+                                 ray_tmpdir=ray_head["tmpdir"])
+    assert code == 1, err[-4000:]
+    trials = optuna.load_study(study_name="raycrash", storage=f"sqlite:///{db}").get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
+    reason = failed[0].user_attrs["fail_reason"]
+    assert reason.startswith("RayTrialError: The actor died unexpectedly"), reason
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3, [(t.number, t.state) for t in trials]
