@@ -12,7 +12,10 @@ Tables:
 2. The same for a small CNN trunk on 1×28×28 inputs at n = 9.
 3. Peak tensor memory (torch profiler, bytes allocated above the level before the call) of one
    plain step and one exact measurement at n = 40 for several chunk sizes.
-4. A whole training run with the default tracking schedule (and other sub-batch/budget pairs,
+4. What the tracker's pieces cost per step (n = 9, MLP and CNN): the momentum-drift control
+   variate (from the training step's losses, as inside train(), and with two forwards) and one
+   exact measurement on the whole batch and on a 64-sample sub-batch, as multiples of a plain step.
+5. A whole training run with the default tracking schedule (and other sub-batch/budget pairs,
    --run-variants) against the same run untracked (wall-time ratio) and against exact
    measurement on the whole batch at every step of the same run (Spearman of the off-diagonal
    entries; tracking does not change the trajectory, so it is the same run); medians over
@@ -126,6 +129,42 @@ def speed_table(kind: str, sizes, repeats: int) -> None:
         (f" ({_gpu_name()}, TF32 off)" if DEVICE.startswith("cuda") else f", {allocator()}")
     print_table(title, ["n", "plain", "naive", "exact", "1st-ord", "nv/pl", "ex/pl", "fo/pl", "nv/ex", "ex/fo"],
                 rows)
+
+
+def drift_rows(kind: str, n: int, repeats: int) -> list[list[str]]:
+    import torch
+
+    from taskgraph.affinity import ExactLookahead, momentum_drift
+    from taskgraph.affinity.probe import shared_parameters_of
+
+    model, opt, tasks, batch, plain = setup(kind, n)
+    x, ys, ms = batch
+    with torch.no_grad():
+        out = model(x)
+        base = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]) for t in tasks])
+    shared = shared_parameters_of(model)
+    sub = (x[:64], {k: v[:64] for k, v in ys.items()}, {k: v[:64] for k, v in ms.items()})
+    exact = ExactLookahead()
+    t_plain = median_ms(plain, repeats * 4)
+    parts = [("drift from the step's losses (train())",
+              lambda: momentum_drift(model, opt, batch, tasks, base=base, shared=shared)),
+             ("drift, two forwards (own loop)", lambda: momentum_drift(model, opt, batch, tasks)),
+             ("exact, whole batch", lambda: exact.measure(model, opt, batch, tasks)),
+             ("exact, 64-sample sub-batch", lambda: exact.measure(model, opt, sub, tasks))]
+    rows = [[KINDS[kind][0], "plain training step", f"{t_plain:.2f}", "1.00"]]
+    for label, fn in parts:
+        t = median_ms(fn, repeats * 4)
+        rows.append(["", label, f"{t:.2f}", f"{t / t_plain:.2f}"])
+    return rows
+
+
+def drift_table(n: int, repeats: int) -> None:
+    """What the tracker's pieces cost per step, against a plain training step (the budget's currency)."""
+    from taskgraph.cli.common import print_table
+
+    rows = [r for kind in ("mlp", "cnn") for r in drift_rows(kind, n, repeats)]
+    print_table(f"Tracker costs per step, n={n}, Adam, median ms; {DEVICE}, {allocator()}",
+                ["model", "", "ms", "/ plain step"], rows)
 
 
 def _gpu_name() -> str:
@@ -259,8 +298,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="4,9,20,40")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=["mlp", "cnn", "mlp-large", "memory", "run"], action="append",
-                    help="tables to print (default: mlp, cnn, memory, run; mlp-large is meant for a GPU)")
+    ap.add_argument("--only", choices=["mlp", "cnn", "mlp-large", "memory", "drift", "run"], action="append",
+                    help="tables to print (default: mlp, cnn, memory, drift, run; mlp-large is meant for a GPU)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:k] (CUDA timings synchronise around each call)")
     ap.add_argument("--allocator", choices=["as-started", "tcmalloc", "glibc"], default="as-started")
     ap.add_argument("--run-epochs", type=int, default=4)
@@ -291,7 +330,7 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = False
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator: {allocator()}, device {DEVICE}")
     os.environ.setdefault("COLUMNS", "140")
-    only = set(args.only or ["mlp", "cnn", "memory", "run"])
+    only = set(args.only or ["mlp", "cnn", "memory", "drift", "run"])
     sizes = [int(s) for s in args.sizes.split(",")]
     if "mlp" in only:
         speed_table("mlp", sizes, args.repeats)
@@ -301,6 +340,8 @@ def main() -> None:
         speed_table("mlp-large", sizes, args.repeats)
     if "memory" in only:
         memory_table(max(sizes))
+    if "drift" in only:
+        drift_table(9, args.repeats)
     if "run" in only:
         variants = [(None if a == "all" else int(a), float(b), None if c == "off" else int(c))
                     for a, b, c in (v.split(":") for v in args.run_variants.split(","))]
