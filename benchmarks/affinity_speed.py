@@ -150,7 +150,9 @@ def drift_rows(kind: str, n: int, repeats: int) -> list[list[str]]:
               lambda: momentum_drift(model, opt, batch, tasks, base=base, shared=shared)),
              ("drift, two forwards (own loop)", lambda: momentum_drift(model, opt, batch, tasks)),
              ("exact, whole batch", lambda: exact.measure(model, opt, batch, tasks)),
-             ("exact, 64-sample sub-batch", lambda: exact.measure(model, opt, sub, tasks))]
+             ("exact, 64-sample sub-batch", lambda: exact.measure(model, opt, sub, tasks)),
+             ("exact, gradients on 64, losses on the batch (tracker)",
+              lambda: exact.measure(model, opt, sub, tasks, eval_batch=batch))]
     rows = [[KINDS[kind][0], "plain training step", f"{t_plain:.2f}", "1.00"]]
     for label, fn in parts:
         t = median_ms(fn, repeats * 4)

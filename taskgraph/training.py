@@ -172,6 +172,9 @@ class TrainState:
     epoch: int = 0
     stop: bool = False
     history: list[dict] = field(default_factory=list)
+    #: optimizer steps the run plans (epochs × batches per epoch, capped by ``max_steps``); None when
+    #: the loader has no length and no ``max_steps`` is set. Early stopping may end the run sooner.
+    total_steps: int | None = None
 
 
 class Callback:
@@ -304,14 +307,15 @@ def train(
     opt = build_optimizer(params, config)
     try:
         per_epoch = len(train_loader)
+        known = True
     except TypeError:
-        per_epoch = config.max_steps or 1000
+        per_epoch, known = config.max_steps or 1000, bool(config.max_steps)
     total = per_epoch * config.epochs
     if config.max_steps:
         total = min(total, config.max_steps)
     state = TrainState(model=model, tasks=tasks, optimizer=opt, config=config, weighting=weighting,
                        weighting_state=wstate, scheduler=_build_scheduler(opt, config, total),
-                       device=device)
+                       device=device, total_steps=total if known else None)
     best = (math.inf, -1, None)
     t0 = time.perf_counter()
     bar = _Progress(total, description) if progress else None

@@ -118,6 +118,8 @@ class AffinityEstimator(ABC):
     name: ClassVar[str] = ""
     #: whether the estimator depends on the optimizer's update rule
     uses_optimizer: ClassVar[bool] = True
+    #: whether it evaluates losses at lookahead parameters (and so can take them on another batch)
+    evaluates_losses: ClassVar[bool] = False
 
     def __init__(self, *, chunk_size: int | None = None, memory_budget: float = 1.5):
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
@@ -144,7 +146,7 @@ class AffinityEstimator(ABC):
         return probe.auto_chunk(self.memory_budget, state, floor_bytes=floor)
 
     def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, batch,
-                tasks: TaskSet) -> AffinityStep:
+                tasks: TaskSet, *, eval_batch=None) -> AffinityStep:
         """Measure on one batch without changing the model, the optimizer or the RNG stream.
 
         Args:
@@ -152,6 +154,13 @@ class AffinityEstimator(ABC):
             optimizer: the optimizer training ``model`` (its current state is used).
             batch: ``(x, {task: y}[, {task: mask}])`` on the model's device.
             tasks: the tasks to measure, in matrix order.
+            eval_batch: estimators that evaluate losses (``exact``): take the gradients on
+                ``batch`` and every loss (before and after the lookahead) on ``eval_batch``,
+                typically ``batch`` a random part of ``eval_batch``. Gradients from a part and
+                losses on the whole have the same expectation, to first order, as both on the
+                whole batch, where both on the part overstate how much tasks agree; the batched
+                backward, the expensive half, runs on the part. Tasks without a labelled sample
+                in ``batch`` are skipped. Ignored by the other estimators.
 
         Raises:
             AffinityError: no shared parameters, an unsupported optimizer, labels missing.
@@ -167,10 +176,16 @@ class AffinityEstimator(ABC):
             skipped = dict(probe.skipped)
             if not probe.active:
                 return AffinityStep(values, losses, skipped)
-            base = probe.base
+            evaluator = probe
+            if eval_batch is not None and self.evaluates_losses:
+                xe, yse, mse = unpack_batch(eval_batch)
+                evaluator = Probe(model, probe.tasks, xe, yse, mse, graph=False)
+                with torch.no_grad():
+                    evaluator.base = evaluator.losses_at([p.detach().unsqueeze(0) for p in probe.params])[0]
+            base = evaluator.base
             act = np.asarray(probe.active)
             losses[act] = base.cpu().double().numpy()
-            z = self._compute(probe, optimizer).cpu().double().numpy()  # (n_active, n_active)
+            z = self._compute(probe, optimizer, evaluator).cpu().double().numpy()  # (n_active, n_active)
             zero = (base == 0).cpu().numpy()
             for k in zero.nonzero()[0]:
                 skipped[tasks[probe.active[k]].name] = "zero loss"
@@ -180,8 +195,9 @@ class AffinityEstimator(ABC):
         return AffinityStep(values, losses, skipped)
 
     @abstractmethod
-    def _compute(self, probe: Probe, optimizer) -> torch.Tensor:
-        """``(n_active, n_active)`` affinities among the probe's active tasks."""
+    def _compute(self, probe: Probe, optimizer, evaluator: Probe) -> torch.Tensor:
+        """``(n_active, n_active)`` affinities among the probe's active tasks (``evaluator``: where
+        losses are evaluated; ``probe`` itself unless ``measure`` got an ``eval_batch``)."""
 
 
 class ExactLookahead(AffinityEstimator):
@@ -193,8 +209,9 @@ class ExactLookahead(AffinityEstimator):
     """
 
     name = "exact"
+    evaluates_losses = True
 
-    def _compute(self, probe, optimizer):
+    def _compute(self, probe, optimizer, evaluator):
         w = torch.eye(len(probe.active), dtype=probe.base.dtype, device=probe.x.device)
         out = []
         chunks = list(probe.chunks(len(w), self.chunk_for(probe, optimizer)))
@@ -202,7 +219,7 @@ class ExactLookahead(AffinityEstimator):
             grads = probe.gradients(w[sl], last=k == len(chunks) - 1)
             new = lookahead_parameters(optimizer, probe.params, grads, inplace=True)
             del grads
-            out.append(1.0 - probe.losses_at(new) / probe.base)
+            out.append(1.0 - evaluator.losses_at(new) / evaluator.base)
         return torch.cat(out)
 
 
@@ -216,7 +233,7 @@ class FirstOrder(AffinityEstimator):
 
     name = "first_order"
 
-    def _compute(self, probe, optimizer):
+    def _compute(self, probe, optimizer, evaluator):
         n = len(probe.active)
         eye = torch.eye(n, dtype=probe.base.dtype, device=probe.x.device)
         chunks = list(probe.chunks(n, self.chunk_for(probe, optimizer)))
@@ -236,7 +253,7 @@ class GradientCosine(AffinityEstimator):
     name = "cosine"
     uses_optimizer = False
 
-    def _compute(self, probe, optimizer):
+    def _compute(self, probe, optimizer, evaluator):
         n = len(probe.active)
         eye = torch.eye(n, dtype=probe.base.dtype, device=probe.x.device)
         chunks = list(probe.chunks(n, self.chunk_for(probe, optimizer)))

@@ -39,13 +39,16 @@ def _losses(model: nn.Module, tasks: TaskSet, x, ys, ms) -> list[torch.Tensor]:
     return [t.loss(out[t.name], ys[t.name], ms[t.name]) for t in tasks]
 
 
-def naive_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet) -> np.ndarray:
+def naive_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet, *,
+                    eval_batch=None) -> np.ndarray:
     """Z_{i→j} = 1 − L_j(θ_{s|i}) / L_j(θ_s), one deep copy and one real ``step()`` per task.
 
     Returns an ``(n, n)`` array. Does not skip anything: it is meant for
     batches where every task is labelled and every loss is positive.
+    ``eval_batch``: take the losses L_j on it (the gradients still on ``batch``).
     """
-    x, ys, ms = unpack_batch(batch)
+    xg, ysg, msg = unpack_batch(batch)
+    x, ys, ms = unpack_batch(batch if eval_batch is None else eval_batch)
     shared_names = set(shared_parameters_of(model)[0])
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         saved = {n: b.clone() for n, b in model.named_buffers()}
@@ -58,8 +61,8 @@ def naive_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
         m2, opt2 = copy.deepcopy((model, optimizer))
         with torch.random.fork_rng(devices=[]):
             opt2.zero_grad(set_to_none=True)
-            out = m2(x)
-            task.loss(out[task.name], ys[task.name], ms[task.name]).backward()
+            out = m2(xg)
+            task.loss(out[task.name], ysg[task.name], msg[task.name]).backward()
             for name, p in m2.named_parameters():
                 if name not in shared_names:
                     p.grad = None

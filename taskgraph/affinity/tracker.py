@@ -12,10 +12,14 @@ with tracking follows the same trajectory as one without.
 Schedules (:class:`Schedule`):
 
 - ``Schedule(every=k)``: steps ``start, start + k, ...`` (deterministic);
-- ``Schedule(budget=f)`` (the default, f = 0.2): measure whenever the time spent
-  measuring stays within ``f`` × the wall time of the rest of the run, so the
-  run costs about ``1 + f`` times as much whatever the number of tasks, the
-  model or the machine; measured steps spread evenly over the run.
+- ``Schedule(budget=f)`` (the default, f = 0.2): the time spent measuring stays
+  within ``f`` × the wall time of the rest of the run, so the run costs about
+  ``1 + f`` times as much whatever the number of tasks, the model or the
+  machine. Measured steps spread evenly over the run, each in the middle of the
+  stretch of training that pays for it (never at the very first step, whose
+  fresh optimizer state makes its affinities unlike the rest of the run); within
+  :func:`~taskgraph.training.train` at least one step is measured by the middle
+  of the run.
 
 With your own training loop, call :meth:`AffinityTracker.measure` (always
 measures) or :meth:`AffinityTracker.maybe_measure` (applies the schedule)
@@ -63,7 +67,7 @@ __all__ = ["DEFAULT_BUDGET", "DEFAULT_CONTROL", "DEFAULT_SUB_BATCH", "AffinityTr
 
 #: default share of the run's wall time spent measuring (see :class:`Schedule`)
 DEFAULT_BUDGET = 0.2
-#: default samples of the step's batch a measurement uses (see :class:`AffinityTracker`)
+#: default samples of the step's batch a measurement takes gradients on (see :class:`AffinityTracker`)
 DEFAULT_SUB_BATCH = 64
 #: default period of the momentum-drift control variate (see :class:`AffinityTracker`)
 DEFAULT_CONTROL = 1
@@ -75,8 +79,9 @@ class Schedule:
 
     Attributes:
         every: measure steps ``start, start + every, ...``; exclusive with ``budget``.
-        budget: measure whenever (time measuring + one more measurement) ≤ budget ×
-            (the rest of the run's wall time); the default when ``every`` is not given.
+        budget: measure when (time measuring so far + half of one more measurement) ≤
+            budget × (the rest of the run's wall time): evenly spaced measurements, each in
+            the middle of the stretch that pays for it; the default when ``every`` is not given.
         start: no measurement before this step (skip the first, unsettled steps).
         max_samples: stop measuring after this many samples (None: no cap).
 
@@ -124,13 +129,17 @@ class AffinityTracker(Callback):
         confidence: level of the matrix's confidence intervals.
         chunk_size: tasks per batched lookahead (when ``estimator`` is a name; default:
             chosen from a memory budget, see :class:`~taskgraph.affinity.estimators.AffinityEstimator`).
-        sub_batch: measure on a random subset of this many samples of the step's batch
-            (default 64; None: the whole batch). A measurement's cost has a fixed part and a
-            part linear in the batch, so a sub-batch makes each one a few times cheaper and
-            the budget schedule measures that many more steps; affinity varies more from step
-            to step than within a batch, so the average over more steps is closer to the
-            every-step average (``benchmarks/affinity_speed.py``, "run" table). The subset is
-            drawn with the tracker's own generator (``seed``), never the global one.
+        sub_batch: take the per-task gradients on a random subset of this many samples of the
+            step's batch (default 64; None: the whole batch). The ``exact`` estimator still
+            evaluates every loss on the whole batch (``eval_batch`` of
+            :meth:`~taskgraph.affinity.estimators.AffinityEstimator.measure`): gradients from a
+            part and losses on the whole agree in expectation with both on the whole batch, while
+            both on the same few samples would overstate how much tasks agree
+            (``benchmarks/affinity_schedule_ceiling.py``). The batched backward, the expensive
+            half, then runs on the sub-batch, so the budget buys more measured steps (what each
+            piece costs: ``benchmarks/affinity_speed.py --only drift``). The other estimators use
+            the sub-batch for everything. The subset is drawn with the tracker's own generator
+            (``seed``), never the global one.
         seed: seed of the sub-batch generator.
         control: every ``control``-th step (from ``schedule.start``; under a budget schedule only
             while the drift has used at most half of the budget), and at every measured step on
@@ -188,6 +197,8 @@ class AffinityTracker(Callback):
         self._drifts: list[np.ndarray] = []  # drift on every drift step (measured ones included)
         self._measured_step: int | None = None
         self._shared_of: tuple | None = None
+        self._first_step: int | None = None
+        self._total_steps: int | None = None
 
     # ----------------------------------------------------------- training loop
     def on_train_begin(self, state: TrainState) -> None:
@@ -195,6 +206,8 @@ class AffinityTracker(Callback):
         if self.tasks is None:
             self.tasks = state.tasks
         self._t0 = time.perf_counter()
+        self._first_step = None
+        self._total_steps = state.total_steps
 
     def on_step_begin(self, state: TrainState, batch) -> None:
         # the drift of unmeasured steps waits for on_losses, which brings the step's own losses
@@ -223,10 +236,24 @@ class AffinityTracker(Callback):
             return False
         if s.every is not None:
             return (step - s.start) % s.every == 0
-        if self._cost is None or self._t0 is None:
-            return True
+        if self._first_step is None:
+            self._first_step = step
+        if self._t0 is None:
+            return False
         rest = time.perf_counter() - self._t0 - self.seconds
-        return self.seconds + self._cost <= s.budget * rest
+        cost = self._cost
+        if cost is None:  # before the first measurement: a prior of n/2 plain steps at the step time so far
+            seen = step - self._first_step
+            if seen < 1 or rest <= 0:
+                return self._overdue(step)
+            cost = 0.5 * max(1, len(self.tasks) if self.tasks is not None else 1) * rest / seen
+        # the middle of the stretch that pays for this measurement
+        return self.seconds + 0.5 * cost <= s.budget * rest or self._overdue(step)
+
+    def _overdue(self, step: int) -> bool:
+        # nothing measured yet and half of a known-length run gone: measure now
+        s, total = self.schedule, self._total_steps
+        return not self._samples and total is not None and step >= s.start + max(0, total - s.start) // 2
 
     def maybe_measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
                       step: int | None = None, drift: bool = True) -> AffinityStep | None:
@@ -243,7 +270,8 @@ class AffinityTracker(Callback):
             self._measured_step = step
             return self.measure(model, optimizer, batch, step=step)
         if drift and self._drift_due(step):
-            self._drift(model, optimizer, self._subset(batch), None)
+            # on the batch the paired drifts see: the whole one when the lookahead losses are taken on it
+            self._drift(model, optimizer, batch if self.estimator.evaluates_losses else self._subset(batch), None)
         return None
 
     def _drift(self, model, optimizer, batch, base) -> None:
@@ -276,7 +304,12 @@ class AffinityTracker(Callback):
             raise AffinityError("AffinityTracker: the task set is unknown; pass tasks= when used outside train()")
         t = time.perf_counter()
         sub = self._subset(batch)
-        out = self.estimator.measure(model, optimizer, sub, self.tasks)
+        if sub is not batch and self.estimator.evaluates_losses:
+            # gradients on the sub-batch, every loss on the whole batch (unbiased; see measure)
+            out = self.estimator.measure(model, optimizer, sub, self.tasks, eval_batch=batch)
+            sub = batch
+        else:
+            out = self.estimator.measure(model, optimizer, sub, self.tasks)
         if self.control is not None:
             # the estimator's losses at θ are this drift's base: one forward
             base = torch.as_tensor(out.losses)
@@ -293,10 +326,10 @@ class AffinityTracker(Callback):
         return out
 
     def _subset(self, batch):
-        """``batch`` restricted to ``sub_batch`` random samples (as is when not larger)."""
+        """``batch`` restricted to ``sub_batch`` random samples (``batch`` itself when not larger)."""
         x, ys, ms = unpack_batch(batch)
         if self.sub_batch is None or x.shape[0] <= self.sub_batch:
-            return x, ys, ms
+            return batch
         idx = torch.randperm(x.shape[0], generator=self._gen)[: self.sub_batch].to(x.device)
         return x[idx], {k: v[idx] for k, v in ys.items()}, {k: v[idx] for k, v in ms.items()}
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from taskgraph.affinity import AffinityMatrix, AffinityTracker, ExactLookahead, Schedule, measure_affinity
+from taskgraph.affinity import AffinityMatrix, AffinityTracker, ExactLookahead, FirstOrder, Schedule, measure_affinity
 from taskgraph.data import MultiTaskDataset, planted_clusters
 from taskgraph.models import MultiTaskModel, mlp
 from taskgraph.tasks import Task, TaskSet
-from taskgraph.training import TrainConfig, train
+from taskgraph.training import Callback, TrainConfig, train
 
 from .helpers import OPTIMIZERS, TASKS, make_batch, make_model
 
@@ -58,7 +58,23 @@ def test_budget_schedule_spends_about_its_share(data):
     total = __import__("time").perf_counter() - t0
     assert 1 <= len(tracker.steps) < 2 * len(data.train) // 32
     assert tracker.seconds <= 0.2 * (total - tracker.seconds) + 2 * tracker._cost
-    assert tracker.steps[0] == 0 and tracker.steps == sorted(tracker.steps)
+    # never the first step (fresh optimizer state); each in the middle of the stretch paying for it
+    assert tracker.steps[0] > 0 and tracker.steps == sorted(tracker.steps)
+
+
+def test_budget_schedule_measures_by_the_middle_of_a_run_it_cannot_afford(data):
+    """A budget too small for even one measurement: train() still gets one, at the middle of the run."""
+    tracker = AffinityTracker("exact", schedule=Schedule(budget=1e-6))
+    seen = []
+
+    class Total(Callback):
+        def on_train_begin(self, state):
+            seen.append(state.total_steps)
+
+    train(_model(data), data.tasks, data.train.loader(64, shuffle=True),
+          config=TrainConfig(epochs=3, max_steps=20, device="cpu"), callbacks=[tracker, Total()])
+    assert seen == [20]
+    assert tracker.steps == [10]
 
 
 def test_own_loop_with_maybe_measure_and_measure():
@@ -126,11 +142,11 @@ def test_planted_opposed_clusters_signs_after_150_steps():
 
 
 def test_sub_batch_measures_a_seeded_subset_and_leaves_the_rng_alone():
-    """The default tracker measures on 64 random samples of a larger batch, drawn from its own generator."""
+    """A sub-batch tracker measures on 64 random samples of a larger batch, drawn from its own generator."""
     model = make_model()
     opt = OPTIMIZERS["adam"](model.parameters())
     x, ys, ms = make_batch(seed=5, size=100)
-    tracker = AffinityTracker("exact", tasks=TASKS, seed=7)
+    tracker = AffinityTracker("first_order", tasks=TASKS, seed=7)
     assert tracker.sub_batch == 64
     torch.manual_seed(123)
     before = torch.rand(3)
@@ -139,11 +155,38 @@ def test_sub_batch_measures_a_seeded_subset_and_leaves_the_rng_alone():
     assert torch.equal(torch.rand(3), before)  # the global stream is untouched
     idx = torch.randperm(100, generator=torch.Generator().manual_seed(7))[:64]
     sub = (x[idx], {k: v[idx] for k, v in ys.items()}, {k: v[idx] for k, v in ms.items()})
-    np.testing.assert_allclose(got, ExactLookahead().measure(model, opt, sub, TASKS).values)
-    whole = AffinityTracker("exact", tasks=TASKS, sub_batch=None).measure(model, opt, (x, ys, ms)).values
-    np.testing.assert_allclose(whole, ExactLookahead().measure(model, opt, (x, ys, ms), TASKS).values)
+    np.testing.assert_allclose(got, FirstOrder().measure(model, opt, sub, TASKS).values)
+    whole = AffinityTracker("first_order", tasks=TASKS, sub_batch=None).measure(model, opt, (x, ys, ms)).values
+    np.testing.assert_allclose(whole, FirstOrder().measure(model, opt, (x, ys, ms), TASKS).values)
     assert not np.allclose(got, whole)
     assert tracker.matrix().schedule["sub_batch"] == 64
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "sgd_momentum_wd"])
+@pytest.mark.parametrize("heads", ["linear", "mlp"])
+def test_exact_gradients_on_a_part_losses_on_the_whole_equal_the_naive_loop(opt_name, heads):
+    """eval_batch: gradients from the sub-batch, every loss on the whole batch (naive reference)."""
+    from taskgraph.affinity import naive_lookahead
+
+    from .helpers import rel_err, train_steps
+
+    model = make_model(head_hidden=None if heads == "linear" else 6)
+    opt = OPTIMIZERS[opt_name](model.parameters())
+    train_steps(model, opt)
+    x, ys, ms = make_batch(seed=5, size=100)
+    sub = (x[:30], {k: v[:30] for k, v in ys.items()}, {k: v[:30] for k, v in ms.items()})
+    got = ExactLookahead().measure(model, opt, sub, TASKS, eval_batch=(x, ys, ms))
+    want = naive_lookahead(model, opt, sub, TASKS, eval_batch=(x, ys, ms))
+    assert rel_err(got.values, want) < 1e-5
+    whole = ExactLookahead().measure(model, opt, (x, ys, ms), TASKS)
+    np.testing.assert_allclose(got.losses, whole.losses, rtol=1e-12)  # the losses at θ: the whole batch's
+    assert not np.allclose(got.values, whole.values)
+    # the default tracker measures exactly that on a seeded 64-sample part of a larger batch
+    tracker = AffinityTracker("exact", tasks=TASKS, seed=7)
+    idx = torch.randperm(100, generator=torch.Generator().manual_seed(7))[:64]
+    part = (x[idx], {k: v[idx] for k, v in ys.items()}, {k: v[idx] for k, v in ms.items()})
+    np.testing.assert_allclose(tracker.measure(model, opt, (x, ys, ms)).values,
+                               ExactLookahead().measure(model, opt, part, TASKS, eval_batch=(x, ys, ms)).values)
 
 
 def test_sub_batch_larger_than_the_batch_uses_it_whole():
