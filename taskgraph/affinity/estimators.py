@@ -348,34 +348,6 @@ def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
     return out
 
 
-def _random_modules(model: nn.Module) -> bool:
-    """Whether a forward in the model's current mode draws random numbers (active dropout)."""
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 and m.training for m in model.modules())
-
-
-@torch.no_grad()
-def _drift_from_base(model: nn.Module, optimizer: torch.optim.Optimizer, x, ys, ms, tasks: TaskSet,
-                     base: torch.Tensor) -> np.ndarray:
-    # one forward at θ + update(θ, 0); the losses at θ are the training step's own
-    from torch.func import functional_call
-
-    from taskgraph.affinity.probe import shared_parameters_of
-
-    names, params = shared_parameters_of(model)
-    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params]
-    new = lookahead_parameters(optimizer, params, zeros, inplace=True)
-    state = {n: q[0] for n, q in zip(names, new)}
-    state.update({n: b.detach().clone() for n, b in model.named_buffers()})  # forwards never touch the model's
-    with torch.random.fork_rng(devices=[]):
-        out = functional_call(model, state, (x,))
-    after = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]).detach() for t in tasks])
-    z = (1.0 - after / base.to(after)).cpu().double().numpy()
-    labelled = np.array([bool(ms[t.name].any()) for t in tasks])
-    z[~labelled] = np.nan
-    z[~np.isfinite(z)] = np.nan
-    return z
-
-
 def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet, *,
                    base: torch.Tensor | None = None,
                    shared: tuple[Sequence[str], Sequence[torch.Tensor]] | None = None) -> np.ndarray:
