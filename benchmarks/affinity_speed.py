@@ -310,7 +310,7 @@ def main() -> None:
     ap.add_argument("--run-hidden", default="256,256,128", help="trunk widths of the tracked run")
     ap.add_argument("--run-dim", type=int, default=64, help="input dimension of the tracked run's data")
     ap.add_argument("--run-lr", type=float, default=1e-3)
-    ap.add_argument("--run-variants", default="64:0.2:1,64:0.2:off,all:0.2:off",
+    ap.add_argument("--run-variants", default="64:0.2:1,all:0.2:1,64:0.2:off",
                     help="tracked-run schedules as sub_batch:budget:control ('all' = whole batch, 'off' = "
                          "no control variate)")
     args = ap.parse_args()
