@@ -67,8 +67,8 @@ __all__ = ["DEFAULT_BUDGET", "DEFAULT_CONTROL", "DEFAULT_SUB_BATCH", "AffinityTr
 
 #: default share of the run's wall time spent measuring (see :class:`Schedule`)
 DEFAULT_BUDGET = 0.2
-#: default samples of the step's batch a measurement takes gradients on (see :class:`AffinityTracker`)
-DEFAULT_SUB_BATCH = 64
+#: default samples of the step's batch a measurement takes gradients on (None: all; see :class:`AffinityTracker`)
+DEFAULT_SUB_BATCH = None
 #: default period of the momentum-drift control variate (see :class:`AffinityTracker`)
 DEFAULT_CONTROL = 1
 
@@ -130,16 +130,17 @@ class AffinityTracker(Callback):
         chunk_size: tasks per batched lookahead (when ``estimator`` is a name; default:
             chosen from a memory budget, see :class:`~taskgraph.affinity.estimators.AffinityEstimator`).
         sub_batch: take the per-task gradients on a random subset of this many samples of the
-            step's batch (default 64; None: the whole batch). The ``exact`` estimator still
+            step's batch (default None: the whole batch). The ``exact`` estimator still
             evaluates every loss on the whole batch (``eval_batch`` of
             :meth:`~taskgraph.affinity.estimators.AffinityEstimator.measure`): gradients from a
             part and losses on the whole agree in expectation with both on the whole batch, while
             both on the same few samples would overstate how much tasks agree
-            (``benchmarks/affinity_schedule_ceiling.py``). The batched backward, the expensive
-            half, then runs on the sub-batch, so the budget buys more measured steps (what each
-            piece costs: ``benchmarks/affinity_speed.py --only drift``). The other estimators use
-            the sub-batch for everything. The subset is drawn with the tracker's own generator
-            (``seed``), never the global one.
+            (``benchmarks/affinity_schedule_ceiling.py``). The batched backward then runs on the
+            sub-batch, so each measurement is cheaper (``benchmarks/affinity_speed.py --only
+            drift``), but its gradients are noisier; on the benchmark runs the whole batch ranked
+            task pairs better for the same budget. The other estimators use the sub-batch for
+            everything. The subset is drawn with the tracker's own generator (``seed``), never
+            the global one.
         seed: seed of the sub-batch generator.
         control: every ``control``-th step (from ``schedule.start``; under a budget schedule only
             while the drift has used at most half of the budget), and at every measured step on

@@ -146,8 +146,8 @@ def test_sub_batch_measures_a_seeded_subset_and_leaves_the_rng_alone():
     model = make_model()
     opt = OPTIMIZERS["adam"](model.parameters())
     x, ys, ms = make_batch(seed=5, size=100)
-    tracker = AffinityTracker("first_order", tasks=TASKS, seed=7)
-    assert tracker.sub_batch == 64
+    assert AffinityTracker("exact").sub_batch is None  # the default: the whole batch
+    tracker = AffinityTracker("first_order", tasks=TASKS, seed=7, sub_batch=64)
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
@@ -181,8 +181,8 @@ def test_exact_gradients_on_a_part_losses_on_the_whole_equal_the_naive_loop(opt_
     whole = ExactLookahead().measure(model, opt, (x, ys, ms), TASKS)
     np.testing.assert_allclose(got.losses, whole.losses, rtol=1e-12)  # the losses at θ: the whole batch's
     assert not np.allclose(got.values, whole.values)
-    # the default tracker measures exactly that on a seeded 64-sample part of a larger batch
-    tracker = AffinityTracker("exact", tasks=TASKS, seed=7)
+    # a sub-batch tracker measures exactly that on a seeded 64-sample part of a larger batch
+    tracker = AffinityTracker("exact", tasks=TASKS, seed=7, sub_batch=64)
     idx = torch.randperm(100, generator=torch.Generator().manual_seed(7))[:64]
     part = (x[idx], {k: v[idx] for k, v in ys.items()}, {k: v[idx] for k, v in ms.items()})
     np.testing.assert_allclose(tracker.measure(model, opt, (x, ys, ms)).values,
