@@ -252,18 +252,21 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
         A :class:`RunSummary` (``errors`` lists trials Ray itself reported as errored).
     """
     t0 = time.perf_counter()
-    run = open_run(spec, resume=resume, join=join, log=log)
-    if run.remaining == 0:
-        log(f"study {spec.name!r} already has {spec.trials} finished trial(s); nothing to run")
-        return summarize(run, time.perf_counter() - t0)
+    # Ray boots (its own processes, the workers it prestarts) while the study is prepared; started
+    # after the preparation, its start-up competed with the first trial of every slot
     started = init_ray(address)
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from taskgraph.search import make_sampler
 
     try:
+        run = open_run(spec, resume=resume, join=join, log=log)
+        if run.remaining == 0:
+            log(f"study {spec.name!r} already has {spec.trials} finished trial(s); nothing to run")
+            return summarize(run, time.perf_counter() - t0)
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+        from taskgraph.search import make_sampler
+
         ctx = run.ctx
         names = ctx.task_names
         multi = spec.multi_objective
