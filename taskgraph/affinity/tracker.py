@@ -194,7 +194,7 @@ class AffinityTracker(Callback):
         self._gen = torch.Generator().manual_seed(self.seed)
         self._drift_seconds = 0.0
         self._drift_cost: float | None = None
-        self._paired: list[np.ndarray] = []  # drift on each measured step's sub-batch
+        self._paired: list[np.ndarray] = []  # drift on each measured step, on the batch its losses were taken on
         self._drifts: list[np.ndarray] = []  # drift on every drift step (measured ones included)
         self._measured_step: int | None = None
         self._shared_of: tuple | None = None
