@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from taskgraph.affinity.optim import lookahead_parameters, momentum_step, update_directions
-from taskgraph.affinity.probe import Probe, StackedLoss, linear_heads, shared_parameters_of
+from taskgraph.affinity.probe import Probe, StackedLoss, linear_heads, shared_parameters_of, stacked_heads
 from taskgraph.data.base import unpack_batch
 from taskgraph.exceptions import AffinityError
 from taskgraph.registry import Registry
@@ -390,9 +390,8 @@ def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch, ta
         probe = Probe(model, tasks, x, ys, ms, graph=False)
         if not probe.active:
             return out
-        zeros = [torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in probe.params]
-        new = lookahead_parameters(optimizer, probe.params, zeros, inplace=True)
-        both = probe.losses_at([torch.cat([p.detach().unsqueeze(0), q]) for p, q in zip(probe.params, new)])
+        new = momentum_step(optimizer, probe.params)
+        both = probe.losses_at([torch.stack([p.detach(), q]) for p, q in zip(probe.params, new)])
         z = (1.0 - both[1] / both[0]).cpu().double().numpy()
     z[~np.isfinite(z)] = np.nan
     out[np.asarray(probe.active)] = z
@@ -423,9 +422,7 @@ def _drift_from_base(model: nn.Module, optimizer: torch.optim.Optimizer, x, ys, 
             state = {n[pre:]: q for n, q in zip(names, new)}
             state.update({n[pre:]: b for n, b in buffers.items() if n.startswith("trunk.")})
             z = functional_call(model.trunk, state, (x,))
-            heads = [model.heads[n] for n in tasks.names]
-            bias = None if any(h.bias is None for h in heads) else torch.cat([h.bias for h in heads])
-            after = loss(torch.nn.functional.linear(z, torch.cat([h.weight for h in heads]), bias))
+            after = loss(torch.nn.functional.linear(z, *stacked_heads(model, tasks.names)))
         else:
             out = functional_call(model, {**dict(zip(names, new)), **buffers}, (x,))
             after = loss(loss.concat(out, tasks.names))

@@ -39,7 +39,7 @@ from taskgraph.affinity.gradients import per_task_gradients
 from taskgraph.exceptions import AffinityError
 from taskgraph.tasks import TaskSet
 
-__all__ = ["Probe", "StackedLoss", "linear_heads", "shared_parameters_of"]
+__all__ = ["Probe", "StackedLoss", "linear_heads", "shared_parameters_of", "stacked_heads"]
 
 
 def shared_parameters_of(model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
@@ -155,6 +155,14 @@ def linear_heads(model: nn.Module, shared_names: Sequence[str]) -> bool:
     return list(shared_names) == trunk
 
 
+def stacked_heads(model: nn.Module, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The linear heads of ``names`` as one ``(D, F)`` weight and ``(D,)`` bias (None if a head has
+    none), detached: the heads' outputs side by side in one matrix product (see :class:`StackedLoss`)."""
+    heads = [model.heads[n] for n in names]
+    bias = None if any(h.bias is None for h in heads) else torch.cat([h.bias for h in heads]).detach()
+    return torch.cat([h.weight for h in heads]).detach(), bias
+
+
 class Probe:
     """One batch's losses, batched gradients and batched lookahead losses.
 
@@ -198,10 +206,7 @@ class Probe:
                 self.tasks = tasks.subset([tasks[i].name for i in active])
                 self.loss = StackedLoss(self.tasks, ys, ms, dtype=dtype, device=x.device)
                 if self.stacked:
-                    m = model
-                    self.W = torch.cat([m.heads[n].weight for n in self.tasks.names]).detach()
-                    bs = [m.heads[n].bias for n in self.tasks.names]
-                    self.b = None if any(b is None for b in bs) else torch.cat(bs).detach()
+                    self.W, self.b = stacked_heads(model, self.tasks.names)
             return
         while active:
             self.tasks = tasks.subset([tasks[i].name for i in active])
@@ -241,9 +246,7 @@ class Probe:
 
     def _forward_stacked(self) -> None:
         m = self.model
-        self.W = torch.cat([m.heads[n].weight for n in self.tasks.names]).detach()  # (D, F)
-        bs = [m.heads[n].bias for n in self.tasks.names]
-        self.b = None if any(b is None for b in bs) else torch.cat(bs).detach()
+        self.W, self.b = stacked_heads(m, self.tasks.names)  # (D, F), (D,)
         bufs = {n[len("trunk."):]: b.clone() for n, b in self.buffers.items() if n.startswith("trunk.")}
         z = functional_call(m.trunk, bufs, (self.x,)) if bufs else m.trunk(self.x)
         self.z = z
