@@ -107,3 +107,58 @@ def test_group_lookahead_and_momentum_drift_on_cuda_equal_cpu():
                                group_lookahead(cpu, opt_cpu, batch, TASKS, groups), rtol=1e-9)
     np.testing.assert_allclose(momentum_drift(gpu, opt_gpu, _to(batch, "cuda"), TASKS),
                                momentum_drift(cpu, opt_cpu, batch, TASKS), rtol=1e-9)
+
+
+@pytest.mark.parametrize("opt_name", sorted(CUDA_OPTIMIZERS))
+def test_momentum_step_on_cuda_is_the_zero_gradient_lookahead(opt_name):
+    """The foreach shortcut also reads fused / foreach Adam state (a step count kept on the device)."""
+    from taskgraph.affinity.optim import lookahead_parameters, momentum_step
+
+    model = make_model().cuda()
+    opt = CUDA_OPTIMIZERS[opt_name](model.parameters())
+    train_steps(model, opt)
+    params = list(model.trunk.parameters())
+    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    want = [q[0] for q in lookahead_parameters(opt, params, zeros)]
+    got = momentum_step(opt, params)
+    for w, g in zip(want, got):
+        assert g.is_cuda
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("heads", ["linear", "mlp"])
+def test_drift_from_the_steps_losses_and_eval_batch_on_cuda_equal_cpu(heads):
+    """The tracker's cheap drift (given the step's losses) and exact with losses on a larger batch."""
+    from taskgraph.affinity import momentum_drift
+
+    cpu = make_model(head_hidden=None if heads == "linear" else 6)
+    opt_cpu = OPTIMIZERS["adamw"](cpu.parameters())
+    train_steps(cpu, opt_cpu)
+    gpu = copy.deepcopy(cpu).cuda()
+    opt_gpu = OPTIMIZERS["adamw"](gpu.parameters())
+    opt_gpu.load_state_dict(opt_cpu.state_dict())
+    x, ys, ms = make_batch(seed=5, size=100)
+    with torch.no_grad():
+        out = gpu(x.cuda())
+        base = torch.stack([t.loss(out[t.name], ys[t.name].cuda(), ms[t.name].cuda()) for t in TASKS])
+    got = momentum_drift(gpu, opt_gpu, _to((x, ys, ms), "cuda"), TASKS, base=base)
+    np.testing.assert_allclose(got, momentum_drift(cpu, opt_cpu, (x, ys, ms), TASKS), rtol=1e-9, equal_nan=True)
+
+    sub = (x[:30], {k: v[:30] for k, v in ys.items()}, {k: v[:30] for k, v in ms.items()})
+    want = naive_lookahead(cpu, opt_cpu, sub, TASKS, eval_batch=(x, ys, ms))
+    got = ExactLookahead().measure(gpu, opt_gpu, _to(sub, "cuda"), TASKS, eval_batch=_to((x, ys, ms), "cuda"))
+    assert rel_err(got.values, want) < 1e-5
+
+
+def test_budget_tracked_training_on_cuda_measures_mid_run_and_drifts():
+    """The default tracker (budget schedule, drift control variate) in train() on the GPU."""
+    data = planted_clusters(n_tasks=4, n_clusters=2, n_samples=600, seed=0)
+    torch.manual_seed(0)
+    model = MultiTaskModel(mlp(32, (32, 16)), data.tasks, input_shape=(32,))
+    cfg = TrainConfig(epochs=4, lr=1e-2, batch_size=64, device="cuda", restore_best=False, seed=0)
+    tracker = AffinityTracker()
+    train(model, data.tasks, data.train.loader(64, shuffle=True, seed=0), config=cfg, callbacks=[tracker])
+    m = tracker.matrix()
+    assert tracker.steps and 0 not in tracker.steps
+    assert np.isfinite(m.mean).all() and int(m.n_samples.min()) >= 1
+    assert len(tracker._drifts) > len(tracker.steps)
