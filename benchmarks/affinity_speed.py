@@ -135,19 +135,19 @@ def drift_rows(kind: str, n: int, repeats: int) -> list[list[str]]:
     import torch
 
     from taskgraph.affinity import ExactLookahead, momentum_drift
-    from taskgraph.affinity.probe import shared_parameters_of
+    from taskgraph.affinity.drift import StepDrift
 
     model, opt, tasks, batch, plain = setup(kind, n)
     x, ys, ms = batch
     with torch.no_grad():
         out = model(x)
         base = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]) for t in tasks])
-    shared = shared_parameters_of(model)
+    drift = StepDrift(model, tasks)  # built once per run, as the tracker does
     sub = (x[:64], {k: v[:64] for k, v in ys.items()}, {k: v[:64] for k, v in ms.items()})
     exact = ExactLookahead()
     t_plain = median_ms(plain, repeats * 4)
     parts = [("drift from the step's losses (train())",
-              lambda: momentum_drift(model, opt, batch, tasks, base=base, shared=shared)),
+              lambda: drift(opt, batch, base)),
              ("drift, two forwards (own loop)", lambda: momentum_drift(model, opt, batch, tasks)),
              ("exact, whole batch", lambda: exact.measure(model, opt, batch, tasks)),
              ("exact, 64-sample sub-batch", lambda: exact.measure(model, opt, sub, tasks)),
@@ -232,13 +232,20 @@ def memory_table(n: int) -> None:
                 ["", "chunk", "peak MiB", "ratio", "with state MiB", "ratio", "ms"], rows)
 
 
-def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[int | None, float, int | None]],
+def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[int | None, float, int | None, float]],
                       repeats: int, hidden: tuple[int, ...] = (256, 256, 128), dim: int = 64, lr: float = 1e-3) -> None:
     import numpy as np
     import torch
     from scipy.stats import spearmanr
 
-    from taskgraph.affinity import DEFAULT_BUDGET, DEFAULT_CONTROL, DEFAULT_SUB_BATCH, AffinityTracker, Schedule
+    from taskgraph.affinity import (
+        DEFAULT_BUDGET,
+        DEFAULT_CONTROL,
+        DEFAULT_CONTROL_SHARE,
+        DEFAULT_SUB_BATCH,
+        AffinityTracker,
+        Schedule,
+    )
     from taskgraph.cli.common import print_table
     from taskgraph.data import planted_clusters
     from taskgraph.models import MultiTaskModel, mlp
@@ -268,14 +275,18 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
     ceil_h = spearmanr(np.nanmean(s[:half], 0)[off], np.nanmean(s[half:], 0)[off]).statistic
     run([])  # warm-up
     rows = []
-    for sub, budget, control in variants:
+    for sub, budget, control, share in variants:
         label = f"sub-batch {sub or 'all'}, budget {budget}, control {control or 'off'}"
-        if (sub, budget, control) == (DEFAULT_SUB_BATCH, DEFAULT_BUDGET, DEFAULT_CONTROL):
+        if control and share != DEFAULT_CONTROL_SHARE:
+            label += f" (share {share})"
+        if (sub, budget, control, share) == (DEFAULT_SUB_BATCH, DEFAULT_BUDGET, DEFAULT_CONTROL,
+                                             DEFAULT_CONTROL_SHARE):
             label += " (default)"
         ratios, rhos, counts, drifts = [], [], [], []
         for r in range(repeats):
             tp = run([])[0]  # untracked and tracked runs interleaved: same load conditions
-            tr = AffinityTracker("exact", schedule=Schedule(budget=budget), sub_batch=sub, seed=r, control=control)
+            tr = AffinityTracker("exact", schedule=Schedule(budget=budget), sub_batch=sub, seed=r, control=control,
+                                 control_share=share)
             tt = run([tr])[0]
             ratios.append(tt / tp - 1)
             rhos.append(spearmanr(tr.matrix().mean[off], ref[off]).statistic)
@@ -311,8 +322,8 @@ def main() -> None:
     ap.add_argument("--run-dim", type=int, default=64, help="input dimension of the tracked run's data")
     ap.add_argument("--run-lr", type=float, default=1e-3)
     ap.add_argument("--run-variants", default="64:0.2:1,all:0.2:1,64:0.2:off",
-                    help="tracked-run schedules as sub_batch:budget:control ('all' = whole batch, 'off' = "
-                         "no control variate)")
+                    help="tracked-run schedules as sub_batch:budget:control[:control_share] ('all' = whole "
+                         "batch, 'off' = no control variate; share default: the tracker's)")
     args = ap.parse_args()
     if args.allocator != "as-started":
         want = args.allocator == "tcmalloc"
@@ -345,8 +356,11 @@ def main() -> None:
     if "drift" in only:
         drift_table(9, args.repeats)
     if "run" in only:
-        variants = [(None if a == "all" else int(a), float(b), None if c == "off" else int(c))
-                    for a, b, c in (v.split(":") for v in args.run_variants.split(","))]
+        from taskgraph.affinity import DEFAULT_CONTROL_SHARE
+
+        variants = [(None if f[0] == "all" else int(f[0]), float(f[1]), None if f[2] == "off" else int(f[2]),
+                     float(f[3]) if len(f) > 3 else DEFAULT_CONTROL_SHARE)
+                    for f in (v.split(":") for v in args.run_variants.split(","))]
         tracked_run_table(9, args.run_epochs, args.run_samples, variants, args.run_repeats,
                           tuple(int(w) for w in args.run_hidden.split(",")), args.run_dim, args.run_lr)
 

@@ -26,7 +26,8 @@ from taskgraph.affinity.reference import naive_lookahead
 
 # The tracker builds on the training loop, which itself imports the loss
 # weightings, which use this package's gradients: load it on first use.
-_LAZY = {"DEFAULT_BUDGET", "DEFAULT_CONTROL", "DEFAULT_SUB_BATCH", "AffinityTracker", "Schedule", "measure_affinity"}
+_LAZY = {"DEFAULT_BUDGET", "DEFAULT_CONTROL", "DEFAULT_CONTROL_SHARE", "DEFAULT_SUB_BATCH", "AffinityTracker",
+         "Schedule", "measure_affinity"}
 
 
 def __getattr__(name: str):
@@ -39,6 +40,7 @@ def __getattr__(name: str):
 __all__ = [
     "DEFAULT_BUDGET",
     "DEFAULT_CONTROL",
+    "DEFAULT_CONTROL_SHARE",
     "DEFAULT_SUB_BATCH",
     "ESTIMATORS",
     "AffinityEstimator",

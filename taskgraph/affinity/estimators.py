@@ -49,8 +49,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from taskgraph.affinity.optim import lookahead_parameters, momentum_step, update_directions
-from taskgraph.affinity.probe import Probe, StackedLoss, linear_heads, shared_parameters_of, stacked_heads
+from taskgraph.affinity.drift import momentum_drift
+from taskgraph.affinity.optim import lookahead_parameters, update_directions
+from taskgraph.affinity.probe import Probe
 from taskgraph.data.base import unpack_batch
 from taskgraph.exceptions import AffinityError
 from taskgraph.registry import Registry
@@ -346,88 +347,3 @@ def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
         z[~np.isfinite(z)] = np.nan
         out[np.ix_(keep.cpu().numpy(), np.asarray(probe.active))] = z
     return out
-
-
-def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet, *,
-                   base: torch.Tensor | None = None,
-                   shared: tuple[Sequence[str], Sequence[torch.Tensor]] | None = None) -> np.ndarray:
-    """Every task's change under the optimizer's step with a zero gradient: its own momentum.
-
-    D_j = 1 − L_j(update(θ_s, 0)) / L_j(θ_s), with the optimizer's rule and state (for Adam
-    the step the moments alone would take; for plain SGD without weight decay D = 0). It is
-    the part of every lookahead Z_{i→j} that does not depend on the source task i: with a
-    momentum optimizer most of a lookahead step is the shared momentum, so Z_{·→j} moves
-    from step to step with D_j. :class:`~taskgraph.affinity.tracker.AffinityTracker` uses
-    it as a control variate: cheap (two forwards, or one given ``base``; no backward).
-
-    Args:
-        base: the ``(n,)`` task losses at θ_s on ``batch`` when the caller has them already
-            (the training step's own, see :meth:`taskgraph.training.Callback.on_losses`): then
-            one forward instead of two. Ignored when the model has active dropout (its
-            forwards would not see the same masks).
-        shared: the model's shared parameters as :func:`~taskgraph.affinity.probe.shared_parameters_of`
-            gives them, when the caller keeps them (saves looking them up at every call).
-
-    Returns:
-        ``(n,)`` array; NaN for a task without a labelled sample or with a zero or
-        non-finite loss.
-
-    Example:
-        >>> import torch
-        >>> from taskgraph.data import planted_clusters
-        >>> from taskgraph.models import MultiTaskModel, mlp
-        >>> data = planted_clusters(n_tasks=3, n_clusters=1, n_samples=100, seed=0)
-        >>> model = MultiTaskModel(mlp(32, (8,)), data.tasks, input_shape=(32,))
-        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        >>> momentum_drift(model, opt, data.train[list(range(32))], data.tasks).tolist()
-        [0.0, 0.0, 0.0]
-    """
-    x, ys, ms = unpack_batch(batch)
-    if base is not None and not _random_modules(model):
-        return _drift_from_base(model, optimizer, x, ys, ms, tasks, base, shared)
-    out = np.full(len(tasks), np.nan)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        probe = Probe(model, tasks, x, ys, ms, graph=False)
-        if not probe.active:
-            return out
-        new = momentum_step(optimizer, probe.params)
-        both = probe.losses_at([torch.stack([p.detach(), q]) for p, q in zip(probe.params, new)])
-        z = (1.0 - both[1] / both[0]).cpu().double().numpy()
-    z[~np.isfinite(z)] = np.nan
-    out[np.asarray(probe.active)] = z
-    return out
-
-
-def _random_modules(model: nn.Module) -> bool:
-    """Whether a forward in the model's current mode draws random numbers (active dropout)."""
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 and m.training for m in model.modules())
-
-
-@torch.no_grad()
-def _drift_from_base(model: nn.Module, optimizer: torch.optim.Optimizer, x, ys, ms, tasks: TaskSet,
-                     base: torch.Tensor, shared=None) -> np.ndarray:
-    # one forward at θ + update(θ, 0); the losses at θ are the training step's own. The hot path
-    # of the tracker's control variate (every step it can afford), so: a foreach momentum step,
-    # the trunk alone under functional_call with the linear heads as one matrix product, and
-    # every task's loss in a few vectorised operations
-    from torch.func import functional_call
-
-    names, params = shared if shared is not None else shared_parameters_of(model)
-    new = momentum_step(optimizer, params)
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}  # forwards never touch the model's
-    loss = StackedLoss(tasks, ys, ms, dtype=new[0].dtype, device=x.device)
-    with torch.random.fork_rng(devices=[]):
-        if linear_heads(model, names):
-            pre = len("trunk.")
-            state = {n[pre:]: q for n, q in zip(names, new)}
-            state.update({n[pre:]: b for n, b in buffers.items() if n.startswith("trunk.")})
-            z = functional_call(model.trunk, state, (x,))
-            after = loss(torch.nn.functional.linear(z, *stacked_heads(model, tasks.names)))
-        else:
-            out = functional_call(model, {**dict(zip(names, new)), **buffers}, (x,))
-            after = loss(loss.concat(out, tasks.names))
-    z = (1.0 - after / base.to(after)).cpu().double().numpy()
-    labelled = np.array([bool(ms[t.name].any()) for t in tasks])
-    z[~labelled] = np.nan
-    z[~np.isfinite(z)] = np.nan
-    return z

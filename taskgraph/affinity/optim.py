@@ -46,7 +46,12 @@ _SHADOW_OK = ("RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta")
 SUPPORTED_OPTIMIZERS = ("SGD", "Adam", "AdamW", *_SHADOW_OK)
 
 
-def _groups_of(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> list[dict | None]:
+def param_groups_of(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> list[dict | None]:
+    """The optimizer's param group of each tensor in ``params`` (None for one it does not update).
+
+    Raises:
+        AffinityError: it updates none of them.
+    """
     where = {}
     for g in optimizer.param_groups:
         for p in g["params"]:
@@ -175,7 +180,7 @@ def lookahead_parameters(optimizer: torch.optim.Optimizer, params: Sequence[torc
         AffinityError: none of ``params`` is in the optimizer, or the optimizer's rule
             is not element-wise (see :data:`SUPPORTED_OPTIMIZERS`).
     """
-    groups = _groups_of(optimizer, params)
+    groups = param_groups_of(optimizer, params)
     rule = _closed_form(optimizer)
     if rule is None:
         return _shadow_step(optimizer, params, grads, groups)
@@ -216,18 +221,20 @@ def _adam_momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch
         ps = [params[k].detach() for k in idx]
         states = [optimizer.state[params[k]] for k in idx]
         step += 1
+        # c·√v + ε = c·(√v + ε/c) with c = √β2 / √(1 − β2^t): the constant moves into addcdiv's scalar
+        c = math.sqrt(beta2) / math.sqrt(1 - beta2**step)
         denom = torch._foreach_sqrt([s["exp_avg_sq"] for s in states])
-        torch._foreach_mul_(denom, math.sqrt(beta2) / math.sqrt(1 - beta2**step))
-        torch._foreach_add_(denom, eps)
+        torch._foreach_add_(denom, eps / c)
         base = torch._foreach_mul(ps, 1 - lr * wd) if wd != 0 else ps
-        m = torch._foreach_addcdiv(base, [s["exp_avg"] for s in states], denom, -lr * beta1 / (1 - beta1**step))
+        m = torch._foreach_addcdiv(base, [s["exp_avg"] for s in states], denom, -lr * beta1 / ((1 - beta1**step) * c))
         for k, q in zip(idx, m):
             out[k] = q
     return out  # type: ignore[return-value]
 
 
 @torch.no_grad()
-def momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], *,
+                  groups: Sequence[dict | None] | None = None) -> list[torch.Tensor]:
     """The parameters one optimizer step with a zero gradient would give: where momentum alone goes.
 
     The values of ``lookahead_parameters(optimizer, params, zeros)`` (without the leading
@@ -241,8 +248,10 @@ def momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tenso
         >>> w.sum().backward(); opt.step()  # w: 1 -> 0.9
         >>> [round(v, 4) for v in momentum_step(opt, [w])[0].tolist()]  # Adam's moments alone go on
         [0.833, 0.833, 0.833]
+
+    ``groups``: ``param_groups_of(optimizer, params)`` when the caller keeps it.
     """
-    groups = _groups_of(optimizer, params)
+    groups = param_groups_of(optimizer, params) if groups is None else groups
     fast = _adam_momentum_step(optimizer, params, groups)
     if fast is not None:
         return fast

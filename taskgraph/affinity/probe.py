@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,7 +40,7 @@ from taskgraph.affinity.gradients import per_task_gradients
 from taskgraph.exceptions import AffinityError
 from taskgraph.tasks import TaskSet
 
-__all__ = ["Probe", "StackedLoss", "linear_heads", "shared_parameters_of", "stacked_heads"]
+__all__ = ["LossPlan", "Probe", "StackedLoss", "linear_heads", "shared_parameters_of", "stacked_heads"]
 
 
 def shared_parameters_of(model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
@@ -76,6 +77,40 @@ def shared_parameters_of(model: nn.Module) -> tuple[list[str], list[torch.Tensor
     return names, params
 
 
+class LossPlan:
+    """What :class:`StackedLoss` takes from the task set alone: built once, reused for every batch.
+
+    The tasks grouped by kind and output width, each group's task indices, output columns and
+    ``loss_scale`` (as tensors, cached per dtype and device).
+    """
+
+    def __init__(self, tasks: TaskSet):
+        self.tasks = tasks
+        self.n = len(tasks)
+        self.offsets: list[int] = []
+        col = 0
+        for t in tasks:
+            self.offsets.append(col)
+            col += t.out_dim
+        self.width = col
+        by_kind: dict[tuple[str, int], list[int]] = {}
+        for i, t in enumerate(tasks):
+            by_kind.setdefault((t.kind, t.out_dim), []).append(i)
+        self.groups = [(kind, width, idx, [tasks[i].name for i in idx]) for (kind, width), idx in by_kind.items()]
+        self._tensors: dict[tuple, list[tuple[torch.Tensor, ...]]] = {}
+
+    def tensors(self, dtype: torch.dtype, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+        """Per group: ``(task indices, output columns, loss scales)`` on ``device``."""
+        key = (dtype, torch.device(device))
+        if key not in self._tensors:
+            self._tensors[key] = [
+                (torch.tensor(idx, device=device),
+                 torch.tensor([self.offsets[i] + c for i in idx for c in range(width)], device=device),
+                 torch.tensor([self.tasks[i].loss_scale for i in idx], dtype=dtype, device=device))
+                for _, width, idx, _ in self.groups]
+        return self._tensors[key]
+
+
 class StackedLoss:
     """Every task's masked mean loss from one concatenated output tensor.
 
@@ -83,34 +118,36 @@ class StackedLoss:
     and binary tasks one column, multiclass tasks ``num_classes`` columns, in
     task order). Equal to :meth:`taskgraph.tasks.Task.loss` per task, including
     ``loss_scale``, computed in a few vectorised operations per task kind.
+    ``plan``: the task set's :class:`LossPlan` when the caller keeps one (a loss per batch
+    of the same tasks then builds only the batch's targets and masks).
     """
 
-    def __init__(self, tasks: TaskSet, ys: dict, ms: dict, *, dtype: torch.dtype, device: torch.device):
-        self.n = len(tasks)
-        self.width = sum(t.out_dim for t in tasks)
-        offsets, col = [], 0
-        for t in tasks:
-            offsets.append(col)
-            col += t.out_dim
-        self.offsets = offsets
+    def __init__(self, tasks: TaskSet, ys: dict, ms: dict, *, dtype: torch.dtype, device: torch.device,
+                 plan: LossPlan | None = None):
+        plan = plan if plan is not None else LossPlan(tasks)
+        self.n, self.width, self.offsets = plan.n, plan.width, plan.offsets
         self.parts = []
-        by_kind: dict[tuple[str, int], list[int]] = {}
-        for i, t in enumerate(tasks):
-            by_kind.setdefault((t.kind, t.out_dim), []).append(i)
-        for (kind, width), idx in by_kind.items():
-            mask = torch.stack([ms[tasks[i].name] for i in idx], -1).to(device)  # (B, k)
-            count = mask.sum(0).clamp_min(1).to(dtype)
-            scale = torch.tensor([tasks[i].loss_scale for i in idx], dtype=dtype, device=device)
-            cols = torch.tensor([offsets[i] + c for i in idx for c in range(width)], device=device)
-            ys_k = [ys[tasks[i].name].to(device) for i in idx]
+        self._counts = []
+        for (kind, width, where, names), (idx, cols, scale) in zip(plan.groups, plan.tensors(dtype, device)):
+            mask = torch.stack([ms[n] for n in names], -1).to(device)  # (B, k)
+            counts = mask.sum(0)
+            self._counts.append((where, counts))
+            count = counts.clamp_min(1).to(dtype)
+            ys_k = [ys[n].to(device) for n in names]
             if kind == "multiclass":
                 y = torch.stack(ys_k, -1).long()
                 y = torch.where(mask, y, torch.zeros((), dtype=y.dtype, device=device))
             else:
                 y = torch.stack(ys_k, -1).to(dtype)
                 y = torch.where(mask, y, torch.zeros((), dtype=dtype, device=device))
-            self.parts.append((kind, width, torch.tensor(idx, device=device), cols, y, mask.to(dtype),
-                               scale, count))
+            self.parts.append((kind, width, idx, cols, y, mask.to(dtype), scale, count))
+
+    def labelled(self) -> np.ndarray:
+        """``(n,)`` bool array: which tasks have a labelled sample in the batch."""
+        out = np.zeros(self.n, dtype=bool)
+        for idx, counts in self._counts:
+            out[idx] = counts.cpu().numpy() > 0
+        return out
 
     def __call__(self, H: torch.Tensor) -> torch.Tensor:
         """Losses ``(..., n)`` from outputs ``(..., B, D)``."""

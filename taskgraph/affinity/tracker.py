@@ -55,15 +55,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from taskgraph.affinity.estimators import AffinityEstimator, AffinityStep, make_estimator, momentum_drift
+from taskgraph.affinity.drift import StepDrift, momentum_drift
+from taskgraph.affinity.estimators import AffinityEstimator, AffinityStep, make_estimator
 from taskgraph.affinity.matrix import AffinityMatrix
-from taskgraph.affinity.probe import shared_parameters_of
 from taskgraph.data.base import unpack_batch
 from taskgraph.exceptions import AffinityError
 from taskgraph.tasks import TaskSet
 from taskgraph.training import Callback, TrainConfig, TrainState, train
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_CONTROL", "DEFAULT_SUB_BATCH", "AffinityTracker", "Schedule", "measure_affinity"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_CONTROL", "DEFAULT_CONTROL_SHARE", "DEFAULT_SUB_BATCH", "AffinityTracker",
+           "Schedule", "measure_affinity"]
 
 #: default share of the run's wall time spent measuring (see :class:`Schedule`)
 DEFAULT_BUDGET = 0.2
@@ -71,6 +72,8 @@ DEFAULT_BUDGET = 0.2
 DEFAULT_SUB_BATCH = None
 #: default period of the momentum-drift control variate (see :class:`AffinityTracker`)
 DEFAULT_CONTROL = 1
+#: default most of a budget schedule's time the drift control variate may use (see :class:`AffinityTracker`)
+DEFAULT_CONTROL_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ class AffinityTracker(Callback):
             the global one.
         seed: seed of the sub-batch generator.
         control: every ``control``-th step (from ``schedule.start``; under a budget schedule only
-            while the drift has used at most half of the budget), and at every measured step on
+            while the drift has used at most ``control_share`` of the budget), and at every measured step on
             the same sub-batch, measure the optimizer's momentum drift D_j (the change of task j's
             loss under a step with a zero gradient, :func:`~taskgraph.affinity.estimators.momentum_drift`;
             two forwards, no backward) and use it as a control variate: the matrix averages
@@ -152,6 +155,8 @@ class AffinityTracker(Callback):
             swings are mostly D's and the corrected average is much closer to the every-step average
             for the same number of full measurements. None: off (plain average). Only for
             estimators that use the optimizer; its time counts against the budget. Default 1.
+        control_share: under a budget schedule, the most of the budget the drift may use (the
+            full measurements get the rest); in (0, 1). Default 0.5.
 
     Attributes:
         steps: the training steps measured, in order.
@@ -165,7 +170,7 @@ class AffinityTracker(Callback):
     def __init__(self, estimator: str | AffinityEstimator = "exact", *, schedule: Schedule | None = None,
                  tasks: TaskSet | None = None, confidence: float = 0.95, chunk_size: int | None = None,
                  sub_batch: int | None = DEFAULT_SUB_BATCH, seed: int = 0,
-                 control: int | None = DEFAULT_CONTROL):
+                 control: int | None = DEFAULT_CONTROL, control_share: float = DEFAULT_CONTROL_SHARE):
         kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
         if sub_batch is not None and (not isinstance(sub_batch, int) or isinstance(sub_batch, bool) or sub_batch < 1):
             raise AffinityError(f"AffinityTracker: 'sub_batch' must be an int >= 1 or None, got {sub_batch!r}")
@@ -173,6 +178,9 @@ class AffinityTracker(Callback):
         self.seed = seed
         if control is not None and (not isinstance(control, int) or isinstance(control, bool) or control < 1):
             raise AffinityError(f"AffinityTracker: 'control' must be an int >= 1 or None, got {control!r}")
+        if not (isinstance(control_share, int | float) and 0 < control_share < 1):
+            raise AffinityError(f"AffinityTracker: 0 < 'control_share' < 1 must hold, got {control_share!r}")
+        self.control_share = float(control_share)
         self.estimator = make_estimator(estimator, **kwargs)
         self.control = control if self.estimator.uses_optimizer else None
         self.schedule = schedule or Schedule()
@@ -197,7 +205,7 @@ class AffinityTracker(Callback):
         self._paired: list[np.ndarray] = []  # drift on each measured step, on the batch its losses were taken on
         self._drifts: list[np.ndarray] = []  # drift on every drift step (measured ones included)
         self._measured_step: int | None = None
-        self._shared_of: tuple | None = None
+        self._step_drift: StepDrift | None = None
         self._first_step: int | None = None
         self._total_steps: int | None = None
 
@@ -223,11 +231,17 @@ class AffinityTracker(Callback):
             base = torch.stack([losses[n].detach() for n in self.tasks.names])
         self._drift(state.model, state.optimizer, batch, base)
 
-    def _shared(self, model: nn.Module):
-        # the model's shared parameters, looked up once per model (the drift runs at most steps)
-        if self._shared_of is None or self._shared_of[0] is not model:
-            self._shared_of = (model, shared_parameters_of(model))
-        return self._shared_of[1]
+    def _drift_of(self, model: nn.Module) -> StepDrift:
+        # what the drift needs from the model and the tasks, looked up once (the drift runs at most steps)
+        if self._step_drift is None or self._step_drift.model is not model or self._step_drift.tasks is not self.tasks:
+            self._step_drift = StepDrift(model, self.tasks)
+        return self._step_drift
+
+    def _drift_at(self, model, optimizer, batch, base) -> np.ndarray:
+        drift = self._drift_of(model)
+        if base is None or drift.random():
+            return momentum_drift(model, optimizer, batch, self.tasks)
+        return drift(optimizer, batch, base)
 
     # ------------------------------------------------------------ own loops
     def due(self, step: int) -> bool:
@@ -277,22 +291,21 @@ class AffinityTracker(Callback):
 
     def _drift(self, model, optimizer, batch, base) -> None:
         t = time.perf_counter()
-        self._drifts.append(momentum_drift(model, optimizer, batch, self.tasks, base=base,
-                                           shared=self._shared(model)))
+        self._drifts.append(self._drift_at(model, optimizer, batch, base))
         dt = time.perf_counter() - t
         self.seconds += dt
         self._drift_seconds += dt
         self._drift_cost = dt if self._drift_cost is None else 0.5 * self._drift_cost + 0.5 * dt
 
     def _drift_due(self, step: int) -> bool:
-        # every `control` steps; under a budget schedule the drift may use at most half of the budget
+        # every `control` steps; under a budget schedule the drift may use at most `control_share` of the budget
         s = self.schedule
         if self.control is None or step < s.start or (step - s.start) % self.control:
             return False
         if s.budget is None or self._drift_cost is None or self._t0 is None:
             return True
         rest = time.perf_counter() - self._t0 - self.seconds
-        return self._drift_seconds + self._drift_cost <= 0.5 * s.budget * rest
+        return self._drift_seconds + self._drift_cost <= self.control_share * s.budget * rest
 
     def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
                 step: int | None = None) -> AffinityStep:
@@ -314,7 +327,7 @@ class AffinityTracker(Callback):
         if self.control is not None:
             # the estimator's losses at θ are this drift's base: one forward
             base = torch.as_tensor(out.losses)
-            d = momentum_drift(model, optimizer, sub, self.tasks, base=base, shared=self._shared(model))
+            d = self._drift_at(model, optimizer, sub, base)
             self._paired.append(d)
             self._drifts.append(d)
         dt = time.perf_counter() - t

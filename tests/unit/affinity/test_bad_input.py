@@ -158,6 +158,9 @@ def test_schedule_and_tracker_errors():
         Schedule(start=-1)
     with pytest.raises(AffinityError, match="confidence"):
         AffinityTracker(confidence=1.5)
+    for share in (0, 1.0, -0.2, "half"):
+        with pytest.raises(AffinityError, match=f"0 < 'control_share' < 1 must hold, got {share!r}"):
+            AffinityTracker(control_share=share)
     tracker = AffinityTracker()
     with pytest.raises(AffinityError, match="no step was measured"):
         tracker.matrix()

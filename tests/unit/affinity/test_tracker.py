@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from taskgraph.affinity import AffinityMatrix, AffinityTracker, ExactLookahead, FirstOrder, Schedule, measure_affinity
 from taskgraph.data import MultiTaskDataset, planted_clusters
@@ -60,6 +61,21 @@ def test_budget_schedule_spends_about_its_share(data):
     assert tracker.seconds <= 0.2 * (total - tracker.seconds) + 2 * tracker._cost
     # never the first step (fresh optimizer state); each in the middle of the stretch paying for it
     assert tracker.steps[0] > 0 and tracker.steps == sorted(tracker.steps)
+
+
+def test_control_share_bounds_the_drift_time_under_a_budget(data):
+    """The drift takes at most control_share of the budget; a larger share buys more drift steps."""
+    loader = data.train.loader(32, shuffle=True, seed=0)
+    cfg = TrainConfig(epochs=3, device="cpu", seed=0)
+    got = {}
+    for share in (0.1, 0.9):
+        tracker = AffinityTracker("exact", control_share=share)
+        t0 = __import__("time").perf_counter()
+        train(_model(data), data.tasks, loader, config=cfg, callbacks=[tracker])
+        rest = __import__("time").perf_counter() - t0 - tracker.seconds
+        assert tracker._drift_seconds <= share * 0.2 * rest + 2 * tracker._drift_cost
+        got[share] = len(tracker._drifts) - len(tracker.steps)  # drifts of unmeasured steps
+    assert got[0.9] > got[0.1]
 
 
 def test_budget_schedule_measures_by_the_middle_of_a_run_it_cannot_afford(data):
@@ -293,3 +309,29 @@ def test_training_loop_drift_uses_the_step_losses_and_keeps_the_trajectory(data)
     assert len(tracker._drifts) == 10 and len(tracker._paired) == 2
     for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), n
+
+
+def test_step_drift_with_batchnorm_and_an_unlabelled_task_equals_the_two_forward_drift():
+    """StepDrift (built once, reused across steps): trunk buffers untouched, NaN for a task without labels."""
+    from taskgraph.affinity import momentum_drift
+    from taskgraph.affinity.drift import StepDrift
+
+    from .helpers import train_steps
+
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 12))
+    model = MultiTaskModel(trunk, TASKS, input_shape=(8,)).double().train()
+    opt = OPTIMIZERS["adamw"](model.parameters())
+    train_steps(model, opt)
+    drift = StepDrift(model, TASKS)
+    for seed in (5, 6):
+        x, ys, ms = make_batch(seed=seed)
+        ms = {**ms, "b1": torch.zeros_like(ms["b1"])}
+        out = model(x)
+        base = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]).detach() for t in TASKS])
+        bufs = {n: b.clone() for n, b in model.named_buffers()}
+        got = drift(opt, (x, ys, ms), base)
+        assert all(torch.equal(b, bufs[n]) for n, b in model.named_buffers())
+        want = momentum_drift(model, opt, (x, ys, ms), TASKS)
+        assert np.isnan(got[1]) and np.isnan(want[1])
+        np.testing.assert_allclose(got, want, rtol=1e-10, equal_nan=True)
