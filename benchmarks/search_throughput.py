@@ -5,7 +5,9 @@
 Both use the same study (a fixed random sampler seed, no early stopping, so every trial does
 the same amount of work) in separate storages. Printed: the trial phase's wall time (first
 trial start → last trial end, read from the storage), trials per hour, and the parallel
-efficiency = (Ray's trials/hour ÷ local's) ÷ 2 (goal ≥ 80 %). Then (c) the quickstart's wall
+efficiency = (Ray's trials/hour ÷ local's) ÷ 2 (goal ≥ 80 %). Before them, what the machine
+itself gives: the same training (the all-in-one model, the trial's size) alone and as two separate
+processes at once, 1 thread each (``--skip-pair`` leaves it out). Then (c) the quickstart's wall
 time as the README runs it: ``python -m taskgraph run studies/quickstart.toml`` (goal ≤ 5 min).
 
 Usage:
@@ -94,6 +96,7 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=1, help="repeat (a) and (b); medians are printed")
     ap.add_argument("--skip-quickstart", action="store_true")
+    ap.add_argument("--skip-pair", action="store_true", help="leave out the two-processes-at-once line")
     ap.add_argument("--only-quickstart", action="store_true", help="time only the quickstart (part c)")
     args = ap.parse_args()
     for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
@@ -112,6 +115,43 @@ def main() -> None:
 def _throughput(args) -> None:
     for epochs in (int(e) for e in str(args.epochs).split(",")):
         _throughput_one(args, epochs)
+
+
+_PAIR_CHILD = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from taskgraph.data import planted_clusters
+from taskgraph.models import MultiTaskModel, mlp
+from taskgraph.training import TrainConfig, train
+epochs, n_samples, go = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+data = planted_clusters(n_tasks=6, n_clusters=3, n_samples=n_samples, seed=0)
+torch.manual_seed(0)
+model = MultiTaskModel(mlp(data.input_shape[0], (256, 128)), data.tasks, input_shape=data.input_shape)
+while time.time() < go:
+    time.sleep(0.001)
+t = time.perf_counter()
+train(model, data.tasks, data.train.loader(64, shuffle=True, seed=0), config=TrainConfig(epochs=epochs, seed=0),
+      val_loader=data.val.loader(256))
+print(json.dumps(time.perf_counter() - t))
+"""
+
+
+def _pair(epochs: int, n_samples: int, repeats: int = 3) -> tuple[float, float]:
+    """Median training seconds of one process alone and of each of two processes started together."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def together(k: int) -> list[float]:
+        go = time.time() + 3  # both start training at the same moment, after their imports
+        procs = [subprocess.Popen([sys.executable, "-c", _PAIR_CHILD, str(epochs), str(n_samples), str(go)],
+                                  stdout=subprocess.PIPE, text=True, env=env) for _ in range(k)]
+        return [float(p.communicate()[0]) for p in procs]
+
+    alone, pair = [], []
+    for _ in range(repeats):
+        alone += together(1)
+        pair += together(2)
+    return statistics.median(alone), statistics.median(pair)
 
 
 def _throughput_one(args, epochs: int) -> None:
@@ -155,6 +195,10 @@ def _throughput_one(args, epochs: int) -> None:
           "imports torch and Ray Tune; overhead: the same for the other trials)")
     eff = thr["ray tune (2 concurrent)"] / thr["local (sequential)"] / 2
     print(f"speed-up {2 * eff:.2f}x on 2 workers -> parallel efficiency {100 * eff:.0f}% (goal >= 80%)")
+    if not args.skip_pair:
+        alone, pair = _pair(epochs, args.n_samples)
+        print(f"the machine itself: the all-in-one training ({epochs} epochs) takes {alone:.2f} s alone and "
+              f"{pair:.2f} s as each of two processes at once ({pair / alone - 1:+.0%}; medians of 3 x 1 and 3 x 2)")
 
 
 def _quickstart() -> None:
