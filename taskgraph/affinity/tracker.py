@@ -73,7 +73,7 @@ DEFAULT_SUB_BATCH = None
 #: default period of the momentum-drift control variate (see :class:`AffinityTracker`)
 DEFAULT_CONTROL = 1
 #: default most of a budget schedule's time the drift control variate may use (see :class:`AffinityTracker`)
-DEFAULT_CONTROL_SHARE = 0.5
+DEFAULT_CONTROL_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,9 @@ class AffinityTracker(Callback):
             for the same number of full measurements. None: off (plain average). Only for
             estimators that use the optimizer; its time counts against the budget. Default 1.
         control_share: under a budget schedule, the most of the budget the drift may use (the
-            full measurements get the rest); in (0, 1). Default 0.5.
+            full measurements get the rest); in (0, 1). Default 0.6: on the benchmark run a drift at
+            more steps ranks task pairs better than another full measurement would
+            (``benchmarks/affinity_speed.py --only run``).
 
     Attributes:
         steps: the training steps measured, in order.
