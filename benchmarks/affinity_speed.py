@@ -19,7 +19,9 @@ Tables:
    --run-variants) against the same run untracked (wall-time ratio) and against exact
    measurement on the whole batch at every step of the same run (Spearman of the off-diagonal
    entries; tracking does not change the trajectory, so it is the same run); medians over
-   --run-repeats repeats, plus the reference's own noise ceiling.
+   --run-repeats repeats, plus the reference's own noise ceiling; and both against the
+   population, the every-step averages of --run-population other batch orders from the same
+   start (what the affinities are, apart from one run's batches).
 """
 
 from __future__ import annotations
@@ -233,7 +235,8 @@ def memory_table(n: int) -> None:
 
 
 def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[int | None, float, int | None, float]],
-                      repeats: int, hidden: tuple[int, ...] = (256, 256, 128), dim: int = 64, lr: float = 1e-3) -> None:
+                      repeats: int, hidden: tuple[int, ...] = (256, 256, 128), dim: int = 64, lr: float = 1e-3,
+                      population: int = 4) -> None:
     import numpy as np
     import torch
     from scipy.stats import spearmanr
@@ -256,10 +259,10 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
     torch.manual_seed(0)
     base = MultiTaskModel(mlp(dim, hidden), data.tasks, input_shape=(dim,))
 
-    def run(callbacks):
+    def run(callbacks, shuffle: int = 0):
         model = copy.deepcopy(base)
         t = time.perf_counter()
-        res = train(model, data.tasks, data.train.loader(256, shuffle=True, seed=0), config=cfg,
+        res = train(model, data.tasks, data.train.loader(256, shuffle=True, seed=shuffle), config=cfg,
                     callbacks=callbacks)
         return time.perf_counter() - t, res.steps
 
@@ -273,6 +276,16 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
     ceil_eo = spearmanr(np.nanmean(s[0::2], 0)[off], np.nanmean(s[1::2], 0)[off]).statistic
     half = len(s) // 2
     ceil_h = spearmanr(np.nanmean(s[:half], 0)[off], np.nanmean(s[half:], 0)[off]).statistic
+    # the population: the every-step average over other batch orders of the same start (what the
+    # affinities are, rather than what this one run's batches made of them)
+    pop = None
+    if population:
+        means = []
+        for k in range(1, population + 1):
+            other = AffinityTracker("exact", schedule=Schedule(every=1), sub_batch=None, control=None)
+            run([other], shuffle=k)
+            means.append(other.matrix().mean)
+        pop = np.mean(means, 0)
     run([])  # warm-up
     rows = []
     for sub, budget, control, share in variants:
@@ -282,7 +295,7 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
         if (sub, budget, control, share) == (DEFAULT_SUB_BATCH, DEFAULT_BUDGET, DEFAULT_CONTROL,
                                              DEFAULT_CONTROL_SHARE):
             label += " (default)"
-        ratios, rhos, counts, drifts = [], [], [], []
+        ratios, rhos, counts, drifts, pops = [], [], [], [], []
         for r in range(repeats):
             tp = run([])[0]  # untracked and tracked runs interleaved: same load conditions
             tr = AffinityTracker("exact", schedule=Schedule(budget=budget), sub_batch=sub, seed=r, control=control,
@@ -290,20 +303,26 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
             tt = run([tr])[0]
             ratios.append(tt / tp - 1)
             rhos.append(spearmanr(tr.matrix().mean[off], ref[off]).statistic)
+            if pop is not None:
+                pops.append(spearmanr(tr.matrix().mean[off], pop[off]).statistic)
             counts.append(len(tr.steps))
             drifts.append(len(tr._drifts))
         rows.append([label, f"{statistics.median(ratios):+.1%}", " ".join(f"{x:+.0%}" for x in ratios),
                      f"{statistics.median(counts):.0f}", f"{statistics.median(drifts):.0f}",
                      f"{statistics.median(rhos):.3f}",
-                     " ".join(f"{x:.2f}" for x in rhos)])
+                     " ".join(f"{x:.2f}" for x in rhos),
+                     f"{statistics.median(pops):.3f}" if pops else "-"])
     trunk = "→".join(str(w) for w in (dim, *hidden))
     print_table(f"Training run, n={n} planted clusters (dim {dim}), MLP {trunk}, Adam lr {lr:g}, {steps} steps; "
                 f"median over {repeats} repeats (overhead = tracked / untracked wall time − 1, each pair run "
                 f"back to back); every-step exact reference run took {t_full:.2f} s; {allocator()}",
                 ["schedule", "overhead", "repeats", "measured steps", "drift steps", "Spearman vs every step",
-                 "repeats"], rows)
+                 "repeats", f"vs population ({population} orders)"], rows)
     print(f"noise ceiling of the reference itself (Spearman of its off-diagonal means): even steps vs odd steps "
           f"{ceil_eo:.3f}; first half vs second half {ceil_h:.3f}")
+    if pop is not None:
+        print(f"the every-step reference of this run against the population (every-step averages of {population} "
+              f"other batch orders from the same start): Spearman {spearmanr(ref[off], pop[off]).statistic:.3f}")
 
 
 def main() -> None:
@@ -321,6 +340,8 @@ def main() -> None:
     ap.add_argument("--run-hidden", default="256,256,128", help="trunk widths of the tracked run")
     ap.add_argument("--run-dim", type=int, default=64, help="input dimension of the tracked run's data")
     ap.add_argument("--run-lr", type=float, default=1e-3)
+    ap.add_argument("--run-population", type=int, default=4,
+                    help="batch orders of the population reference (every-step exact each; 0: none)")
     ap.add_argument("--run-variants", default="64:0.2:1,all:0.2:1,64:0.2:off",
                     help="tracked-run schedules as sub_batch:budget:control[:control_share] ('all' = whole "
                          "batch, 'off' = no control variate; share default: the tracker's)")
@@ -362,7 +383,8 @@ def main() -> None:
                      float(f[3]) if len(f) > 3 else DEFAULT_CONTROL_SHARE)
                     for f in (v.split(":") for v in args.run_variants.split(","))]
         tracked_run_table(9, args.run_epochs, args.run_samples, variants, args.run_repeats,
-                          tuple(int(w) for w in args.run_hidden.split(",")), args.run_dim, args.run_lr)
+                          tuple(int(w) for w in args.run_hidden.split(",")), args.run_dim, args.run_lr,
+                          args.run_population)
 
 
 if __name__ == "__main__":
