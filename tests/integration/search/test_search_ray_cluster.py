@@ -191,7 +191,8 @@ def test_a_ray_trial_whose_worker_dies_is_recorded_fail_with_why_and_the_study_g
     whenever Ray reported an errored trial."""
     space = tmp_path / "lr_space.toml"
     space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
-    path = study_file("raycrash", space=space, trials=4, epochs=8, early="none", n_samples=3000)
+    # trials of several seconds: the victim is looked for while a trial is inside its train call
+    path = study_file("raycrash", space=space, trials=4, epochs=40, early="none", n_samples=3000)
     db = tmp_path / "runs" / "raycrash" / "study.db"
     args = ["run", str(path), "--backend", "ray", "--address", ray_head["gcs"], "--runs-root", str(tmp_path / "runs")]
     code, err = kill_a_ray_trial(args, env=ray_head["env"], cwd=tmp_path, db=db, name="raycrash",
