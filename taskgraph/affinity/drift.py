@@ -137,7 +137,7 @@ class StepDrift:
         else:
             self._module, self._keys = model, list(names)
         self._buffers = list(self._module.named_buffers())
-        self._groups: tuple[int, int, list] | None = None
+        self._groups: tuple[torch.optim.Optimizer, int, list] | None = None
 
     def random(self) -> bool:
         """Whether a forward draws random numbers now (active dropout): then the step's losses are
@@ -145,10 +145,11 @@ class StepDrift:
         return any(m.p > 0 and m.training for m in self._dropouts)
 
     def _groups_for(self, optimizer: torch.optim.Optimizer) -> list:
-        key = (id(optimizer), len(optimizer.param_groups))
-        if self._groups is None or self._groups[:2] != key:
-            self._groups = (*key, param_groups_of(optimizer, self.params))
-        return self._groups[2]
+        # the same optimizer object (not merely the same id: a new run's optimizer may reuse a dead one's)
+        g = self._groups
+        if g is None or g[0] is not optimizer or g[1] != len(optimizer.param_groups):
+            g = self._groups = (optimizer, len(optimizer.param_groups), param_groups_of(optimizer, self.params))
+        return g[2]
 
     @torch.no_grad()
     def __call__(self, optimizer: torch.optim.Optimizer, batch, base: torch.Tensor) -> np.ndarray:

@@ -335,3 +335,22 @@ def test_step_drift_with_batchnorm_and_an_unlabelled_task_equals_the_two_forward
         want = momentum_drift(model, opt, (x, ys, ms), TASKS)
         assert np.isnan(got[1]) and np.isnan(want[1])
         np.testing.assert_allclose(got, want, rtol=1e-10, equal_nan=True)
+
+
+def test_step_drift_follows_a_new_optimizer():
+    """A StepDrift kept across runs (as the tracker keeps it per model) reads each call's optimizer."""
+    from taskgraph.affinity import momentum_drift
+    from taskgraph.affinity.drift import StepDrift
+
+    from .helpers import train_steps
+
+    model = make_model()
+    drift = StepDrift(model, TASKS)
+    x, ys, ms = make_batch(seed=5)
+    for lr in (1e-2, 1e-1):
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        train_steps(model, opt)
+        out = model(x)
+        base = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]).detach() for t in TASKS])
+        np.testing.assert_allclose(drift(opt, (x, ys, ms), base), momentum_drift(model, opt, (x, ys, ms), TASKS),
+                                   rtol=1e-10, equal_nan=True)
