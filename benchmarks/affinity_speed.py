@@ -266,10 +266,14 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
                     callbacks=callbacks)
         return time.perf_counter() - t, res.steps
 
-    # the reference: exact measurement on the whole batch at every step of the same run
-    # (measuring never changes the trajectory, so every run below is the same run)
-    full = AffinityTracker("exact", schedule=Schedule(every=1), sub_batch=None, control=None)
-    t_full, steps = run([full])
+    def every_step(shuffle: int = 0):
+        # exact measurement on the whole batch at every step of the run with this batch order
+        tracker = AffinityTracker("exact", schedule=Schedule(every=1), sub_batch=None, control=None)
+        seconds, steps = run([tracker], shuffle)
+        return tracker, seconds, steps
+
+    # the reference (measuring never changes the trajectory, so every run below is the same run)
+    full, t_full, steps = every_step()
     ref = full.matrix().mean
     off = ~np.eye(n, dtype=bool)
     s = full.samples
@@ -280,12 +284,7 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
     # affinities are, rather than what this one run's batches made of them)
     pop = None
     if population:
-        means = []
-        for k in range(1, population + 1):
-            other = AffinityTracker("exact", schedule=Schedule(every=1), sub_batch=None, control=None)
-            run([other], shuffle=k)
-            means.append(other.matrix().mean)
-        pop = np.mean(means, 0)
+        pop = np.mean([every_step(k)[0].matrix().mean for k in range(1, population + 1)], 0)
     run([])  # warm-up
     rows = []
     for sub, budget, control, share in variants:
@@ -302,9 +301,10 @@ def tracked_run_table(n: int, epochs: int, samples: int, variants: list[tuple[in
                                  control_share=share)
             tt = run([tr])[0]
             ratios.append(tt / tp - 1)
-            rhos.append(spearmanr(tr.matrix().mean[off], ref[off]).statistic)
+            mean = tr.matrix().mean
+            rhos.append(spearmanr(mean[off], ref[off]).statistic)
             if pop is not None:
-                pops.append(spearmanr(tr.matrix().mean[off], pop[off]).statistic)
+                pops.append(spearmanr(mean[off], pop[off]).statistic)
             counts.append(len(tr.steps))
             drifts.append(len(tr._drifts))
         rows.append([label, f"{statistics.median(ratios):+.1%}", " ".join(f"{x:+.0%}" for x in ratios),

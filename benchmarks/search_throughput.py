@@ -5,7 +5,7 @@
 Both use the same study (a fixed random sampler seed, no early stopping, so every trial does
 the same amount of work) in separate storages. Printed: the trial phase's wall time (first
 trial start → last trial end, read from the storage), trials per hour, and the parallel
-efficiency = (Ray's trials/hour ÷ local's) ÷ 2 (goal ≥ 80 %). Before them, what the machine
+efficiency = (Ray's trials/hour ÷ local's) ÷ 2 (goal ≥ 80 %). After them, what the machine
 itself gives: the same training (the all-in-one model, the trial's size) alone and as two separate
 processes at once, 1 thread each (``--skip-pair`` leaves it out). Then (c) the quickstart's wall
 time as the README runs it: ``python -m taskgraph run studies/quickstart.toml`` (goal ≤ 5 min).

@@ -195,7 +195,8 @@ def lookahead_parameters(optimizer: torch.optim.Optimizer, params: Sequence[torc
 
 def _adam_momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
                         groups: Sequence[dict | None]) -> list[torch.Tensor] | None:
-    # Adam/AdamW with a zero gradient in four foreach operations over all parameters of a group:
+    # Adam/AdamW with a zero gradient in three foreach operations over all parameters of a group
+    # (four with decoupled weight decay):
     # m' = β1 m, v' = β2 v, θ' = base − lr/(1 − β1^t) · m' / (√v' / √(1 − β2^t) + ε), the same
     # formula as _adam with g = 0 (equal up to rounding). None where that shortcut does not
     # apply (no state yet, AMSGrad, L2 weight decay in the gradient).

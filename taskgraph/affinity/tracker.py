@@ -148,9 +148,10 @@ class AffinityTracker(Callback):
         control: every ``control``-th step (from ``schedule.start``; under a budget schedule only
             while the drift has used at most ``control_share`` of the budget), and at every measured step on
             the same sub-batch, measure the optimizer's momentum drift D_j (the change of task j's
-            loss under a step with a zero gradient, :func:`~taskgraph.affinity.estimators.momentum_drift`;
-            two forwards, no backward) and use it as a control variate: the matrix averages
-            Z_{i→j} − D_j over the measured steps and adds D_j averaged over all drift steps. With a
+            loss under a step with a zero gradient, :func:`~taskgraph.affinity.drift.momentum_drift`;
+            no backward; inside ``train()`` one forward from the step's own losses,
+            :class:`~taskgraph.affinity.drift.StepDrift`) and use it as a control variate: the
+            matrix averages Z_{i→j} − D_j over the measured steps and adds D_j averaged over all drift steps. With a
             momentum optimizer most of every lookahead is the shared momentum, so Z's step-to-step
             swings are mostly D's and the corrected average is much closer to the every-step average
             for the same number of full measurements. None: off (plain average). Only for

@@ -70,6 +70,21 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, kind: str = "mlp",
         opt.step()
 
 
+def zero_gradient_lookahead(opt: torch.optim.Optimizer, params) -> list[torch.Tensor]:
+    """The reference for the momentum step: the optimizer's lookahead with a zero gradient."""
+    from taskgraph.affinity.optim import lookahead_parameters
+
+    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    return [q[0] for q in lookahead_parameters(opt, params, zeros)]
+
+
+def losses_at(model: nn.Module, batch, tasks: TaskSet = TASKS) -> torch.Tensor:
+    """``(n,)`` task losses of ``model`` on ``batch``, detached (what a training step computes)."""
+    x, ys, ms = batch
+    out = model(x)
+    return torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]).detach() for t in tasks])
+
+
 def rel_err(a, b) -> float:
     import numpy as np
 

@@ -17,7 +17,16 @@ from taskgraph.data import planted_clusters
 from taskgraph.models import MultiTaskModel, mlp
 from taskgraph.training import TrainConfig, train
 
-from .helpers import OPTIMIZERS, TASKS, make_batch, make_model, rel_err, train_steps
+from .helpers import (
+    OPTIMIZERS,
+    TASKS,
+    losses_at,
+    make_batch,
+    make_model,
+    rel_err,
+    train_steps,
+    zero_gradient_lookahead,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -112,14 +121,13 @@ def test_group_lookahead_and_momentum_drift_on_cuda_equal_cpu():
 @pytest.mark.parametrize("opt_name", sorted(CUDA_OPTIMIZERS))
 def test_momentum_step_on_cuda_is_the_zero_gradient_lookahead(opt_name):
     """The foreach shortcut also reads fused / foreach Adam state (a step count kept on the device)."""
-    from taskgraph.affinity.optim import lookahead_parameters, momentum_step
+    from taskgraph.affinity.optim import momentum_step
 
     model = make_model().cuda()
     opt = CUDA_OPTIMIZERS[opt_name](model.parameters())
     train_steps(model, opt)
     params = list(model.trunk.parameters())
-    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params]
-    want = [q[0] for q in lookahead_parameters(opt, params, zeros)]
+    want = zero_gradient_lookahead(opt, params)
     got = momentum_step(opt, params)
     for w, g in zip(want, got):
         assert g.is_cuda
@@ -138,9 +146,7 @@ def test_drift_from_the_steps_losses_and_eval_batch_on_cuda_equal_cpu(heads):
     opt_gpu = OPTIMIZERS["adamw"](gpu.parameters())
     opt_gpu.load_state_dict(opt_cpu.state_dict())
     x, ys, ms = make_batch(seed=5, size=100)
-    with torch.no_grad():
-        out = gpu(x.cuda())
-        base = torch.stack([t.loss(out[t.name], ys[t.name].cuda(), ms[t.name].cuda()) for t in TASKS])
+    base = losses_at(gpu, _to((x, ys, ms), "cuda"))
     got = momentum_drift(gpu, opt_gpu, _to((x, ys, ms), "cuda"), TASKS, base=base)
     np.testing.assert_allclose(got, momentum_drift(cpu, opt_cpu, (x, ys, ms), TASKS), rtol=1e-9, equal_nan=True)
 

@@ -14,7 +14,7 @@ from taskgraph.affinity.optim import lookahead_parameters, momentum_step
 from taskgraph.affinity.probe import Probe
 from taskgraph.tasks import Task, TaskSet
 
-from .helpers import OPTIMIZERS, TASKS, make_batch, make_model, rel_err, train_steps
+from .helpers import OPTIMIZERS, TASKS, make_batch, make_model, rel_err, train_steps, zero_gradient_lookahead
 
 
 @pytest.mark.parametrize("kind", ["mlp", pytest.param("cnn", marks=pytest.mark.slow)])
@@ -149,8 +149,7 @@ def test_momentum_step_is_the_zero_gradient_lookahead(opt_name, steps):
     opt = OPTIMIZERS[opt_name](model.parameters())
     train_steps(model, opt, steps=steps)
     params = list(model.trunk.parameters())
-    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype) for p in params]
-    want = [q[0] for q in lookahead_parameters(opt, params, zeros)]
+    want = zero_gradient_lookahead(opt, params)
     got = momentum_step(opt, params)
     for w, g in zip(want, got):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
@@ -164,8 +163,7 @@ def test_momentum_step_param_groups_and_a_parameter_outside_the_optimizer():
     train_steps(model, opt, steps=2)
     outside = nn.Parameter(torch.ones(3, dtype=torch.float64))
     params = [*trunk, outside]
-    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype) for p in params]
-    want = [q[0] for q in lookahead_parameters(opt, params, zeros)]
+    want = zero_gradient_lookahead(opt, params)
     got = momentum_step(opt, params)
     for w, g in zip(want, got):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)

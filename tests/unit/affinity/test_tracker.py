@@ -13,7 +13,7 @@ from taskgraph.models import MultiTaskModel, mlp
 from taskgraph.tasks import Task, TaskSet
 from taskgraph.training import Callback, TrainConfig, train
 
-from .helpers import OPTIMIZERS, TASKS, make_batch, make_model
+from .helpers import OPTIMIZERS, TASKS, losses_at, make_batch, make_model, rel_err, train_steps
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +184,6 @@ def test_exact_gradients_on_a_part_losses_on_the_whole_equal_the_naive_loop(opt_
     """eval_batch: gradients from the sub-batch, every loss on the whole batch (naive reference)."""
     from taskgraph.affinity import naive_lookahead
 
-    from .helpers import rel_err, train_steps
-
     model = make_model(head_hidden=None if heads == "linear" else 6)
     opt = OPTIMIZERS[opt_name](model.parameters())
     train_steps(model, opt)
@@ -221,7 +219,6 @@ def test_momentum_drift_is_the_zero_gradient_lookahead():
 
     model = make_model()
     opt = OPTIMIZERS["adam"](model.parameters())
-    from .helpers import train_steps
 
     train_steps(model, opt)
     batch = make_batch(seed=4)
@@ -258,15 +255,11 @@ def test_momentum_drift_from_the_steps_own_losses_equals_the_two_forward_drift(o
     (linear heads: the trunk alone plus one matrix product; other heads: the whole model)."""
     from taskgraph.affinity import momentum_drift
 
-    from .helpers import train_steps
-
     model = make_model(head_hidden=None if heads == "linear" else 6)
     opt = OPTIMIZERS[opt_name](model.parameters())
     train_steps(model, opt)
     batch = make_batch(seed=5)
-    x, ys, ms = batch
-    out = model(x)
-    base = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]).detach() for t in TASKS])
+    base = losses_at(model, batch)
     params = {n: p.detach().clone() for n, p in model.state_dict().items()}
     np.testing.assert_allclose(momentum_drift(model, opt, batch, TASKS, base=base),
                                momentum_drift(model, opt, batch, TASKS), rtol=1e-10, equal_nan=True)
@@ -279,7 +272,6 @@ def test_drift_with_active_dropout_ignores_the_given_losses():
     torch.manual_seed(0)
     model = MultiTaskModel(mlp(8, (16,), dropout=0.5), TASKS, input_shape=(8,)).double().train()
     opt = OPTIMIZERS["adam"](model.parameters())
-    from .helpers import train_steps
 
     train_steps(model, opt)
     batch = make_batch(seed=6)
@@ -316,8 +308,6 @@ def test_step_drift_with_batchnorm_and_an_unlabelled_task_equals_the_two_forward
     from taskgraph.affinity import momentum_drift
     from taskgraph.affinity.drift import StepDrift
 
-    from .helpers import train_steps
-
     torch.manual_seed(0)
     trunk = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 12))
     model = MultiTaskModel(trunk, TASKS, input_shape=(8,)).double().train()
@@ -327,8 +317,7 @@ def test_step_drift_with_batchnorm_and_an_unlabelled_task_equals_the_two_forward
     for seed in (5, 6):
         x, ys, ms = make_batch(seed=seed)
         ms = {**ms, "b1": torch.zeros_like(ms["b1"])}
-        out = model(x)
-        base = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]).detach() for t in TASKS])
+        base = losses_at(model, (x, ys, ms))
         bufs = {n: b.clone() for n, b in model.named_buffers()}
         got = drift(opt, (x, ys, ms), base)
         assert all(torch.equal(b, bufs[n]) for n, b in model.named_buffers())
@@ -342,15 +331,12 @@ def test_step_drift_follows_a_new_optimizer():
     from taskgraph.affinity import momentum_drift
     from taskgraph.affinity.drift import StepDrift
 
-    from .helpers import train_steps
-
     model = make_model()
     drift = StepDrift(model, TASKS)
     x, ys, ms = make_batch(seed=5)
     for lr in (1e-2, 1e-1):
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         train_steps(model, opt)
-        out = model(x)
-        base = torch.stack([t.loss(out[t.name], ys[t.name], ms[t.name]).detach() for t in TASKS])
+        base = losses_at(model, (x, ys, ms))
         np.testing.assert_allclose(drift(opt, (x, ys, ms), base), momentum_drift(model, opt, (x, ys, ms), TASKS),
                                    rtol=1e-10, equal_nan=True)
