@@ -15,7 +15,12 @@ Two entry points:
 - :class:`StepDrift`: the same numbers from the training step's own losses, with
   everything that does not change between steps (the shared parameters, the
   optimizer's groups, the loss layout, whether the heads are linear) looked up
-  once: the tracker's hot path, run at every step it can afford.
+  once: the tracker's hot path, run at every step it can afford. With linear heads
+  :meth:`StepDrift.measure` also returns a proxy of the rest of each lookahead, the
+  part the source task's own gradient adds (Z_{i→j} − D_j): P_{i→j} = s_i · s_j / L_j,
+  s_i the batch-summed gradient of task i's loss with respect to the trunk's output.
+  It comes from the same forward, in closed form, and the tracker uses it as a
+  second control variate.
 """
 
 from __future__ import annotations
@@ -138,6 +143,7 @@ class StepDrift:
             self._module, self._keys = model, list(names)
         self._buffers = list(self._module.named_buffers())
         self._groups: tuple[torch.optim.Optimizer, int, list] | None = None
+        self._col_task: torch.Tensor | None = None
 
     def random(self) -> bool:
         """Whether a forward draws random numbers now (active dropout): then the step's losses are
@@ -151,21 +157,70 @@ class StepDrift:
             g = self._groups = (optimizer, len(optimizer.param_groups), param_groups_of(optimizer, self.params))
         return g[2]
 
-    @torch.no_grad()
     def __call__(self, optimizer: torch.optim.Optimizer, batch, base: torch.Tensor) -> np.ndarray:
         """``(n,)`` drift on ``batch`` given the losses at θ on it; NaN where a task has no label
         or a zero or non-finite loss."""
+        return self.measure(optimizer, batch, base)[0]
+
+    @torch.no_grad()
+    def measure(self, optimizer: torch.optim.Optimizer, batch, base: torch.Tensor, *,
+                proxy: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The drift, and with ``proxy`` (linear heads only; else None) the ``(n, n)`` proxy
+        P_{i→j} = s_i · s_j / L_j(θ) of what the source task adds to a lookahead, where s_i is
+        the batch-summed gradient of task i's loss with respect to the trunk's output at the
+        momentum step: the gradient of a bias added to the features, which every task's
+        lookahead moves. It costs one closed-form gradient of the losses the drift computes
+        anyway; :class:`~taskgraph.affinity.tracker.AffinityTracker` uses it as a second
+        control variate."""
         x, ys, ms = unpack_batch(batch)
         new = momentum_step(optimizer, self.params, groups=self._groups_for(optimizer))
-        state = dict(zip(self._keys, new))
-        state.update({n: b.detach().clone() for n, b in self._buffers})  # forwards never touch the model's
         loss = StackedLoss(self.tasks, ys, ms, dtype=new[0].dtype, device=x.device, plan=self.plan)
+        P = None
         with torch.random.fork_rng(devices=[]):
-            out = functional_call(self._module, state, (x,))
             if self._linear:
-                after = loss(torch.nn.functional.linear(out, *stacked_heads(self.model, self.tasks.names)))
+                feats = self._trunk_at(new, x)
+                W, b = stacked_heads(self.model, self.tasks.names)
+                H = torch.nn.functional.linear(feats, W, b)
+                if proxy:
+                    after, g = loss.output_grad_sums(H)
+                    S = W.new_zeros((self.plan.n, W.shape[1])).index_add_(0, self._column_task(W.device),
+                                                                          g.unsqueeze(-1) * W)
+                    P = ((S @ S.T) / base.to(S)).cpu().double().numpy()
+                else:
+                    after = loss(H)
             else:
-                after = loss(loss.concat(out, self.tasks.names))
+                state = dict(zip(self._keys, new))
+                state.update({n: b.detach().clone() for n, b in self._buffers})  # forwards never touch the model's
+                after = loss(loss.concat(functional_call(self._module, state, (x,)), self.tasks.names))
         z = (1.0 - after / base.to(after)).cpu().double().numpy()
-        z[~(np.isfinite(z) & loss.labelled())] = np.nan
-        return z
+        bad = ~(np.isfinite(z) & loss.labelled())
+        z[bad] = np.nan
+        if P is not None:
+            P[:, bad] = np.nan
+            P[bad, :] = np.nan
+        return z, P
+
+    def _trunk_at(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        # the trunk's forward with its shared parameters' storage swapped for `params` (no module
+        # re-parametrisation: cheaper than functional_call), then swapped back whatever happens;
+        # buffers (BatchNorm statistics) are swapped for copies the same way
+        saved = [p.data for p in self.params]
+        bufs = [b.data for _, b in self._buffers]
+        try:
+            for p, q in zip(self.params, params):
+                p.data = q
+            for (_, b), d in zip(self._buffers, bufs):
+                b.data = d.clone()
+            return self._module(x)
+        finally:
+            for p, d in zip(self.params, saved):
+                p.data = d
+            for (_, b), d in zip(self._buffers, bufs):
+                b.data = d
+
+    def _column_task(self, device: torch.device) -> torch.Tensor:
+        # the task of each stacked output column
+        if self._col_task is None or self._col_task.device != torch.device(device):
+            self._col_task = torch.tensor([i for i, t in enumerate(self.tasks) for _ in range(t.out_dim)],
+                                          device=device)
+        return self._col_task

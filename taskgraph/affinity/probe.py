@@ -166,6 +166,42 @@ class StackedLoss:
             out = out.index_copy(-1, idx, val)
         return out
 
+    def output_grad_sums(self, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The losses ``(n,)`` from outputs ``H`` ``(B, D)``, and each output column's batch-summed
+        gradient of its task's loss, ``(D,)``: Σ_b ∂L_task(c)/∂H[b, c], in closed form (no autograd).
+
+        Example:
+            >>> import torch
+            >>> from taskgraph.tasks import Task, TaskSet
+            >>> tasks = TaskSet([Task("a"), Task("b", kind="binary")])
+            >>> ys = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0, 1.0])}
+            >>> ms = {n: torch.ones(2, dtype=torch.bool) for n in ys}
+            >>> loss = StackedLoss(tasks, ys, ms, dtype=torch.float32, device=torch.device("cpu"))
+            >>> H = torch.zeros(2, 2, requires_grad=True)
+            >>> values, sums = loss.output_grad_sums(H.detach())
+            >>> torch.allclose(sums, torch.autograd.grad(loss(H).sum(), H)[0].sum(0))
+            True
+        """
+        out = H.new_zeros(self.n)
+        grad = H.new_zeros(self.width)
+        for kind, width, idx, cols, y, mask, scale, count in self.parts:
+            h = H.index_select(-1, cols)
+            w = scale * mask / count  # (B, k): d(per-sample loss) -> d(task loss)
+            if kind == "regression":
+                r = h - y
+                per, g = r * r, 2.0 * r * w
+            elif kind == "binary":
+                per = F.binary_cross_entropy_with_logits(h, y, reduction="none")
+                g = (torch.sigmoid(h) - y) * w
+            else:
+                h = h.unflatten(-1, (-1, width))  # (B, k, C)
+                logp = torch.log_softmax(h, -1)
+                per = -torch.gather(logp, -1, y.unsqueeze(-1)).squeeze(-1)
+                g = ((logp.exp() - F.one_hot(y, width).to(h.dtype)) * w.unsqueeze(-1)).flatten(-2)
+            out = out.index_copy(-1, idx, (per * scale * mask).sum(-2) / count)
+            grad = grad.index_copy(-1, cols, g.sum(-2))
+        return out, grad
+
     def concat(self, preds: dict, names: Sequence[str]) -> torch.Tensor:
         """``{task: (..., B, out)}`` (or ``(..., B)`` for one output) → ``(..., B, D)``."""
         cols = []

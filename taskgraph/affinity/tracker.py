@@ -154,8 +154,13 @@ class AffinityTracker(Callback):
             matrix averages Z_{i→j} − D_j over the measured steps and adds D_j averaged over all drift steps. With a
             momentum optimizer most of every lookahead is the shared momentum, so Z's step-to-step
             swings are mostly D's and the corrected average is much closer to the every-step average
-            for the same number of full measurements. None: off (plain average). Only for
-            estimators that use the optimizer; its time counts against the budget. Default 1.
+            for the same number of full measurements. With linear heads each drift also gives
+            the proxy P_{i→j} of what the source task's own gradient adds
+            (:meth:`~taskgraph.affinity.drift.StepDrift.measure`; no extra forward), a second
+            control variate: the matrix also subtracts β × (P at the measured steps − P averaged
+            over all drift steps), β the least-squares slope of the measured steps' Z − D on P
+            (:attr:`proxy_beta`). None: off (plain average). Only for estimators that use the
+            optimizer; its time counts against the budget. Default 1.
         control_share: under a budget schedule, the most of the budget the drift may use (the
             full measurements get the rest); in (0, 1). Default 0.6: on the benchmark run a drift at
             more steps ranks task pairs better than another full measurement would
@@ -165,6 +170,7 @@ class AffinityTracker(Callback):
         steps: the training steps measured, in order.
         skipped: ``{task: {reason: count}}`` over measured steps.
         seconds: wall time spent measuring.
+        proxy_beta: the slope of the proxy control variate in the last :meth:`matrix` (None: not used).
 
     Raises:
         UnknownNameError: unknown estimator name.
@@ -207,6 +213,9 @@ class AffinityTracker(Callback):
         self._drift_cost: float | None = None
         self._paired: list[np.ndarray] = []  # drift on each measured step, on the batch its losses were taken on
         self._drifts: list[np.ndarray] = []  # drift on every drift step (measured ones included)
+        self._proxies: list[np.ndarray | None] = []  # the drift's (n, n) proxy, aligned with _drifts
+        self._paired_proxies: list[np.ndarray | None] = []  # aligned with _paired
+        self.proxy_beta: float | None = None
         self._measured_step: int | None = None
         self._step_drift: StepDrift | None = None
         self._first_step: int | None = None
@@ -240,11 +249,11 @@ class AffinityTracker(Callback):
             self._step_drift = StepDrift(model, self.tasks)
         return self._step_drift
 
-    def _drift_at(self, model, optimizer, batch, base) -> np.ndarray:
+    def _drift_at(self, model, optimizer, batch, base) -> tuple[np.ndarray, np.ndarray | None]:
         drift = self._drift_of(model)
         if base is None or drift.random():
-            return momentum_drift(model, optimizer, batch, self.tasks)
-        return drift(optimizer, batch, base)
+            return momentum_drift(model, optimizer, batch, self.tasks), None
+        return drift.measure(optimizer, batch, base, proxy=True)
 
     # ------------------------------------------------------------ own loops
     def due(self, step: int) -> bool:
@@ -294,7 +303,9 @@ class AffinityTracker(Callback):
 
     def _drift(self, model, optimizer, batch, base) -> None:
         t = time.perf_counter()
-        self._drifts.append(self._drift_at(model, optimizer, batch, base))
+        d, p = self._drift_at(model, optimizer, batch, base)
+        self._drifts.append(d)
+        self._proxies.append(p)
         dt = time.perf_counter() - t
         self.seconds += dt
         self._drift_seconds += dt
@@ -330,9 +341,11 @@ class AffinityTracker(Callback):
         if self.control is not None:
             # the estimator's losses at θ are this drift's base: one forward
             base = torch.as_tensor(out.losses)
-            d = self._drift_at(model, optimizer, sub, base)
+            d, p = self._drift_at(model, optimizer, sub, base)
             self._paired.append(d)
             self._drifts.append(d)
+            self._paired_proxies.append(p)
+            self._proxies.append(p)
         dt = time.perf_counter() - t
         self.seconds += dt
         self._cost = dt if self._cost is None else 0.5 * self._cost + 0.5 * dt
@@ -351,6 +364,24 @@ class AffinityTracker(Callback):
         return x[idx], {k: v[idx] for k, v in ys.items()}, {k: v[idx] for k, v in ms.items()}
 
     # ------------------------------------------------------------------ result
+    def _proxy_correction(self, rest: np.ndarray) -> tuple[float, np.ndarray | None]:
+        # the second control variate: β × (P_s − mean P over every drift step), with β the
+        # least-squares slope of the measured steps' Z − D on their P, within each task pair
+        # (off the diagonal); None when a drift step has no proxy or fewer than 2 steps measured
+        if len(self._paired_proxies) < 2 or any(p is None for p in self._proxies):
+            return 0.0, None
+        paired = np.stack(self._paired_proxies)  # type: ignore[arg-type]
+        off = ~np.eye(paired.shape[1], dtype=bool)
+        rc = rest - np.nanmean(rest, 0)
+        pc = paired - np.nanmean(paired, 0)
+        ok = np.isfinite(rc) & np.isfinite(pc) & off
+        den = float(np.sum(pc[ok] ** 2))
+        if not den > 0:
+            return 0.0, None
+        beta = float(np.sum(rc[ok] * pc[ok]) / den)
+        centred = paired - np.nanmean(np.stack(self._proxies), 0)  # type: ignore[arg-type]
+        return beta, np.nan_to_num(centred, nan=0.0)
+
     @property
     def samples(self) -> np.ndarray:
         """``(S, n, n)`` per-step values measured so far."""
@@ -377,12 +408,19 @@ class AffinityTracker(Callback):
         if self.skipped:
             sched["skipped"] = {t: dict(c) for t, c in self.skipped.items()}
         samples = self.samples
+        self.proxy_beta = None
         if self.control is not None and self._paired:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a task never labelled: NaN mean
                 mean_drift = np.nanmean(np.stack(self._drifts), 0)
-            samples = samples - np.stack(self._paired)[:, None, :] + mean_drift[None, None, :]
+                paired = np.stack(self._paired)[:, None, :]
+                beta, proxy = self._proxy_correction(samples - paired)
+            samples = samples - paired + mean_drift[None, None, :]
             sched["control"] = {"every": self.control, "drift_steps": len(self._drifts)}
+            if proxy is not None:
+                samples = samples - beta * proxy
+                self.proxy_beta = beta
+                sched["control"]["proxy_beta"] = round(beta, 6)
         return AffinityMatrix.from_samples(self.tasks.names, samples, confidence=self.confidence,
                                            estimator=self.estimator.name, schedule=sched,
                                            keep_samples=keep_samples)

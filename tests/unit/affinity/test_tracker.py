@@ -233,19 +233,84 @@ def test_momentum_drift_is_the_zero_gradient_lookahead():
     assert np.nanmax(np.abs(momentum_drift(model, plain, batch, TASKS))) == 0
 
 
-def test_control_variate_corrects_the_average(data):
-    """matrix = mean over measured steps of (Z − D) + mean of D over all drift steps."""
+def _beta(rest, proxies):
+    """The least-squares slope of Z − D on P within each task pair, off the diagonal (a plain loop)."""
+    k, n, _ = rest.shape
+    num = den = 0.0
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                r = rest[:, i, j] - rest[:, i, j].mean()
+                q = proxies[:, i, j] - proxies[:, i, j].mean()
+                num += float(r @ q)
+                den += float(q @ q)
+    return num / den
+
+
+def test_control_variates_correct_the_average(data):
+    """matrix = mean over measured steps of (Z − D − βP) + mean of D and of βP over all drift steps."""
     tracker = AffinityTracker("exact", schedule=Schedule(every=4), control=1)
     train(_model(data), data.tasks, data.train.loader(64, shuffle=True), config=TrainConfig(
         epochs=2, max_steps=9, lr=1e-2, device="cpu"), callbacks=[tracker])
-    assert tracker.steps == [0, 4, 8] and len(tracker._drifts) == 9
+    assert tracker.steps == [0, 4, 8] and len(tracker._drifts) == 9 and len(tracker._proxies) == 9
+    paired, drifts = np.stack(tracker._paired), np.stack(tracker._drifts)
+    pp, pall = np.stack(tracker._paired_proxies), np.stack(tracker._proxies)
+    rest = tracker.samples - paired[:, None, :]
+    beta = _beta(rest, pp)
+    want = rest.mean(0) + drifts.mean(0)[None, :] - beta * (pp.mean(0) - pall.mean(0))
+    m = tracker.matrix()
+    np.testing.assert_allclose(m.mean, want, rtol=1e-10)
+    assert tracker.proxy_beta == pytest.approx(beta, rel=1e-10)
+    assert m.schedule["control"] == {"every": 1, "drift_steps": 9, "proxy_beta": round(beta, 6)}
+    off = AffinityTracker("exact", schedule=Schedule(every=4), control=None)
+    assert off.control is None and AffinityTracker("cosine").control is None
+
+
+def test_without_a_proxy_the_drift_alone_corrects_the_average(data):
+    """Heads that are not linear give no proxy: the matrix is mean(Z − D) + mean(D), as before."""
+    torch.manual_seed(0)
+    model = MultiTaskModel(mlp(32, (16,)), data.tasks, input_shape=(32,), head_hidden=8)
+    tracker = AffinityTracker("exact", schedule=Schedule(every=4), control=1)
+    train(model, data.tasks, data.train.loader(64, shuffle=True), config=TrainConfig(
+        epochs=2, max_steps=9, lr=1e-2, device="cpu"), callbacks=[tracker])
+    assert all(p is None for p in tracker._proxies) and len(tracker._drifts) == 9
     paired, drifts = np.stack(tracker._paired), np.stack(tracker._drifts)
     want = (tracker.samples - paired[:, None, :]).mean(0) + drifts.mean(0)[None, :]
     m = tracker.matrix()
     np.testing.assert_allclose(m.mean, want, rtol=1e-12)
-    assert m.schedule["control"] == {"every": 1, "drift_steps": 9}
-    off = AffinityTracker("exact", schedule=Schedule(every=4), control=None)
-    assert off.control is None and AffinityTracker("cosine").control is None
+    assert tracker.proxy_beta is None and m.schedule["control"] == {"every": 1, "drift_steps": 9}
+
+
+def test_step_drift_proxy_is_the_feature_gradient_product_at_the_momentum_step():
+    """P_{i→j} = s_i · s_j / L_j(θ), s_i = Σ_b ∂L_i/∂features at the momentum step (autograd reference);
+    an unlabelled task's row and column are NaN; the model is left as it was."""
+    from taskgraph.affinity.drift import StepDrift
+    from taskgraph.affinity.probe import shared_parameters_of
+
+    from .helpers import zero_gradient_lookahead
+
+    model = make_model()
+    opt = OPTIMIZERS["adam"](model.parameters())
+    train_steps(model, opt)
+    x, ys, ms = make_batch(seed=5)
+    ms = {**ms, "b1": torch.zeros_like(ms["b1"])}
+    base = losses_at(model, (x, ys, ms))
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    z, P = StepDrift(model, TASKS).measure(opt, (x, ys, ms), base, proxy=True)
+    assert all(torch.equal(v, before[n]) for n, v in model.state_dict().items())
+    names, params = shared_parameters_of(model)
+    new = zero_gradient_lookahead(opt, params)
+    feats = torch.func.functional_call(model.trunk, {n[len("trunk."):]: q for n, q in zip(names, new)}, (x,))
+    feats = feats.detach().requires_grad_(True)
+    s = []
+    for t in TASKS:
+        loss = t.loss(model.heads[t.name](feats), ys[t.name], ms[t.name])
+        s.append(torch.autograd.grad(loss, feats)[0].sum(0) if ms[t.name].any() else torch.full((12,), float("nan")))
+    S = torch.stack(s).detach().double()
+    want = ((S @ S.T) / base[None, :]).numpy()
+    assert np.isnan(P[1]).all() and np.isnan(P[:, 1]).all() and np.isnan(z[1])
+    np.testing.assert_allclose(P, want, rtol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(z, StepDrift(model, TASKS)(opt, (x, ys, ms), base), rtol=1e-12, equal_nan=True)
 
 
 @pytest.mark.parametrize("opt_name", ["adam", "adamw", "sgd_momentum_wd", "rmsprop"])
