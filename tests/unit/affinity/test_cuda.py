@@ -156,6 +156,27 @@ def test_drift_from_the_steps_losses_and_eval_batch_on_cuda_equal_cpu(heads):
     assert rel_err(got.values, want) < 1e-5
 
 
+def test_step_drift_and_its_proxy_on_cuda_equal_cpu():
+    """The drift with the trunk's storage swapped on the GPU, its feature-gradient proxy, and the
+    model left exactly as it was."""
+    from taskgraph.affinity.drift import StepDrift
+
+    cpu = make_model()
+    opt_cpu = OPTIMIZERS["adam"](cpu.parameters())
+    train_steps(cpu, opt_cpu)
+    gpu = copy.deepcopy(cpu).cuda()
+    opt_gpu = OPTIMIZERS["adam"](gpu.parameters())
+    opt_gpu.load_state_dict(opt_cpu.state_dict())
+    x, ys, ms = make_batch(seed=5, size=100)
+    before = {n: p.clone() for n, p in gpu.state_dict().items()}
+    z, P = StepDrift(gpu, TASKS).measure(opt_gpu, _to((x, ys, ms), "cuda"), losses_at(gpu, _to((x, ys, ms), "cuda")),
+                                         proxy=True)
+    assert all(torch.equal(v, before[n]) for n, v in gpu.state_dict().items())
+    zc, Pc = StepDrift(cpu, TASKS).measure(opt_cpu, (x, ys, ms), losses_at(cpu, (x, ys, ms)), proxy=True)
+    np.testing.assert_allclose(z, zc, rtol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(P, Pc, rtol=1e-9, equal_nan=True)
+
+
 def test_budget_tracked_training_on_cuda_measures_mid_run_and_drifts():
     """The default tracker (budget schedule, drift control variate) in train() on the GPU."""
     data = planted_clusters(n_tasks=4, n_clusters=2, n_samples=600, seed=0)
@@ -168,3 +189,5 @@ def test_budget_tracked_training_on_cuda_measures_mid_run_and_drifts():
     assert tracker.steps and 0 not in tracker.steps
     assert np.isfinite(m.mean).all() and int(m.n_samples.min()) >= 1
     assert len(tracker._drifts) > len(tracker.steps)
+    # the proxy control variate needs two measured steps to fit its slope
+    assert (tracker.proxy_beta is not None and np.isfinite(tracker.proxy_beta)) == (len(tracker.steps) >= 2)
