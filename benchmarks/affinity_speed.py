@@ -150,6 +150,8 @@ def drift_rows(kind: str, n: int, repeats: int) -> list[list[str]]:
     t_plain = median_ms(plain, repeats * 4)
     parts = [("drift from the step's losses (train())",
               lambda: drift(opt, batch, base)),
+             ("… with its proxy control variate (the tracker)",
+              lambda: drift.measure(opt, batch, base, proxy=True)),
              ("drift, two forwards (own loop)", lambda: momentum_drift(model, opt, batch, tasks)),
              ("exact, whole batch", lambda: exact.measure(model, opt, batch, tasks)),
              ("exact, 64-sample sub-batch", lambda: exact.measure(model, opt, sub, tasks)),
