@@ -55,9 +55,9 @@ def test_exact_on_cuda_equals_naive_reference(kind, opt_name):
     assert rel_err(got.values, ref) < 1e-5
 
 
-def _twins(opt_name: str):
+def _twins(opt_name: str, head_hidden: int | None = None):
     """The same trained model and optimizer state on the CPU and on the GPU."""
-    cpu = make_model("mlp")
+    cpu = make_model("mlp", head_hidden=head_hidden)
     opt_cpu = OPTIMIZERS[opt_name](cpu.parameters())
     train_steps(cpu, opt_cpu)
     gpu = copy.deepcopy(cpu).cuda()
@@ -139,12 +139,7 @@ def test_drift_from_the_steps_losses_and_eval_batch_on_cuda_equal_cpu(heads):
     """The tracker's cheap drift (given the step's losses) and exact with losses on a larger batch."""
     from taskgraph.affinity import momentum_drift
 
-    cpu = make_model(head_hidden=None if heads == "linear" else 6)
-    opt_cpu = OPTIMIZERS["adamw"](cpu.parameters())
-    train_steps(cpu, opt_cpu)
-    gpu = copy.deepcopy(cpu).cuda()
-    opt_gpu = OPTIMIZERS["adamw"](gpu.parameters())
-    opt_gpu.load_state_dict(opt_cpu.state_dict())
+    cpu, opt_cpu, gpu, opt_gpu = _twins("adamw", head_hidden=None if heads == "linear" else 6)
     x, ys, ms = make_batch(seed=5, size=100)
     base = losses_at(gpu, _to((x, ys, ms), "cuda"))
     got = momentum_drift(gpu, opt_gpu, _to((x, ys, ms), "cuda"), TASKS, base=base)
@@ -161,12 +156,7 @@ def test_step_drift_and_its_proxy_on_cuda_equal_cpu():
     model left exactly as it was."""
     from taskgraph.affinity.drift import StepDrift
 
-    cpu = make_model()
-    opt_cpu = OPTIMIZERS["adam"](cpu.parameters())
-    train_steps(cpu, opt_cpu)
-    gpu = copy.deepcopy(cpu).cuda()
-    opt_gpu = OPTIMIZERS["adam"](gpu.parameters())
-    opt_gpu.load_state_dict(opt_cpu.state_dict())
+    cpu, opt_cpu, gpu, opt_gpu = _twins("adam")
     x, ys, ms = make_batch(seed=5, size=100)
     before = {n: p.clone() for n, p in gpu.state_dict().items()}
     z, P = StepDrift(gpu, TASKS).measure(opt_gpu, _to((x, ys, ms), "cuda"), losses_at(gpu, _to((x, ys, ms), "cuda")),
