@@ -143,7 +143,6 @@ class StepDrift:
             self._module, self._keys = model, list(names)
         self._buffers = list(self._module.named_buffers())
         self._groups: tuple[torch.optim.Optimizer, int, list] | None = None
-        self._col_task: torch.Tensor | None = None
 
     def random(self) -> bool:
         """Whether a forward draws random numbers now (active dropout): then the step's losses are
@@ -183,7 +182,7 @@ class StepDrift:
                 H = torch.nn.functional.linear(feats, W, b)
                 if proxy:
                     after, g = loss.output_grad_sums(H)
-                    S = W.new_zeros((self.plan.n, W.shape[1])).index_add_(0, self._column_task(W.device),
+                    S = W.new_zeros((self.plan.n, W.shape[1])).index_add_(0, self.plan.column_tasks(W.device),
                                                                           g.unsqueeze(-1) * W)
                     P = ((S @ S.T) / base.to(S)).cpu().double().numpy()
                 else:
@@ -217,10 +216,3 @@ class StepDrift:
                 p.data = d
             for (_, b), d in zip(self._buffers, bufs):
                 b.data = d
-
-    def _column_task(self, device: torch.device) -> torch.Tensor:
-        # the task of each stacked output column
-        if self._col_task is None or self._col_task.device != torch.device(device):
-            self._col_task = torch.tensor([i for i, t in enumerate(self.tasks) for _ in range(t.out_dim)],
-                                          device=device)
-        return self._col_task

@@ -98,6 +98,7 @@ class LossPlan:
             by_kind.setdefault((t.kind, t.out_dim), []).append(i)
         self.groups = [(kind, width, idx, [tasks[i].name for i in idx]) for (kind, width), idx in by_kind.items()]
         self._tensors: dict[tuple, list[tuple[torch.Tensor, ...]]] = {}
+        self._column_tasks: dict[torch.device, torch.Tensor] = {}
 
     def tensors(self, dtype: torch.dtype, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
         """Per group: ``(task indices, output columns, loss scales)`` on ``device``."""
@@ -109,6 +110,15 @@ class LossPlan:
                  torch.tensor([self.tasks[i].loss_scale for i in idx], dtype=dtype, device=device))
                 for _, width, idx, _ in self.groups]
         return self._tensors[key]
+
+
+    def column_tasks(self, device: torch.device) -> torch.Tensor:
+        """``(D,)``: the index of the task each output column belongs to, on ``device``."""
+        key = torch.device(device)
+        if key not in self._column_tasks:
+            self._column_tasks[key] = torch.tensor([i for i, t in enumerate(self.tasks) for _ in range(t.out_dim)],
+                                                   device=device)
+        return self._column_tasks[key]
 
 
 class StackedLoss:
