@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import platform
 import tempfile
@@ -132,16 +133,21 @@ def artifact_store(directory: str | Path):
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of what a trial's result depends on."""
+    """Versions of what a trial's result depends on (read once per process: every trial stores them)."""
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> tuple[tuple[str, str], ...]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
+    out = [("python", platform.python_version())]
     for pkg in ("taskgraph-mtl", "torch", "optuna", "ray", "numpy"):
         try:
-            out[pkg] = version(pkg)
+            out.append((pkg, version(pkg)))
         except PackageNotFoundError:
             continue
-    return out
+    return tuple(out)
 
 
 def create_or_load_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False, sampler=None,

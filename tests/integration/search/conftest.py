@@ -96,6 +96,20 @@ def cli_environ(tmp_path):
     return ray_env(str(d))
 
 
+@pytest.fixture
+def local_ray_env():
+    """The environment of a subprocess that starts a local Ray of its own (in a short temp dir).
+
+    Whatever it leaves running under that dir is stopped by its PIDs, also when the test fails.
+    """
+    tmpdir = tempfile.mkdtemp(prefix="tgray")  # short: Ray's socket paths have a length limit
+    try:
+        yield ray_env(tmpdir)
+    finally:
+        _stop(_ray_pids_under(tmpdir))
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def ray_head():
     """A Ray head on 127.0.0.1 with ports of its own; stopped (by its PIDs) even when a test fails.
