@@ -191,8 +191,9 @@ def _throughput_one(args, epochs: int) -> None:
         print(f"{name:<26}{n:>7}{phase:>15.1f}{thr[name]:>13.0f}{med[0]:>15.2f}{med[1]:>16.2f}{med[2]:>12.2f}"
               f"{med[3]:>14.1f}{med[4]:>10.2f}")
     print("(train s/trial: median time inside one trial's training loop; 1st overhead: median (ask -> tell) minus "
-          "training loop of each slot's first trial -- for Ray, starting the trial actor in a worker process "
-          "Ray booted earlier, which then imports Ray Tune and torch; overhead: the same for the other trials)")
+          "training loop of each slot's first trial -- for Ray, placing the trial actor in a worker process "
+          "Ray booted, which imported torch and Ray Tune while the study was prepared, and the trial's first "
+          "set-up; overhead: the same for the other trials)")
     eff = thr["ray tune (2 concurrent)"] / thr["local (sequential)"] / 2
     print(f"speed-up {2 * eff:.2f}x on 2 workers -> parallel efficiency {100 * eff:.0f}% (goal >= 80%)")
     if not args.skip_pair:
