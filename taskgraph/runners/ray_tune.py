@@ -68,8 +68,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, preload
 def _local_cpus(spec) -> int | None:
     """CPUs for a local Ray that runs only ``spec``: what its slots use, at most the machine's.
 
-    Each CPU is a worker Ray boots and (preloaded) holds about 0.3 GB in; slots beyond
-    ``concurrent`` could not run anyway.
+    Ray boots one worker per CPU and a preloaded worker holds about 0.3 GB; CPUs beyond
+    ``concurrent × cpus`` would only hold idle workers.
     """
     try:
         here = len(os.sched_getaffinity(0))
