@@ -30,7 +30,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from taskgraph.affinity.optim import momentum_step, param_groups_of
 from taskgraph.affinity.probe import LossPlan, Probe, StackedLoss, linear_heads, shared_parameters_of, stacked_heads
@@ -135,12 +134,8 @@ class StepDrift:
         self.plan = LossPlan(tasks)
         self._dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
         self._linear = linear_heads(model, names)
-        if self._linear:
-            pre = len("trunk.")
-            self._module: nn.Module = model.trunk  # type: ignore[assignment]
-            self._keys = [n[pre:] for n in names]
-        else:
-            self._module, self._keys = model, list(names)
+        # what the drift's forward runs: the trunk alone with linear heads, else the whole model
+        self._module: nn.Module = model.trunk if self._linear else model  # type: ignore[assignment]
         self._buffers = list(self._module.named_buffers())
         self._groups: tuple[torch.optim.Optimizer, int, list] | None = None
 
@@ -177,7 +172,7 @@ class StepDrift:
         P = None
         with torch.random.fork_rng(devices=[]):
             if self._linear:
-                feats = self._trunk_at(new, x)
+                feats = self._forward_at(new, x)
                 W, b = stacked_heads(self.model, self.tasks.names)
                 H = torch.nn.functional.linear(feats, W, b)
                 if proxy:
@@ -188,9 +183,7 @@ class StepDrift:
                 else:
                     after = loss(H)
             else:
-                state = dict(zip(self._keys, new))
-                state.update({n: b.detach().clone() for n, b in self._buffers})  # forwards never touch the model's
-                after = loss(loss.concat(functional_call(self._module, state, (x,)), self.tasks.names))
+                after = loss(loss.concat(self._forward_at(new, x), self.tasks.names))
         z = (1.0 - after / base.to(after)).cpu().double().numpy()
         bad = ~(np.isfinite(z) & loss.labelled())
         z[bad] = np.nan
@@ -199,10 +192,10 @@ class StepDrift:
             P[bad, :] = np.nan
         return z, P
 
-    def _trunk_at(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        # the trunk's forward with its shared parameters' storage swapped for `params` (no module
+    def _forward_at(self, params: list[torch.Tensor], x: torch.Tensor):
+        # self._module's forward with the shared parameters' storage swapped for `params` (no module
         # re-parametrisation: cheaper than functional_call), then swapped back whatever happens;
-        # buffers (BatchNorm statistics) are swapped for copies the same way
+        # buffers (BatchNorm statistics) are swapped for copies the same way, so the model's stay untouched
         saved = [p.data for p in self.params]
         bufs = [b.data for _, b in self._buffers]
         try:
