@@ -87,6 +87,8 @@ class TrainConfig:
         seed: seeds torch, numpy and the loader's shuffling.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...
         restore_best: keep the weights of the epoch with the best mean validation loss.
+        patience: stop when the mean validation loss has not improved for this many epochs
+            (early stopping; None: run every epoch). Needs a validation loader.
     """
 
     epochs: int = 20
@@ -103,6 +105,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     restore_best: bool = True
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         def bad(key, must, got):
@@ -124,6 +127,10 @@ class TrainConfig:
             bad("batch_size", "'batch_size' must be an int >= 1", self.batch_size)
         if self.max_steps is not None and self.max_steps < 1:
             bad("max_steps", "'max_steps' must be >= 1 or None", self.max_steps)
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            bad("grad_clip", "'grad_clip' must be finite and > 0, or None", self.grad_clip)
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            bad("patience", "'patience' must be an int >= 1 or None", self.patience)
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             bad("nesterov", "nesterov needs optimizer 'sgd' with momentum > 0", self.nesterov)
 
@@ -317,6 +324,7 @@ def train(
                        weighting_state=wstate, scheduler=_build_scheduler(opt, config, total),
                        device=device, total_steps=total if known else None)
     best = (math.inf, -1, None)
+    best_loss, best_epoch = math.inf, -1
     t0 = time.perf_counter()
     bar = _Progress(total, description) if progress else None
     model.train()
@@ -366,12 +374,16 @@ def train(
             if val is not None:
                 record["val_loss"] = val.losses
                 record["val_metric"] = val.metrics
-                if config.restore_best and val.mean_loss < best[0]:
-                    best = (val.mean_loss, epoch,
-                            {k: v.detach().clone() for k, v in model.state_dict().items()})
+                if val.mean_loss < best_loss:
+                    best_loss, best_epoch = val.mean_loss, epoch
+                    if config.restore_best:
+                        best = (val.mean_loss, epoch,
+                                {k: v.detach().clone() for k, v in model.state_dict().items()})
             state.history.append(record)
             for cb in callbacks:
                 cb.on_epoch_end(state, val)
+            if config.patience is not None and val is not None and epoch - best_epoch >= config.patience:
+                state.stop = True
             if state.stop or (config.max_steps and state.step >= config.max_steps):
                 break
     finally:

@@ -1,0 +1,191 @@
+"""Grouping quality on real problems whose every grouping was trained: strategies against ground truth.
+
+Two steps, both resumable:
+
+    python benchmarks/quality.py exhaust                 # ground truth of every problem (JSONL per problem)
+    python benchmarks/quality.py exhaust --problems yeast6 --backend ray
+    python benchmarks/quality.py compare                 # every strategy on every problem, tables + mean
+    python benchmarks/quality.py compare --strategies check:affinity:3x:z2 surrogate --problems star6
+
+``exhaust`` trains every non-empty task subset over 3 paired seeds with early stopping
+(taskgraph.evaluation.exhaust) and appends to ``benchmarks/ground_truth/<problem>.jsonl``;
+the committed files were built by ``python benchmarks/quality.py exhaust --workers 2``.
+``compare`` runs every strategy of taskgraph.evaluation.strategies (each trains what it
+needs itself, on seeds the ground truth never used) and scores its partition on the
+ground truth: ranks among all partitions by validation and test total, the test ratio to
+the best partition and to all-in-one, the paired test difference to all-in-one in SE,
+and the cost as a share of the exhaustion's optimizer steps. Per problem and affinity
+estimator, it also prints the Spearman correlation between the engine's pair affinities
+and the measured pairwise transfer. ``--json`` writes every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from taskgraph.evaluation import PROBLEMS, GroundTruth, exhaust, read_records
+from taskgraph.evaluation.strategies import STRATEGIES, runs_for
+
+HERE = Path(__file__).parent / "ground_truth"
+SEEDS = (0, 1, 2)
+#: the real problems the project evaluates itself on (tiny4 is the test suite's)
+DEFAULT_PROBLEMS = ("digits-shapes", "digits-pairs", "yeast6", "star6", "digits-planted")
+
+
+def ground_truth(name: str) -> GroundTruth:
+    p = PROBLEMS.get(name)
+    return GroundTruth.from_records(read_records(HERE / f"{name}.jsonl", p), tasks=p.tasks, seeds=SEEDS, name=name)
+
+
+def spearman(affinity: np.ndarray, transfer: np.ndarray) -> float:
+    """Rank correlation of Z[j, i] (j → i) with T[i, j] (task i's gain from j), off the diagonal."""
+    from scipy.stats import spearmanr
+
+    n = len(transfer)
+    off = ~np.eye(n, dtype=bool)
+    z = np.asarray(affinity).T[off]
+    ok = np.isfinite(z)
+    return float(spearmanr(z[ok], transfer[off][ok]).statistic)
+
+
+def landscape_row(gt: GroundTruth) -> str:
+    ls = gt.landscape()
+    gv, gt_ = ls["gain"]["val"], ls["gain"]["test"]
+    best = " | ".join("+".join(g) for g in ls["best"])
+    return (f"{gt.name:<15} {'peaked' if ls['peaked'] else 'flat':<7} gain val {gv[0]:+.4f} ({gv[0] / gv[1]:+.1f} SE)  "
+            f"test {gt_[0]:+.4f} ({gt_[0] / gt_[1]:+.1f} SE)  within 2 SE of best: {ls['within_2se_of_best']:>3}"
+            f"/{ls['n_partitions']}  best: {best}")
+
+
+def random_row(gt: GroundTruth) -> dict:
+    """The expected figures of a uniformly random partition."""
+    rows = [gt.assess(p) for p in gt.partitions()]
+    return {"val_rank": statistics.mean(a.val_rank for a in rows), "test_rank": statistics.mean(a.test_rank for a in rows),
+            "ratio_to_best": statistics.mean(a.ratio_to_best for a in rows),
+            "ratio_to_all_in_one": statistics.mean(a.ratio_to_all_in_one for a in rows),
+            "within_noise": statistics.mean(a.within_noise_of_all_in_one for a in rows), "cost": 0.0}
+
+
+def compare(problems, strategies, out_json: str | None) -> int:
+    results: dict = {}
+    print("landscapes (gain = all-in-one − best partition by validation, paired over 3 seeds):")
+    gts = {name: ground_truth(name) for name in problems}
+    for gt in gts.values():
+        print("  " + landscape_row(gt))
+    for name, gt in gts.items():
+        problem = PROBLEMS.get(name)
+        runs = runs_for(problem)
+        transfer = gt.transfer("val")
+        res = results[name] = {"landscape": _jsonable(gt.landscape()), "exhaustion_steps": gt.steps,
+                               "strategies": {}, "spearman": {}}
+        res["strategies"]["random"] = random_row(gt)
+        for s in strategies:
+            t0 = time.perf_counter()
+            choice = STRATEGIES[s](problem, runs)
+            a = gt.assess(choice.groups)
+            d, se = a.diff_to_all_in_one["test"]
+            row = {"groups": [list(g) for g in a.groups], "val_rank": a.val_rank, "test_rank": a.test_rank,
+                   "ratio_to_best": a.ratio_to_best, "ratio_to_all_in_one": a.ratio_to_all_in_one,
+                   "diff_test": d, "se_test": se, "within_noise": a.within_noise_of_all_in_one,
+                   "cost": choice.steps / gt.steps, "steps": choice.steps, "seconds": time.perf_counter() - t0,
+                   "statement": choice.info.get("statement")}
+            res["strategies"][s] = row
+            if "affinity" in choice.info:
+                res["spearman"][s] = spearman(choice.info["affinity"], transfer)
+            print(f"  {name:<15} {s:<34} rank val {a.val_rank:>3} test {a.test_rank:>3}/{a.n_partitions}  "
+                  f"test/best {a.ratio_to_best:.4f}  test/aio {a.ratio_to_all_in_one:.4f}  "
+                  f"Δaio {d:+.4f} ({d / se if se else 0:+.1f} SE)  cost {row['cost']:.1%}  {row['seconds']:.0f} s",
+                  file=sys.stderr, flush=True)
+    _print_tables(results, ["random", *strategies])
+    if out_json:
+        Path(out_json).write_text(json.dumps(results, indent=1, default=_jsonable))
+    return 0
+
+
+def _jsonable(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, tuple | list):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        return o.item()
+    return o
+
+
+def _print_tables(results: dict, strategies) -> None:
+    names = list(results)
+    print()
+    print("test rank of the choice among all partitions (1 = best; mean over problems last)")
+    _table(results, names, strategies, lambda r: f"{r['test_rank']:.0f}", lambda v: f"{v:.1f}", "test_rank")
+    print()
+    print("test total / best partition's (1.000 = best)")
+    _table(results, names, strategies, lambda r: f"{r['ratio_to_best']:.3f}", lambda v: f"{v:.3f}", "ratio_to_best")
+    print()
+    print("test total / all-in-one's (< 1: better than all-in-one)")
+    _table(results, names, strategies, lambda r: f"{r['ratio_to_all_in_one']:.3f}", lambda v: f"{v:.3f}",
+           "ratio_to_all_in_one")
+    print()
+    print("test total − all-in-one's, in paired SE (goal: <= +1.0 everywhere; 'ok' when it holds)")
+    _table(results, names, strategies,
+           lambda r: ("ok " if r["within_noise"] else "NO ") + (f"{r['diff_test'] / r['se_test']:+.1f}"
+                                                                if "diff_test" in r and r["se_test"] else ""),
+           lambda v: f"{v:.0%} ok", "within_noise")
+    print()
+    print("cost: optimizer steps / the exhaustion's (goal for the default: <= 15%)")
+    _table(results, names, strategies, lambda r: f"{r['cost']:.1%}", lambda v: f"{v:.1%}", "cost")
+    print()
+    print("Spearman(engine's pair affinity, measured pairwise transfer on validation)")
+    est = sorted({s for n in names for s in results[n]["spearman"]})
+    _table({n: {"strategies": {s: {"sp": results[n]["spearman"].get(s, float("nan"))} for s in est}} for n in names},
+           names, est, lambda r: f"{r['sp']:+.2f}", lambda v: f"{v:+.2f}", "sp")
+
+
+def _table(results, names, strategies, cell, mean_fmt, key) -> None:
+    w = 14
+    print(f"{'strategy':<34}" + "".join(f"{n[:w]:>{w + 1}}" for n in names) + f"{'mean':>{w + 1}}")
+    for s in strategies:
+        rows = [results[n]["strategies"].get(s) for n in names]
+        vals = [float(r[key]) for r in rows if r is not None]
+        print(f"{s:<34}" + "".join(f"{cell(r) if r else '-':>{w + 1}}" for r in rows)
+              + f"{mean_fmt(statistics.mean(vals)) if vals else '-':>{w + 1}}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["exhaust", "compare", "landscape"])
+    ap.add_argument("--problems", nargs="*", default=list(DEFAULT_PROBLEMS))
+    ap.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--backend", default="local", choices=["local", "ray"])
+    ap.add_argument("--json", default=None, help="write every figure to this file")
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # small networks: one thread is fastest, and steadier on a shared machine
+    if a.command == "exhaust":
+        for name in a.problems:
+            gt = exhaust(PROBLEMS.get(name), HERE / f"{name}.jsonl", seeds=SEEDS, backend=a.backend,
+                         workers=a.workers, progress=lambda s: print(s, file=sys.stderr, flush=True))
+            print(landscape_row(gt))
+        return 0
+    if a.command == "landscape":
+        for name in a.problems:
+            print(landscape_row(ground_truth(name)))
+        return 0
+    unknown = [s for s in a.strategies if s not in STRATEGIES]
+    if unknown:
+        ap.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
+    return compare(a.problems, a.strategies, a.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Grouping strategies, each a function of a problem that returns a partition and its cost.
+
+Every strategy trains what it needs itself (never reading the ground truth) and returns
+a :class:`Choice`: the partition, the optimizer steps it trained, its wall time and
+details. ``benchmarks/quality.py`` scores every strategy's choice against the same
+exhaustive ground truth. :data:`STRATEGIES` names them:
+
+- ``all-in-one``, ``single-task``: the two references (no training to decide);
+- ``affinity:<estimator>:<optimizer>``: the affinity's first partition (TAG's serving
+  score) from one all-in-one run: ``exact`` (TAG lookahead), ``first_order``, ``cosine``;
+  with the problem's own optimizer (``study``) or plain SGD at lr 0.05 (``sgd``);
+- ``group-lookahead``: TAG's higher-order score: the lookahead with each candidate group's
+  summed gradient, every partition scored by the sum of its tasks' scores;
+- ``surrogate``: :func:`taskgraph.pipeline.surrogate` (Li et al. 2023) on 2n random subsets;
+- ``check:<proposer>:<seeds>x:z<z>``: the check-run policies of :mod:`taskgraph.pipeline`:
+  the proposer's top partitions and all-in-one trained over paired seeds, all-in-one left
+  only for a paired gain above ``z`` SE (``z0`` with one seed: the lowest validation wins).
+
+Example (trains networks, so skipped in doctests):
+    >>> from taskgraph.evaluation import PROBLEMS
+    >>> choice = STRATEGIES["surrogate"](PROBLEMS.get("tiny4"))  # doctest: +SKIP
+    >>> choice.groups, choice.steps  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from taskgraph.evaluation.problems import Problem
+from taskgraph.grouping.partitions import Partition, canonical, set_partitions
+from taskgraph.pipeline import GroupingPolicy, Runs, check, decide, measure, propose, surrogate
+from taskgraph.training import Callback
+
+__all__ = ["STRATEGIES", "Choice", "runs_for"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A strategy's partition and what deciding it cost.
+
+    Attributes:
+        groups: the partition (canonical).
+        steps: optimizer steps of every network the strategy trained.
+        seconds: wall time.
+        info: strategy-specific details (the decision's statement, the proposals, ...).
+    """
+
+    groups: Partition
+    steps: int
+    seconds: float
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+def runs_for(problem: Problem) -> Runs:
+    """The pipeline's :class:`~taskgraph.pipeline.Runs` over a problem: its trunk, data and protocol."""
+    data = problem.data()
+    return Runs.from_data(lambda: problem.trunk.build(data.input_shape), data, problem.config)
+
+
+def _timed(fn: Callable[[Problem, Runs], tuple[Partition, int, dict]]):
+    def run(problem: Problem, runs: Runs | None = None) -> Choice:
+        runs = runs or runs_for(problem)
+        t0 = time.perf_counter()
+        groups, steps, info = fn(problem, runs)
+        return Choice(canonical(groups, order=problem.tasks), int(steps), time.perf_counter() - t0, info)
+
+    return run
+
+
+def _all_in_one(problem: Problem, runs: Runs):
+    return [problem.tasks], 0, {}
+
+
+def _single_task(problem: Problem, runs: Runs):
+    return [[t] for t in problem.tasks], 0, {}
+
+
+_SGD = dict(optimizer="sgd", lr=0.05, momentum=0.0)
+
+
+def _affinity(problem: Problem, runs: Runs, *, estimator: str, optimizer: str):
+    cfg = runs.config if optimizer == "study" else runs.config.replace(**_SGD)
+    epochs = 5 if optimizer == "study" else 3
+    policy = GroupingPolicy(estimator=estimator, affinity_epochs=epochs, top_m=1, config=cfg)
+    matrix, steps = measure(runs, policy)
+    top = propose(matrix, policy)[0]
+    return top.groups, steps, {"score": float(top.score), "affinity": np.asarray(matrix.mean)}
+
+
+class _GroupLookahead(Callback):
+    """Accumulates TAG's group→task lookahead for every subset at every ``every``-th step."""
+
+    def __init__(self, groups, every: int = 2):
+        self.groups, self.every, self.samples = [list(g) for g in groups], every, []
+
+    def on_step_begin(self, state, batch) -> None:
+        from taskgraph.affinity import group_lookahead
+
+        if state.step % self.every == 0:
+            self.samples.append(group_lookahead(state.model, state.optimizer, batch, state.tasks, self.groups))
+
+
+def _group_lookahead(problem: Problem, runs: Runs):
+    from taskgraph.evaluation.exhaust import all_subsets
+    from taskgraph.training import seed_everything, train
+
+    subsets = all_subsets(problem.tasks)
+    cb = _GroupLookahead(subsets)
+    cfg = runs.config.replace(epochs=5, patience=None, seed=1000)
+    seed_everything(cfg.seed)
+    model = runs.build(runs.tasks)
+    res = train(model, runs.tasks, runs.train_loader, config=cfg, callbacks=[cb])
+    z = np.nanmean(np.stack(cb.samples), axis=0)  # (subsets, tasks)
+    row = {s: i for i, s in enumerate(subsets)}
+    col = {t: i for i, t in enumerate(problem.tasks)}
+
+    def score(p):
+        return sum(z[row[g], col[t]] for g in p for t in g)
+
+    best = max(set_partitions(problem.tasks), key=score)
+    return best, res.steps, {"score": float(score(best))}
+
+
+def _surrogate(problem: Problem, runs: Runs):
+    ranked, info = surrogate(runs, seed=1000)
+    return ranked[0], info["steps"], {"subsets": len(info["subsets"])}
+
+
+def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float, top_m: int = 2,
+           epochs: int | None = None):
+    """A check-run policy: proposals from ``proposer``, paired checks, the z rule."""
+    cfg = runs.config if epochs is None else runs.config.replace(epochs=epochs, patience=None)
+    proposals: list[tuple[Any, str]] = []
+    steps = 0
+    used: set = set()
+    if proposer in ("affinity", "both", "sgd-affinity"):
+        acfg = runs.config.replace(**_SGD) if proposer == "sgd-affinity" else runs.config
+        policy = GroupingPolicy(top_m=top_m, config=acfg, affinity_epochs=3 if proposer == "sgd-affinity" else 5)
+        matrix, st = measure(runs, policy)
+        steps += st
+        proposals += [(g.groups, f"affinity #{i}") for i, g in enumerate(propose(matrix, policy), 1)]
+    if proposer in ("surrogate", "both"):
+        ranked, info = surrogate(runs, seed=1000, top_m=top_m)
+        used |= {(s, 1000, runs.config) for s in info["subsets"]}
+        proposals += [(g, f"surrogate #{i}") for i, g in enumerate(ranked, 1)]
+    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg)
+    checked = check(runs, proposals, policy)
+    decision = decide(checked, policy)
+    seeds_used = range(policy.check_seed_offset, policy.check_seed_offset + seeds)
+    used |= {(g, s, cfg) for c in checked for g in c.groups for s in seeds_used}
+    steps += sum(runs.train_group(g, s, config=c)[2] for g, s, c in used)  # cached: no retraining; each network once
+    return decision.groups, steps, {"statement": decision.statement(), "diff": decision.diff, "se": decision.se,
+                                    "left_all_in_one": decision.left_all_in_one}
+
+
+STRATEGIES: dict[str, Callable[..., Choice]] = {
+    "all-in-one": _timed(_all_in_one),
+    "single-task": _timed(_single_task),
+    "affinity:exact:study": _timed(partial(_affinity, estimator="exact", optimizer="study")),
+    "affinity:exact:sgd": _timed(partial(_affinity, estimator="exact", optimizer="sgd")),
+    "affinity:first_order:study": _timed(partial(_affinity, estimator="first_order", optimizer="study")),
+    "affinity:cosine:study": _timed(partial(_affinity, estimator="cosine", optimizer="study")),
+    "group-lookahead": _timed(_group_lookahead),
+    "surrogate": _timed(_surrogate),
+    "check:sgd-affinity:1x10ep:argmin": _timed(partial(_check, proposer="sgd-affinity", seeds=1, z=0.0, top_m=3,
+                                                       epochs=10)),
+    "check:affinity:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0)),
+    "check:affinity:3x:z1": _timed(partial(_check, proposer="affinity", seeds=3, z=1.0)),
+    "check:surrogate:3x:z2": _timed(partial(_check, proposer="surrogate", seeds=3, z=2.0)),
+    "check:both:3x:z2": _timed(partial(_check, proposer="both", seeds=3, z=2.0)),
+}

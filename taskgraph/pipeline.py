@@ -1,0 +1,473 @@
+"""The one grouping pipeline: measure affinity → propose groupings → check them → decide.
+
+:func:`~taskgraph.grouping.auto.auto_group` and a study's prepare stage
+(:func:`taskgraph.runners.prepare.prepare`) both run these stage functions, under one
+:class:`GroupingPolicy`:
+
+1. :func:`measure` trains the all-in-one network while measuring TAG affinity, with the
+   policy's optimizer settings (the same training the user's networks get);
+2. :func:`propose` ranks partitions by the serving score of the affinity (Fifty et al.
+   2021; Standley et al. 2020) and keeps the top ones;
+3. :func:`check` trains every candidate's group networks and the all-in-one network over
+   the same *paired* seeds: seed s gives every network the same trunk initialisation and
+   the same batch order (the training loader is re-seeded per run), each stopped early
+   on validation with its best epoch restored;
+4. :func:`decide` leaves all-in-one only for a candidate whose paired validation gain
+   over all-in-one exceeds ``z`` paired standard errors, and says how sure it is
+   (:class:`Decision`: the paired difference with its t-interval).
+
+Affinity scores alone can mislead (Azorin et al. 2023); the checks decide, and the rule
+makes "no better than all-in-one" the answer unless the evidence says otherwise.
+
+Example (a few seconds, so skipped in doctests):
+    >>> from taskgraph.data import planted_clusters
+    >>> from taskgraph.models import mlp
+    >>> data = planted_clusters(n_tasks=4, n_clusters=2, n_samples=600, seed=0)
+    >>> runs = Runs.from_data(lambda: mlp(32, (32,)), data)
+    >>> decision = run_policy(runs, GroupingPolicy(check_seeds=2))  # doctest: +SKIP
+    >>> print(decision.statement())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskgraph.exceptions import ConfigError, GroupingError
+from taskgraph.grouping.partitions import set_partitions
+from taskgraph.tasks import TaskSet
+from taskgraph.training import Evaluation, TrainConfig, seed_everything, train
+
+__all__ = ["DEFAULT_POLICY", "CheckedCandidate", "Decision", "GroupingPolicy", "Runs", "check", "decide",
+           "measure", "propose", "reseed_loader", "run_policy"]
+
+Groups = tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class GroupingPolicy:
+    """How the pipeline measures, proposes, checks and decides (one value for every caller).
+
+    Attributes:
+        estimator: the affinity estimator (``"exact"``: TAG's lookahead).
+        affinity_epochs: epochs of the all-in-one run that measures affinity.
+        every: measure affinity every ``every`` steps.
+        top_m: how many partitions the affinity proposes for checking.
+        k: the most groups a proposal may have (None: chosen from the affinity).
+        check_seeds: paired seeds per checked network (0: no checks, the affinity's first
+            proposal is taken without evidence and the decision says so; 1: no standard error,
+            any gain leaves all-in-one).
+        check_seed_offset: seeds ``offset .. offset + check_seeds − 1`` are used.
+        z: leave all-in-one only when the paired validation gain exceeds ``z`` standard errors.
+        confidence: the level of the reported t-interval.
+        config: every checked network's training (None: the caller's); its ``patience``
+            stops each network early on validation.
+    """
+
+    estimator: str = "exact"
+    affinity_epochs: int = 5
+    every: int = 2
+    top_m: int = 3
+    k: int | None = None
+    check_seeds: int = 3
+    check_seed_offset: int = 1000
+    z: float = 2.0
+    confidence: float = 0.95
+    config: TrainConfig | None = None
+
+    def __post_init__(self) -> None:
+        def bad(key, must, got):
+            raise ConfigError(f"GroupingPolicy: {must}, got {got!r}", key=key)
+
+        if not isinstance(self.affinity_epochs, int) or self.affinity_epochs < 1:
+            bad("affinity_epochs", "'affinity_epochs' must be an int >= 1", self.affinity_epochs)
+        if not isinstance(self.every, int) or self.every < 1:
+            bad("every", "'every' must be an int >= 1", self.every)
+        if not isinstance(self.top_m, int) or self.top_m < 1:
+            bad("top_m", "'top_m' must be an int >= 1", self.top_m)
+        if self.k is not None and (not isinstance(self.k, int) or self.k < 1):
+            bad("k", "'k' must be an int >= 1 or None", self.k)
+        if not isinstance(self.check_seeds, int) or self.check_seeds < 0:
+            bad("check_seeds", "'check_seeds' must be an int >= 0 (0: no checks; a paired standard error needs 2)",
+                self.check_seeds)
+        if not (self.z >= 0 and math.isfinite(self.z)):
+            bad("z", "'z' must be finite and >= 0", self.z)
+        if not 0 < self.confidence < 1:
+            bad("confidence", "0 < 'confidence' < 1 must hold", self.confidence)
+
+    def replace(self, **changes: Any) -> GroupingPolicy:
+        return replace(self, **changes)
+
+
+#: the policy ``auto_group`` and the study's prepare stage use unless told otherwise (see docs/quality.md
+#: for the comparison that chose it)
+DEFAULT_POLICY = GroupingPolicy()
+
+
+# --- paired training runs -------------------------------------------------------------------------
+
+def reseed_loader(loader, seed: int) -> None:
+    """Re-seed a DataLoader's own shuffling generators (sampler and batch sampler), when it has any.
+
+    A loader without a generator of its own shuffles from torch's global generator, which
+    :func:`~taskgraph.training.train` seeds with the run's seed; one with its own generator would
+    otherwise continue where the previous run left it, so two runs with one seed would see
+    different batch orders.
+    """
+    seen = set()
+    for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        while obj is not None and id(obj) not in seen:
+            seen.add(id(obj))
+            gen = getattr(obj, "generator", None)
+            if isinstance(gen, torch.Generator):
+                gen.manual_seed(int(seed))
+            obj = getattr(obj, "sampler", None)
+
+
+@dataclass(frozen=True, eq=False)
+class Runs:
+    """What the pipeline trains with: a model builder, the tasks, the loaders and the training.
+
+    Attributes:
+        build: ``build(sub_taskset) -> nn.Module``, a fresh network for some tasks (the trunk is
+            built first, so one seed gives every subset the same trunk initialisation).
+        tasks: every task.
+        train_loader, val_loader, test_loader: the loaders (test optional).
+        config: the training of every checked network (its ``seed`` is replaced per run).
+    """
+
+    build: Callable[[TaskSet], nn.Module]
+    tasks: TaskSet
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any = None
+    config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40, lr=3e-3, patience=5))
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_data(cls, trunk: Callable[[], nn.Module], data, config: TrainConfig | None = None) -> Runs:
+        """Runs over a :class:`~taskgraph.data.MultiTaskData`'s splits with a trunk factory."""
+        from taskgraph.models import MultiTaskModel
+
+        config = config or TrainConfig(epochs=40, lr=3e-3, patience=5)
+        tr, va, te = data.loaders(config.batch_size, seed=config.seed)
+        return cls(lambda sub: MultiTaskModel(trunk(), sub, input_shape=data.input_shape), data.tasks, tr, va, te,
+                   config)
+
+    def train_group(self, group: Sequence[str], seed: int, *, config: TrainConfig | None = None,
+                    callbacks=(), progress: bool = False) -> tuple[Evaluation, Evaluation | None, int]:
+        """Train one network on ``group`` with ``seed``: ``(val, test, steps)`` (cached per group and seed)."""
+        cfg = (config or self.config).replace(seed=int(seed))
+        key = (tuple(group), cfg)
+        if key in self._cache and not callbacks:
+            return self._cache[key]
+        sub = self.tasks.subset(list(group))
+        seed_everything(cfg.seed)
+        model = self.build(sub)
+        reseed_loader(self.train_loader, cfg.seed)
+        res = train(model, sub, self.train_loader, config=cfg, val_loader=self.val_loader,
+                    test_loader=self.test_loader, callbacks=callbacks, progress=progress,
+                    description=f"{'+'.join(group)} seed {seed}")
+        assert res.val is not None  # a validation loader is always given
+        out = (res.val, res.test, res.steps)
+        if not callbacks:
+            self._cache[key] = out
+        return out
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps of every network trained so far (each (group, seed) once)."""
+        return sum(v[2] for v in self._cache.values())
+
+
+# --- stage 1: affinity --------------------------------------------------------------------------
+
+def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, progress: bool = False):
+    """Train the all-in-one network with affinity tracking; ``(matrix, steps)``.
+
+    The run uses the checked networks' training (``runs.config``: the same optimizer and
+    learning rate) for ``policy.affinity_epochs`` epochs, so the lookahead is the update the
+    networks really take.
+    """
+    from taskgraph.affinity import measure_affinity
+
+    cfg = (policy.config or runs.config).replace(epochs=policy.affinity_epochs, patience=None,
+                                                 seed=policy.check_seed_offset)
+    seed_everything(cfg.seed)
+    model = runs.build(runs.tasks)
+    reseed_loader(runs.train_loader, cfg.seed)
+    steps = len(runs.train_loader) * cfg.epochs if hasattr(runs.train_loader, "__len__") else 0
+    matrix = measure_affinity(model, runs.tasks, runs.train_loader, estimator=policy.estimator, every=policy.every,
+                              config=cfg, progress=progress)
+    return matrix, steps
+
+
+# --- stage 2: proposals -------------------------------------------------------------------------
+
+def propose(matrix, policy: GroupingPolicy = DEFAULT_POLICY, *, solver: str = "auto") -> list:
+    """The affinity's top partitions (:class:`~taskgraph.grouping.value.Grouping`), best first."""
+    from taskgraph.grouping import group_tasks
+
+    return group_tasks(matrix, k=policy.k, top_m=policy.top_m, variant="partition", singletons="allow",
+                       solver=solver)
+
+
+def surrogate(runs: Runs, *, m: int | None = None, seed: int = 0, config: TrainConfig | None = None,
+              top_m: int = 3) -> tuple[list[Groups], dict]:
+    """Propose partitions from short runs on random task subsets (after Li et al. 2023).
+
+    Trains one network on each of ``m`` random subsets (default ``2n``; each task joins a
+    subset with probability 1/2), then fits, for each task i, its validation loss as a
+    linear function of which other tasks share its network:
+    ``L_i(S) ≈ b_i + Σ_{j ∈ S, j ≠ i} θ_ij`` (ridge, on losses relative to the task's mean).
+    A negative ``θ_ij`` says task j helps task i. Every partition's total is then predicted
+    (exhaustively up to 8 tasks; beyond, from the grouping solver on ``−θ``) and the
+    ``top_m`` lowest are returned.
+
+    Returns:
+        ``(partitions, info)`` with ``info = {"theta": (n, n) array, "subsets": [...], "steps": int}``.
+    """
+    names = list(runs.tasks.names)
+    n = len(names)
+    m = 2 * n if m is None else m
+    rng = np.random.default_rng(seed)
+    subsets: list[tuple[str, ...]] = []
+    for _ in range(50 * m):
+        if len(subsets) >= m:
+            break
+        pick = tuple(t for t in names if rng.random() < 0.5)
+        if pick and pick not in subsets:
+            subsets.append(pick)
+    losses, steps = {}, 0
+    for s in subsets:
+        v, _, st = runs.train_group(s, seed, config=config)
+        losses[s] = v.losses
+        steps += st
+    theta = np.zeros((n, n))
+    base = np.zeros(n)
+    for i, ti in enumerate(names):
+        rows = [(s, losses[s][ti]) for s in subsets if ti in s]
+        if not rows:
+            base[i] = math.nan
+            continue
+        y = np.array([r[1] for r in rows])
+        scale = float(np.mean(y)) or 1.0
+        X = np.array([[1.0] + [float(tj in s) for j, tj in enumerate(names) if j != i] for s, _ in rows])
+        lam = 0.1 * np.eye(X.shape[1])
+        lam[0, 0] = 0.0
+        coef = np.linalg.solve(X.T @ X + lam, X.T @ (y / scale))
+        base[i] = coef[0] * scale
+        theta[i, [j for j in range(n) if j != i]] = coef[1:] * scale
+
+    def predicted(groups) -> float:
+        return sum(base[names.index(t)] + sum(theta[names.index(t), names.index(u)] for u in g if u != t)
+                   for g in groups for t in g)
+
+    if n <= 8:
+        ranked = sorted(set_partitions(names), key=predicted)[:top_m]
+    else:
+        from taskgraph.grouping import group_tasks
+
+        z = -theta.T / np.maximum(np.abs(base), 1e-12)[None, :]
+        ranked = [tuple(tuple(g) for g in gr.groups)
+                  for gr in group_tasks(z, names=names, k=None, top_m=top_m, variant="partition", singletons="allow")]
+    return ranked, {"theta": theta, "base": base, "subsets": subsets, "steps": steps}
+
+
+# --- stages 3 and 4: checks and the decision ----------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckedCandidate:
+    """A partition and what its paired check runs measured.
+
+    Attributes:
+        groups: the partition.
+        source: where it came from (``"all-in-one"``, ``"affinity #1"``, ...).
+        val_totals, test_totals: per seed, the sum over tasks of each task's loss in its group's network.
+        val_losses, test_losses: per task, the mean over seeds.
+    """
+
+    groups: Groups
+    source: str
+    val_totals: tuple[float, ...]
+    test_totals: tuple[float, ...] | None
+    val_losses: Mapping[str, float]
+    test_losses: Mapping[str, float] | None
+
+    @property
+    def val_total(self) -> float:
+        return float(np.mean(self.val_totals))
+
+    @property
+    def test_total(self) -> float | None:
+        return None if self.test_totals is None else float(np.mean(self.test_totals))
+
+    def to_dict(self) -> dict:
+        return {"groups": [list(g) for g in self.groups], "source": self.source, "val_totals": list(self.val_totals),
+                "test_totals": None if self.test_totals is None else list(self.test_totals),
+                "val_losses": dict(self.val_losses),
+                "test_losses": None if self.test_losses is None else dict(self.test_losses)}
+
+
+def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]], policy: GroupingPolicy = DEFAULT_POLICY,
+          *, progress: bool = False, log: Callable[[str], None] | None = None) -> list[CheckedCandidate]:
+    """Train every candidate's groups and all-in-one over the policy's paired seeds.
+
+    ``candidates`` are ``(groups, source)`` pairs; all-in-one is added first when missing and
+    duplicates are dropped. A network shared by two candidates trains once per seed.
+    """
+    if policy.check_seeds < 1:
+        raise GroupingError(f"check: the policy's 'check_seeds' must be >= 1 to check, got {policy.check_seeds}")
+    order = {t: i for i, t in enumerate(runs.tasks.names)}
+
+    def canon(groups) -> Groups:
+        gs = [tuple(sorted(g, key=order.__getitem__)) for g in groups]
+        return tuple(sorted(gs, key=lambda g: order[g[0]]))
+
+    todo: list[tuple[Groups, str]] = [(canon([runs.tasks.names]), "all-in-one")]
+    for groups, source in candidates:
+        c = canon(groups)
+        if sorted(t for g in c for t in g) != sorted(runs.tasks.names):
+            raise GroupingError(f"check: a candidate must be a partition of the tasks {list(runs.tasks.names)}, "
+                                f"got {[list(g) for g in c]} ({source})")
+        if all(c != d for d, _ in todo):
+            todo.append((c, source))
+    seeds = range(policy.check_seed_offset, policy.check_seed_offset + policy.check_seeds)
+    cfg = policy.config or runs.config
+    out = []
+    for groups, source in todo:
+        val = np.zeros((policy.check_seeds, len(runs.tasks)))
+        test = np.zeros_like(val) if runs.test_loader is not None else None
+        for si, seed in enumerate(seeds):
+            for g in groups:
+                v, te, _ = runs.train_group(g, seed, config=cfg, progress=progress)
+                for t in g:
+                    val[si, order[t]] = v.losses[t]
+                    if test is not None and te is not None:
+                        test[si, order[t]] = te.losses[t]
+        bad = [t for t in runs.tasks.names if not np.isfinite(val[:, order[t]]).all()]
+        if bad:
+            raise GroupingError(f"check: the validation loss of task(s) {bad} is not finite for {source} "
+                                f"{[list(g) for g in groups]}: every task needs labelled, finite validation samples")
+        c = CheckedCandidate(groups, source, tuple(val.sum(1)), None if test is None else tuple(test.sum(1)),
+                             dict(zip(runs.tasks.names, val.mean(0), strict=True)),
+                             None if test is None else dict(zip(runs.tasks.names, test.mean(0), strict=True)))
+        if log:
+            log(f"  {source:<12} val total {c.val_total:.4f}"
+                + ("" if c.test_total is None else f", test total {c.test_total:.4f}") + f"  {_fmt(groups)}")
+        out.append(c)
+    return out
+
+
+def _fmt(groups: Groups) -> str:
+    return " | ".join("{" + ", ".join(g) + "}" for g in groups)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The chosen partition and how sure the choice is.
+
+    Attributes:
+        chosen: the chosen candidate.
+        all_in_one: the all-in-one reference (None when nothing was checked).
+        candidates: every checked candidate, lowest mean validation total first.
+        diff: mean over seeds of chosen − all-in-one validation total (negative: the choice is better).
+        se: its paired standard error.
+        interval: the ``confidence`` t-interval of ``diff``.
+        seeds: how many paired seeds.
+        reason: one line on why this candidate.
+    """
+
+    chosen: CheckedCandidate
+    all_in_one: CheckedCandidate | None
+    candidates: tuple[CheckedCandidate, ...]
+    diff: float
+    se: float
+    interval: tuple[float, float]
+    seeds: int
+    confidence: float
+    reason: str
+
+    @property
+    def groups(self) -> Groups:
+        return self.chosen.groups
+
+    @property
+    def left_all_in_one(self) -> bool:
+        return self.all_in_one is not None and self.chosen.groups != self.all_in_one.groups
+
+    def statement(self) -> str:
+        """How sure: the paired difference to all-in-one with its interval (lower is better)."""
+        if self.all_in_one is None:
+            return f"chosen {_fmt(self.groups)} without check runs: {self.reason}"
+        lo, hi = self.interval
+        rel = 100.0 * self.diff / self.all_in_one.val_total if self.all_in_one.val_total else math.nan
+        return (f"chosen {_fmt(self.groups)} ({self.chosen.source}): validation total {self.diff:+.4f} vs "
+                f"all-in-one ({rel:+.2f}%, lower is better), {self.confidence:.0%} interval [{lo:+.4f}, {hi:+.4f}] "
+                f"over {self.seeds} paired seeds; {self.reason}")
+
+    def to_dict(self) -> dict:
+        return {"groups": [list(g) for g in self.groups], "source": self.chosen.source, "diff": self.diff,
+                "se": self.se, "interval": list(self.interval), "seeds": self.seeds, "confidence": self.confidence,
+                "left_all_in_one": self.left_all_in_one, "reason": self.reason, "statement": self.statement(),
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+
+def _paired(a: Sequence[float], b: Sequence[float], confidence: float) -> tuple[float, float, tuple[float, float]]:
+    from scipy import stats
+
+    d = np.asarray(a, float) - np.asarray(b, float)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, math.nan, (math.nan, math.nan)
+    se = float(d.std(ddof=1) / math.sqrt(len(d)))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1)) * se
+    return mean, se, (mean - half, mean + half)
+
+
+def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT_POLICY) -> Decision:
+    """Keep all-in-one unless a candidate's paired validation gain exceeds ``policy.z`` standard errors.
+
+    Among the candidates that clear the bar, the lowest mean validation total wins. With one
+    seed there is no standard error and any gain clears it.
+    """
+    ranked = tuple(sorted(checked, key=lambda c: c.val_total))
+    aio = next(c for c in checked if c.source == "all-in-one")
+    n = len(aio.val_totals)
+    others = [(c, *_paired(c.val_totals, aio.val_totals, policy.confidence)) for c in ranked if c is not aio]
+    winners = [o for o in others if o[1] < 0 and -o[1] > policy.z * (o[2] if n > 1 else 0.0)]
+    if winners:
+        chosen, d, se, iv = winners[0]
+        sig = f"{-d / se:.1f} SE" if n > 1 and se > 0 else "one seed: no standard error"
+        reason = f"it beats all-in-one by more than {policy.z:g} paired SE ({sig})"
+        return Decision(chosen, aio, ranked, d, se, iv, n, policy.confidence, reason)
+    if not others:
+        return Decision(aio, aio, ranked, 0.0, 0.0, (0.0, 0.0), n, policy.confidence,
+                        "all-in-one was the only candidate")
+    best, d, se, iv = others[0]
+    reason = (f"kept all-in-one: the best alternative ({best.source}, {d:+.4f} ± {se:.4f} SE) does not beat it "
+              f"by more than {policy.z:g} paired SE")
+    return Decision(aio, aio, ranked, d, se, iv, n, policy.confidence, reason)
+
+
+def run_policy(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, matrix=None, progress: bool = False,
+               log: Callable[[str], None] | None = None) -> tuple[Decision, Any, list]:
+    """Measure (unless ``matrix`` is given), propose, check and decide; ``(decision, matrix, proposals)``."""
+    if matrix is None:
+        matrix, _ = measure(runs, policy, progress=progress)
+    ranked = propose(matrix, policy)
+    if policy.check_seeds == 0:
+        top = ranked[0]
+        c = CheckedCandidate(tuple(tuple(g) for g in top.groups), "affinity #1", (), None, {}, None)
+        return (Decision(c, None, (c,), math.nan, math.nan, (math.nan, math.nan), 0, policy.confidence,
+                         "the policy runs no checks (check_seeds = 0): the affinity's first proposal, unconfirmed"),
+                matrix, ranked)
+    checked = check(runs, [(g.groups, f"affinity #{i}") for i, g in enumerate(ranked, 1)], policy,
+                    progress=progress, log=log)
+    return decide(checked, policy), matrix, ranked
