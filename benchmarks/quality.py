@@ -67,7 +67,8 @@ def landscape_row(gt: GroundTruth) -> str:
 def random_row(gt: GroundTruth) -> dict:
     """The expected figures of a uniformly random partition."""
     rows = [gt.assess(p) for p in gt.partitions()]
-    return {"val_rank": statistics.mean(a.val_rank for a in rows), "test_rank": statistics.mean(a.test_rank for a in rows),
+    return {"val_rank": statistics.mean(a.val_rank for a in rows),
+            "test_rank": statistics.mean(a.test_rank for a in rows),
             "ratio_to_best": statistics.mean(a.ratio_to_best for a in rows),
             "ratio_to_all_in_one": statistics.mean(a.ratio_to_all_in_one for a in rows),
             "within_noise": statistics.mean(a.within_noise_of_all_in_one for a in rows), "cost": 0.0}

@@ -315,8 +315,9 @@ class CheckedCandidate:
                 "test_losses": None if self.test_losses is None else dict(self.test_losses)}
 
 
-def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]], policy: GroupingPolicy = DEFAULT_POLICY,
-          *, progress: bool = False, log: Callable[[str], None] | None = None) -> list[CheckedCandidate]:
+def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]],
+          policy: GroupingPolicy = DEFAULT_POLICY, *, progress: bool = False,
+          log: Callable[[str], None] | None = None) -> list[CheckedCandidate]:
     """Train every candidate's groups and all-in-one over the policy's paired seeds.
 
     ``candidates`` are ``(groups, source)`` pairs; all-in-one is added first when missing and
