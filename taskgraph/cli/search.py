@@ -27,7 +27,7 @@ def _storage_arg(spec) -> str:
     """The STORAGE argument that reopens this study (a short path for SQLite files)."""
     url = spec.storage_url
     if not url.startswith("sqlite:///"):
-        arg = shlex.quote(url)
+        arg = shlex.quote(spec.storage_shown)  # a password shows as ***: type it, or set TASKGRAPH_STORAGE
         return f"{arg} --artifact-dir {shlex.quote(spec.artifacts_dir)}"
     db = Path(url[len("sqlite:///"):])
     try:
@@ -73,7 +73,8 @@ def _print_summary(spec, summary) -> None:
               help="local: Optuna alone; ray: Ray Tune (default: the study file's runner.backend).")
 @click.option("--resume", is_flag=True, help="Continue a study whose driver died: finished trials are kept.")
 @click.option("--join", is_flag=True, help="Add this driver to a study other drivers are running (RDB storage).")
-@click.option("--storage", default=None, help="Override storage.url (any Optuna RDB URL).")
+@click.option("--storage", default=None, envvar="TASKGRAPH_STORAGE", show_envvar=True,
+              help="Override storage.url (any Optuna RDB URL); the variable keeps a password off the command line.")
 @click.option("--artifacts", default=None, help="Override storage.artifacts (a folder).")
 @click.option("--address", default=None, help="Ray cluster to connect to (ray backend; default: a local Ray).")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Override budget.trials.")
@@ -91,7 +92,7 @@ def run_cmd(study_file, backend, resume, join, storage, artifacts, address, tria
     spec = _load_spec(study_file, storage, artifacts, runs_root, trials, space)
     backend = backend or spec.backend
     click.echo(f"study {spec.name!r}: {spec.dataset}, objective {spec.objective}, {spec.trials} trials x "
-               f"{spec.epochs} epochs, backend {backend}, storage {spec.storage_url}")
+               f"{spec.epochs} epochs, backend {backend}, storage {spec.storage_shown}")
     if backend == "ray":
         from taskgraph.runners.ray_tune import run_ray
 
@@ -109,8 +110,9 @@ def run_cmd(study_file, backend, resume, join, storage, artifacts, address, tria
 @click.argument("study_file", type=click.Path(dir_okay=False))
 @click.option("--address", envvar="RAY_ADDRESS", required=True,
               help="The cluster's dashboard address, e.g. http://HEAD:8265 (or RAY_ADDRESS).")
-@click.option("--storage", default=None,
-              help="Storage URL the job writes to (default: the study file's, made absolute).")
+@click.option("--storage", default=None, envvar="TASKGRAPH_STORAGE", show_envvar=True,
+              help="Storage URL the job writes to (default: the study file's, made absolute); it reaches the job "
+                   "in its environment, never on its command line.")
 @click.option("--artifacts", default=None, help="Artifact folder the job writes to (default: made absolute).")
 @click.option("--resume", is_flag=True, help="Resume the study in the job.")
 @click.option("--follow/--no-follow", default=True, show_default=True, help="Stream the job's logs until it ends.")
@@ -137,7 +139,7 @@ def submit_cmd(study_file, address, storage, artifacts, resume, follow, python, 
 
 
 @click.command("dashboard")
-@click.argument("storage")
+@click.argument("storage", envvar="TASKGRAPH_STORAGE")
 @click.option("--artifact-dir", default=None, help="The study's artifact folder (default: next to a SQLite file).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
@@ -149,7 +151,7 @@ def dashboard_cmd(storage, artifact_dir, host, port):
 
 
 @click.command("report")
-@click.argument("storage")
+@click.argument("storage", envvar="TASKGRAPH_STORAGE")
 @click.option("--study", "study_name", default=None, help="Which study (default: the only one in the storage).")
 @click.option("--artifact-dir", default=None, help="The study's artifact folder (default: next to a SQLite file).")
 @click.option("--out", default=None, help="Output folder (default: <storage folder>/report).")

@@ -33,7 +33,7 @@ class ReportData:
     """Everything a report shows (no rendering decisions).
 
     Attributes:
-        study_name, storage_url, objective: which study, where, optimising what.
+        study_name, storage_url, objective: which study, where (its password masked), optimising what.
         directions: Optuna directions (one per task for ``per_task``).
         task_names: the study's tasks.
         counts: trials per state.
@@ -84,7 +84,7 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
     from optuna.artifacts import get_all_artifact_meta
     from optuna.trial import TrialState
 
-    from taskgraph.runners.storage import open_storage
+    from taskgraph.runners.storage import mask_url, open_storage
 
     storage = open_storage(storage_url, key=None)
     names = [s.study_name for s in storage.get_all_studies()]
@@ -97,7 +97,9 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
                            f"got {study_name!r}")
     study = optuna.load_study(study_name=study_name, storage=storage)
     ua = study.user_attrs
-    cfg = ua.get("config", {})
+    cfg = dict(ua.get("config", {}))
+    if "storage_url" in cfg:  # a study stored before passwords were masked
+        cfg["storage_url"] = mask_url(str(cfg["storage_url"]))
     trials = study.get_trials(deepcopy=False)
     rows = tuple(_row(t) for t in trials)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
@@ -131,7 +133,7 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
             path = os.path.join(artifact_dir, m.artifact_id)
             if os.path.isfile(path):
                 arts.append((m.filename, path))
-    return ReportData(study_name=study_name, storage_url=storage_url, objective=cfg.get("objective", "?"),
+    return ReportData(study_name=study_name, storage_url=mask_url(storage_url), objective=cfg.get("objective", "?"),
                       directions=tuple(d.name.lower() for d in study.directions), task_names=tasks,
                       counts={k: v for k, v in counts.items() if v}, trials=rows, best=best,
                       per_task=tuple(per_task), groupings=dict(ua.get("groupings", {})),

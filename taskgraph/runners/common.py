@@ -56,7 +56,7 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     if join and existed:
         _wait_prepared(study, log)
     prepared = prepare(spec, data, study, store, log=log)
-    ctx = StudyContext(spec, prepared)
+    ctx = StudyContext(spec.without_secrets(), prepared)  # trials never open the storage: no password in them
     remaining = spec.trials - count_finished(study)
     return StudyRun(spec, storage, store, study, ctx, max(0, remaining), recovered)
 
@@ -123,7 +123,7 @@ class RunSummary:
     """What a run left in the storage."""
 
     study_name: str
-    storage_url: str
+    storage_url: str  # password masked
     artifacts_dir: str
     objective: str
     counts: dict
@@ -149,5 +149,5 @@ def summarize(run: StudyRun, seconds: float, errors: list[str] | None = None) ->
                      "groups": b.user_attrs.get("groups"), "delta_m_test": b.user_attrs.get("delta_m_test")})
     if len(study.directions) == 1 and bests:
         best = best[:1]
-    return RunSummary(study.study_name, run.spec.storage_url, run.spec.artifacts_dir, run.spec.objective, counts,
+    return RunSummary(study.study_name, run.spec.storage_shown, run.spec.artifacts_dir, run.spec.objective, counts,
                       best, seconds, list(errors or []))

@@ -23,7 +23,7 @@ def serve(storage: str, *, artifact_dir: str | None = None, host: str = "127.0.0
     except ImportError:
         raise TaskGraphError("the dashboard needs optuna-dashboard: pip install 'taskgraph-mtl[dashboard]'") \
             from None
-    from taskgraph.runners.storage import artifact_store, open_storage, storage_from_arg
+    from taskgraph.runners.storage import artifact_store, mask_url, open_storage, storage_from_arg
 
     url, default_art = storage_from_arg(storage)
     rdb = open_storage(url, key=None)
@@ -34,6 +34,6 @@ def serve(storage: str, *, artifact_dir: str | None = None, host: str = "127.0.0
             raise StorageError(f"--artifact-dir must be the study's artifact folder; nothing at {art!r}")
         store = artifact_store(art)
     studies = [s.study_name for s in rdb.get_all_studies()]
-    echo(f"optuna-dashboard on {url} ({len(studies)} study(ies): {', '.join(studies)}); artifacts: {art}")
+    echo(f"optuna-dashboard on {mask_url(url)} ({len(studies)} study(ies): {', '.join(studies)}); artifacts: {art}")
     echo(f"open http://{host}:{port}/dashboard  (Ctrl-C stops it)")
     optuna_dashboard.run_server(rdb, host=host, port=port, artifact_store=store)

@@ -248,6 +248,14 @@ def _searcher_class():
                 record_start(ot, start_attrs(self._ctx, ot.params))
             return config
 
+        def __getstate__(self):
+            # Tune pickles the searcher into its experiment folder (tuner.pkl, for Tuner.restore, which
+            # taskgraph does not use: --resume reads the study's storage). The storage, the Optuna study
+            # and its trials hold the storage URL with its password: they stay on the driver.
+            state = self.__dict__.copy()
+            state.update(_storage=None, _ot_study=None, _ot_trials={})
+            return state
+
         def save(self, checkpoint_path):
             # the study's storage is the record a resume reads; Tune's copy of the searcher is not needed
             Path(checkpoint_path).write_bytes(b"")

@@ -20,6 +20,7 @@ import csv
 import functools
 import json
 import platform
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,12 +35,15 @@ __all__ = [
     "artifact_store",
     "count_finished",
     "create_or_load_study",
+    "in_memory_sqlite",
+    "mask_url",
     "open_storage",
     "package_versions",
     "record_failure",
     "record_start",
     "record_success",
     "recover_interrupted",
+    "scrub",
     "storage_from_arg",
 ]
 
@@ -47,27 +51,111 @@ __all__ = [
 INTERRUPTED = "interrupted:"
 
 
-def open_storage(url: str, *, file: str | None = None, key: str = "storage.url"):
+#: the keys of a URL's query that may carry a password (libpq's, MySQL drivers')
+_SECRET_QUERY_KEYS = ("password", "passwd", "pwd")
+#: ``scheme://user:PASSWORD@`` in a string SQLAlchemy cannot parse
+_USERINFO = re.compile(r"(://[^/?#@:\s]*:)[^/?#@\s]*@")
+
+
+def mask_url(url: str) -> str:
+    """``url`` as it may be printed, logged or stored: its password replaced by ``***``.
+
+    Uses SQLAlchemy's ``URL.render_as_string(hide_password=True)``; a password passed as a
+    query parameter (``?password=...``) is hidden too. A URL without a password is returned
+    unchanged (character for character), and one SQLAlchemy cannot parse has whatever stands
+    between ``user:`` and ``@`` hidden.
+
+    Example:
+        >>> mask_url("postgresql://optuna:s3cret@db:5432/studies")
+        'postgresql://optuna:***@db:5432/studies'
+        >>> mask_url("sqlite:////tmp/study.db")
+        'sqlite:////tmp/study.db'
+    """
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+    except Exception:  # not a URL SQLAlchemy parses: hide the userinfo's password by pattern
+        return _USERINFO.sub(r"\1***@", url)
+    secret_query = {k: "***" for k in u.query if k.lower() in _SECRET_QUERY_KEYS}
+    if u.password is None and not secret_query:
+        return url
+    if secret_query:
+        u = u.update_query_dict(secret_query)
+    return u.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
+def _secrets(url: str) -> list[str]:
+    """The password(s) ``url`` holds, raw and percent-decoded, to scrub from a driver's message."""
+    from urllib.parse import unquote
+
+    out: list[str] = []
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+        out += [str(u.password)] if u.password is not None else []
+        out += [str(v) for k, v in u.query.items() if k.lower() in _SECRET_QUERY_KEYS]
+    except Exception:
+        pass
+    m = _USERINFO.search(url)
+    if m:
+        raw = url[m.end(1):m.end() - 1]
+        out += [raw, unquote(raw)]
+    return sorted({s for s in out if s}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every password of ``url`` replaced by ``***`` (for messages that quote a URL)."""
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def in_memory_sqlite(url: str) -> bool:
+    """True for a SQLite URL whose database lives in memory (``sqlite://``, ``sqlite:///:memory:``, ``mode=memory``).
+
+    Such a study vanishes when its driver exits, and no dashboard, report or second driver can open it.
+
+    Example:
+        >>> in_memory_sqlite("sqlite://"), in_memory_sqlite("sqlite:///:memory:"), in_memory_sqlite("sqlite:///a.db")
+        (True, True, False)
+    """
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+    except Exception:
+        return False
+    if not u.drivername.startswith("sqlite"):
+        return False
+    db = u.database or ""
+    return db in ("", ":memory:") or "mode=memory" in db or u.query.get("mode") == "memory"
+
+
+def open_storage(url: str, *, file: str | None = None, key: str | None = "storage.url"):
     """An Optuna ``RDBStorage`` on ``url``; an unreachable storage is a :class:`StorageError`.
 
-    A SQLite file's folder is created when missing.
+    A SQLite file's folder is created when missing. This is the one place a storage URL's
+    password is used; every message shows the URL with it masked (:func:`mask_url`).
     """
     import optuna
 
+    shown = mask_url(url)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise StorageError(_where(f"the storage {url!r} must be a writable SQLite path: {e.strerror}",
+                raise StorageError(_where(f"the storage {shown!r} must be a writable SQLite path: {e.strerror}",
                                           file, key)) from None
     try:
         return _rdb_storage(optuna, url)
     except Exception as e:  # sqlalchemy/driver errors: unreachable host, bad credentials, missing driver
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(_where(f"the storage {url!r} must be reachable; got {type(e).__name__}: {msg}",
-                                  file, key)) from None
+        raise StorageError(_where(f"the storage {shown!r} must be reachable; got {type(e).__name__}: "
+                                  f"{scrub(msg, url)}", file, key)) from None
 
 
 def _rdb_storage(optuna, url: str, attempts: int = 5):
@@ -107,6 +195,9 @@ def storage_from_arg(arg: str) -> tuple[str, str | None]:
     Accepts an RDB URL, a ``.db`` file, or a study folder holding ``study.db``.
     """
     if "://" in arg:
+        if in_memory_sqlite(arg):
+            raise StorageError(f"STORAGE must be a database that outlives a process; {arg!r} is an in-memory "
+                               f"SQLite database, which holds no study")
         if arg.startswith("sqlite:///"):
             p = Path(arg[len("sqlite:///"):])
             return arg, str(p.parent / "artifacts")
@@ -164,15 +255,16 @@ def create_or_load_study(spec, storage, *, n_tasks: int, resume: bool, join: boo
     exists = spec.name in names
     if exists and not (resume or join):
         raise StorageError(
-            f"study {spec.name!r} already exists in {spec.storage_url}; pass --resume to continue it, "
-            f"or give the study another 'name' [{spec.file}, key 'name']")
+            f"study {spec.name!r} already exists in {mask_url(spec.storage_url)}; pass --resume to continue it "
+            f"once its driver has stopped, --join to add a driver to it while it runs, or give the study another "
+            f"'name' [{spec.file}, key 'name']")
     study = optuna.create_study(storage=storage, study_name=spec.name, directions=list(spec.directions(n_tasks)),
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     if exists:
         stored = study.user_attrs.get("fingerprint")
         if stored is not None and stored != spec.fingerprint():
             raise StorageError(
-                f"study {spec.name!r} in {spec.storage_url} was made from a different study definition "
+                f"study {spec.name!r} in {mask_url(spec.storage_url)} was made from a different study definition "
                 f"(fingerprint {stored} != {spec.fingerprint()}); resume with the same file or rename the study "
                 f"[{spec.file}, key 'name']")
     else:

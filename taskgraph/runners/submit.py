@@ -3,7 +3,11 @@
 The job runs ``python -m taskgraph run STUDY --backend ray`` on the cluster
 with a staged copy of this repository (without ``.venv``, ``runs`` and
 ``.git``) plus the study and search-space files as its ``runtime_env``
-working_dir and the local ``RAY_*``/``TUNE_*`` variables. No
+working_dir and the local ``RAY_*``/``TUNE_*`` variables. The storage URL travels
+in the job's environment (``TASKGRAPH_STORAGE``), not on its command line, which
+Ray prints in its logs and job list; a password in it is masked wherever
+taskgraph prints or stores the URL (see docs/cluster.md for keeping it off the
+cluster entirely with a ``.pgpass`` file). No
 ``pip``/``conda`` goes into the runtime_env: the cluster's Python must already
 have taskgraph's dependencies. Storage and artifact paths are made absolute
 here, so a job on this machine's head writes where the submitter expects.
@@ -20,7 +24,10 @@ from pathlib import Path
 
 from taskgraph.exceptions import StorageError
 
-__all__ = ["EXCLUDES", "SubmittedJob", "repo_root", "submit", "wait"]
+__all__ = ["EXCLUDES", "STORAGE_ENV", "SubmittedJob", "repo_root", "submit", "wait"]
+
+#: the environment variable ``taskgraph run --storage`` falls back to (keeps a password off command lines)
+STORAGE_ENV = "TASKGRAPH_STORAGE"
 
 #: what never travels with a job's working_dir
 EXCLUDES = [".venv", "runs", ".git", "**/__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.egg-info",
@@ -80,7 +87,7 @@ def submit(spec, address: str, *, resume: bool = False, python: str = "python") 
 
     client = _client(address)
     args = [python, "-m", "taskgraph", "run", "_taskgraph_job/study.toml", "--space", "_taskgraph_job/space.toml",
-            "--backend", "ray", "--storage", spec.storage_url, "--artifacts", spec.artifacts_dir,
+            "--backend", "ray", "--artifacts", spec.artifacts_dir,
             "--runs-root", str(Path(spec.run_dir).parent)]
     if resume:
         args.append("--resume")
@@ -88,6 +95,7 @@ def submit(spec, address: str, *, resume: bool = False, python: str = "python") 
     env.setdefault("RAY_AUTH_MODE", "disabled")
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env["PYTHONUNBUFFERED"] = "1"
+    env[STORAGE_ENV] = spec.storage_url  # read by `taskgraph run` as --storage
     with tempfile.TemporaryDirectory(prefix="taskgraph-job-") as d:
         runtime_env = {"working_dir": str(_stage(spec, Path(d))), "excludes": EXCLUDES, "env_vars": env}
         try:

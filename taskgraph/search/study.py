@@ -139,7 +139,7 @@ class StudySpec:
     reduction_factor: int = 3
     train: dict = field(default_factory=dict)
     affinity: dict = field(default_factory=dict)
-    storage_url: str = ""
+    storage_url: str = field(default="", repr=False)  # may hold a password: print mask_url(storage_url)
     artifacts_dir: str = ""
     run_dir: str = ""
     cpus: float = 1.0
@@ -315,11 +315,25 @@ class StudySpec:
             kw["betas"] = tuple(kw["betas"])
         return TrainConfig(epochs=epochs or self.epochs, seed=self.seed, device="auto", **kw)
 
+    @property
+    def storage_shown(self) -> str:
+        """``storage_url`` with its password masked: what may be printed, logged or stored."""
+        from taskgraph.runners.storage import mask_url
+
+        return mask_url(self.storage_url)
+
+    def without_secrets(self) -> StudySpec:
+        """This spec with its storage password masked: what travels to Ray workers and into pickles."""
+        from dataclasses import replace
+
+        return replace(self, storage_url=self.storage_shown)
+
     def to_dict(self) -> dict:
-        """The normalised study (JSON-safe; stored as a study user attr)."""
+        """The normalised study (JSON-safe; stored as a study user attr; the storage password masked)."""
         d = asdict(self)
         d.pop("space")
         d["tasks"] = list(self.tasks) if self.tasks else None
+        d["storage_url"] = self.storage_shown
         return d
 
     def fingerprint(self) -> str:

@@ -42,7 +42,8 @@ def test_unreachable_storage_is_one_line(tmp_path, study_file, cli):
     path = study_file("nostore", storage=url)
     err = _one_line_error(cli("run", str(path), "--backend", "local", "--runs-root", str(tmp_path / "runs"),
                               cwd=tmp_path))
-    assert url in err and "key 'storage.url'" in err and str(path) in err, err
+    assert "postgresql://u:***@127.0.0.1:1/nodb" in err and "key 'storage.url'" in err and str(path) in err, err
+    assert ":p@" not in err  # the password is masked
 
 
 def test_unreachable_cluster_is_one_line(tmp_path, study_file, cli, port):
