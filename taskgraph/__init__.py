@@ -55,7 +55,8 @@ _EXPORTS: dict[str, str] = {
     # grouping (issue: grouping)
     "Grouping": "taskgraph.grouping",
     "group_tasks": "taskgraph.grouping",
-    "auto_group": "taskgraph.grouping",
+    "auto_group": "taskgraph.pipeline",
+    "GroupingPolicy": "taskgraph.pipeline",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -25,7 +25,7 @@ from taskgraph.cli.common import dataset_option, parse_options, print_table
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Confirm the top groupings (and the all-in-one model) with short training runs.")
 @click.option("--steps", default=150, show_default=True, type=click.IntRange(min=1),
-              help="SGD steps of the affinity run.")
+              help="Steps of the affinity run (with --no-check: plain SGD; checked: the checks' Adam).")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1), help="Epochs per check run.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out-dir", default="taskgraph-grouping", show_default=True, type=click.Path(file_okay=False),
@@ -54,14 +54,16 @@ def group_cmd(dataset, options, matrix_path, k, variant, singletons, budget, sol
     click.echo(f"{data.name}: {len(data.tasks)} tasks, trunk {spec.kind} {spec.hidden}")
 
     if check:
-        from taskgraph.grouping import auto_group
+        from taskgraph.pipeline import auto_group
 
         if matrix_path:
             raise click.UsageError("--matrix needs --no-check (auto-grouping measures its own affinity)")
+        # one policy: the affinity run trains like the checked networks (their optimizer), for --steps steps
+        check_cfg = TrainConfig(epochs=epochs, lr=3e-3, batch_size=128, seed=seed, patience=5)
         result = auto_group(lambda: spec.build(data.input_shape), data.tasks, None, None, data=data, k=k,
                             variant=variant, singletons=singletons, budget=budget, top_m=top_m, solver=solver,
-                            affinity_config=aff_cfg.replace(epochs=1, max_steps=steps),
-                            check_config=TrainConfig(epochs=epochs, lr=3e-3, batch_size=128, seed=seed),
+                            seed=seed, check_config=check_cfg,
+                            affinity_config=check_cfg.replace(epochs=1, max_steps=steps, patience=None),
                             out_dir=out, quiet=quiet)
         rows = [["all-in-one" if c.affinity_rank == 0 else f"#{c.affinity_rank}",
                  " | ".join("{" + ", ".join(g) + "}" for g in c.grouping.groups), c.grouping.score, c.val_loss,

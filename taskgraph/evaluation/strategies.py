@@ -34,10 +34,13 @@ import numpy as np
 
 from taskgraph.evaluation.problems import Problem
 from taskgraph.grouping.partitions import Partition, canonical, set_partitions
-from taskgraph.pipeline import GroupingPolicy, Runs, check, decide, measure, propose, surrogate
+from taskgraph.pipeline.stages import GroupingPolicy, Runs, check, decide, measure, propose, surrogate
 from taskgraph.training import Callback
 
-__all__ = ["STRATEGIES", "Choice", "runs_for"]
+__all__ = ["EVAL_SEED", "STRATEGIES", "Choice", "runs_for"]
+
+#: every strategy's networks use seeds from here on: never the ground truth's (0, 1, 2)
+EVAL_SEED = 1000
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ _SGD = dict(optimizer="sgd", lr=0.05, momentum=0.0)
 def _affinity(problem: Problem, runs: Runs, *, estimator: str, optimizer: str):
     cfg = runs.config if optimizer == "study" else runs.config.replace(**_SGD)
     epochs = 5 if optimizer == "study" else 3
-    policy = GroupingPolicy(estimator=estimator, affinity_epochs=epochs, top_m=1, config=cfg)
+    policy = GroupingPolicy(estimator=estimator, affinity_epochs=epochs, top_m=1, config=cfg, seed=EVAL_SEED)
     matrix, steps = measure(runs, policy)
     top = propose(matrix, policy)[0]
     return top.groups, steps, {"score": float(top.score), "affinity": np.asarray(matrix.mean)}
@@ -112,7 +115,7 @@ def _group_lookahead(problem: Problem, runs: Runs):
 
     subsets = all_subsets(problem.tasks)
     cb = _GroupLookahead(subsets)
-    cfg = runs.config.replace(epochs=5, patience=None, seed=1000)
+    cfg = runs.config.replace(epochs=5, patience=None, seed=EVAL_SEED)
     seed_everything(cfg.seed)
     model = runs.build(runs.tasks)
     res = train(model, runs.tasks, runs.train_loader, config=cfg, callbacks=[cb])
@@ -128,7 +131,7 @@ def _group_lookahead(problem: Problem, runs: Runs):
 
 
 def _surrogate(problem: Problem, runs: Runs):
-    ranked, info = surrogate(runs, seed=1000)
+    ranked, info = surrogate(runs, seed=EVAL_SEED)
     return ranked[0], info["steps"], {"subsets": len(info["subsets"])}
 
 
@@ -141,18 +144,19 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float,
     used: set = set()
     if proposer in ("affinity", "both", "sgd-affinity"):
         acfg = runs.config.replace(**_SGD) if proposer == "sgd-affinity" else runs.config
-        policy = GroupingPolicy(top_m=top_m, config=acfg, affinity_epochs=3 if proposer == "sgd-affinity" else 5)
+        policy = GroupingPolicy(top_m=top_m, config=acfg, affinity_epochs=3 if proposer == "sgd-affinity" else 5,
+                                seed=EVAL_SEED)
         matrix, st = measure(runs, policy)
         steps += st
         proposals += [(g.groups, f"affinity #{i}") for i, g in enumerate(propose(matrix, policy), 1)]
     if proposer in ("surrogate", "both"):
-        ranked, info = surrogate(runs, seed=1000, top_m=top_m)
-        used |= {(s, 1000, runs.config) for s in info["subsets"]}
+        ranked, info = surrogate(runs, seed=EVAL_SEED, top_m=top_m)
+        used |= {(s, EVAL_SEED, runs.config) for s in info["subsets"]}
         proposals += [(g, f"surrogate #{i}") for i, g in enumerate(ranked, 1)]
-    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg)
+    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED)
     checked = check(runs, proposals, policy)
     decision = decide(checked, policy)
-    seeds_used = range(policy.check_seed_offset, policy.check_seed_offset + seeds)
+    seeds_used = range(policy.seed, policy.seed + seeds)
     used |= {(g, s, cfg) for c in checked for g in c.groups for s in seeds_used}
     steps += sum(runs.train_group(g, s, config=c)[2] for g, s, c in used)  # cached: no retraining; each network once
     return decision.groups, steps, {"statement": decision.statement(), "diff": decision.diff, "se": decision.se,

@@ -7,8 +7,8 @@
   (TAG's enumeration), ``scalable`` (clustering + local search, 20-200+ tasks),
   ``hierarchy`` (cuts of an agglomerative tree).
 - :class:`Grouping`: the immutable result; :func:`group_tasks` ranks groupings;
-  :func:`choose_k` picks k; :func:`hierarchy` builds the tree for branched sharing;
-  :func:`auto_group` runs the whole flow (affinity → groups → short check runs).
+  :func:`choose_k` picks k; :func:`hierarchy` builds the tree for branched sharing.
+  The whole flow (affinity → groups → check runs) is :func:`taskgraph.pipeline.auto_group`.
 
 Example:
     >>> import numpy as np
@@ -18,9 +18,6 @@ Example:
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 from taskgraph.grouping.objective import GroupingProblem, Objective, as_problem
 from taskgraph.grouping.value import Grouping
@@ -35,9 +32,7 @@ from taskgraph.grouping.api import KChoice, choose_k, group_tasks  # isort: skip
 
 __all__ = [
     "SOLVERS",
-    "AutoGroupResult",
     "BruteForceSolver",
-    "Candidate",
     "ExactSolver",
     "Grouping",
     "GroupingProblem",
@@ -48,21 +43,8 @@ __all__ = [
     "ScalableSolver",
     "TaskHierarchy",
     "as_problem",
-    "auto_group",
     "choose_k",
     "group_tasks",
     "hierarchy",
     "make_solver",
 ]
-
-_LAZY = {"auto_group": "taskgraph.grouping.auto", "AutoGroupResult": "taskgraph.grouping.auto",
-         "Candidate": "taskgraph.grouping.auto"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taskgraph.grouping' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value

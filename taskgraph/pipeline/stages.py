@@ -1,6 +1,6 @@
 """The one grouping pipeline: measure affinity → propose groupings → check them → decide.
 
-:func:`~taskgraph.grouping.auto.auto_group` and a study's prepare stage
+:func:`~taskgraph.pipeline.auto_group` and a study's prepare stage
 (:func:`taskgraph.runners.prepare.prepare`) both run these stage functions, under one
 :class:`GroupingPolicy`:
 
@@ -60,14 +60,17 @@ class GroupingPolicy:
         every: measure affinity every ``every`` steps.
         top_m: how many partitions the affinity proposes for checking.
         k: the most groups a proposal may have (None: chosen from the affinity).
+        seed: the first paired seed (the check runs use ``seed .. seed + check_seeds − 1``; the
+            affinity run uses ``seed``).
         check_seeds: paired seeds per checked network (0: no checks, the affinity's first
             proposal is taken without evidence and the decision says so; 1: no standard error,
             any gain leaves all-in-one).
-        check_seed_offset: seeds ``offset .. offset + check_seeds − 1`` are used.
         z: leave all-in-one only when the paired validation gain exceeds ``z`` standard errors.
         confidence: the level of the reported t-interval.
         config: every checked network's training (None: the caller's); its ``patience``
             stops each network early on validation.
+        affinity_config: the affinity run's training (None: the checked networks' training for
+            ``affinity_epochs`` epochs, so the lookahead is the update those networks take).
     """
 
     estimator: str = "exact"
@@ -76,10 +79,11 @@ class GroupingPolicy:
     top_m: int = 3
     k: int | None = None
     check_seeds: int = 3
-    check_seed_offset: int = 1000
+    seed: int = 0
     z: float = 2.0
     confidence: float = 0.95
     config: TrainConfig | None = None
+    affinity_config: TrainConfig | None = None
 
     def __post_init__(self) -> None:
         def bad(key, must, got):
@@ -104,6 +108,9 @@ class GroupingPolicy:
     def replace(self, **changes: Any) -> GroupingPolicy:
         return replace(self, **changes)
 
+
+#: the checked networks' training unless the caller gives one: Adam, early stopping on validation
+DEFAULT_CHECK_CONFIG = TrainConfig(epochs=40, lr=3e-3, batch_size=128, patience=5)
 
 #: the policy ``auto_group`` and the study's prepare stage use unless told otherwise (see docs/quality.md
 #: for the comparison that chose it)
@@ -147,7 +154,7 @@ class Runs:
     train_loader: Any
     val_loader: Any
     test_loader: Any = None
-    config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40, lr=3e-3, patience=5))
+    config: TrainConfig = DEFAULT_CHECK_CONFIG
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -155,10 +162,33 @@ class Runs:
         """Runs over a :class:`~taskgraph.data.MultiTaskData`'s splits with a trunk factory."""
         from taskgraph.models import MultiTaskModel
 
-        config = config or TrainConfig(epochs=40, lr=3e-3, patience=5)
+        config = config or DEFAULT_CHECK_CONFIG
         tr, va, te = data.loaders(config.batch_size, seed=config.seed)
         return cls(lambda sub: MultiTaskModel(trunk(), sub, input_shape=data.input_shape), data.tasks, tr, va, te,
                    config)
+
+    def validate(self) -> None:
+        """Check the loaders against the tasks before any training: one batch of each must carry a
+        label for every task.
+
+        Raises:
+            GroupingError: a loader is empty or lacks a task's labels.
+        """
+        from taskgraph.data.base import unpack_batch
+
+        for name, loader in (("train_loader", self.train_loader), ("val_loader", self.val_loader),
+                             ("test_loader", self.test_loader)):
+            if loader is None:
+                continue
+            try:
+                batch = next(iter(loader))
+            except StopIteration:
+                raise GroupingError(f"{name}: a loader must yield at least one batch, got an empty one") from None
+            _, ys, _ = unpack_batch(batch)
+            missing = [t for t in self.tasks.names if t not in ys]
+            if missing:
+                raise GroupingError(f"{name}: every batch must carry a label for each task; task(s) {missing} "
+                                    f"missing (the batch has {sorted(ys)})")
 
     def train_group(self, group: Sequence[str], seed: int, *, config: TrainConfig | None = None,
                     callbacks=(), progress: bool = False) -> tuple[Evaluation, Evaluation | None, int]:
@@ -197,8 +227,10 @@ def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, progress: bo
     """
     from taskgraph.affinity import measure_affinity
 
-    cfg = (policy.config or runs.config).replace(epochs=policy.affinity_epochs, patience=None,
-                                                 seed=policy.check_seed_offset)
+    if policy.affinity_config is not None:
+        cfg = policy.affinity_config.replace(seed=policy.seed)
+    else:
+        cfg = (policy.config or runs.config).replace(epochs=policy.affinity_epochs, patience=None, seed=policy.seed)
     seed_everything(cfg.seed)
     model = runs.build(runs.tasks)
     reseed_loader(runs.train_loader, cfg.seed)
@@ -210,12 +242,13 @@ def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, progress: bo
 
 # --- stage 2: proposals -------------------------------------------------------------------------
 
-def propose(matrix, policy: GroupingPolicy = DEFAULT_POLICY, *, solver: str = "auto") -> list:
+def propose(matrix, policy: GroupingPolicy = DEFAULT_POLICY, *, singletons: str = "allow",
+            budget: float | None = None, solver: str = "auto") -> list:
     """The affinity's top partitions (:class:`~taskgraph.grouping.value.Grouping`), best first."""
     from taskgraph.grouping import group_tasks
 
-    return group_tasks(matrix, k=policy.k, top_m=policy.top_m, variant="partition", singletons="allow",
-                       solver=solver)
+    return group_tasks(matrix, k=policy.k, top_m=policy.top_m, variant="partition", singletons=singletons,
+                       budget=budget, solver=solver)
 
 
 def surrogate(runs: Runs, *, m: int | None = None, seed: int = 0, config: TrainConfig | None = None,
@@ -339,7 +372,7 @@ def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]],
                                 f"got {[list(g) for g in c]} ({source})")
         if all(c != d for d, _ in todo):
             todo.append((c, source))
-    seeds = range(policy.check_seed_offset, policy.check_seed_offset + policy.check_seeds)
+    seeds = range(policy.seed, policy.seed + policy.check_seeds)
     cfg = policy.config or runs.config
     out = []
     for groups, source in todo:
@@ -457,6 +490,13 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
     return Decision(aio, aio, ranked, d, se, iv, n, policy.confidence, reason)
 
 
+def unchecked(groups, reason: str = "the policy runs no checks (check_seeds = 0): the affinity's first "
+              "proposal, unconfirmed") -> Decision:
+    """A decision taken without check runs (nothing to compare: no interval)."""
+    c = CheckedCandidate(tuple(tuple(g) for g in groups), "affinity #1", (), None, {}, None)
+    return Decision(c, None, (c,), math.nan, math.nan, (math.nan, math.nan), 0, DEFAULT_POLICY.confidence, reason)
+
+
 def run_policy(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, matrix=None, progress: bool = False,
                log: Callable[[str], None] | None = None) -> tuple[Decision, Any, list]:
     """Measure (unless ``matrix`` is given), propose, check and decide; ``(decision, matrix, proposals)``."""
@@ -464,11 +504,7 @@ def run_policy(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, matrix=No
         matrix, _ = measure(runs, policy, progress=progress)
     ranked = propose(matrix, policy)
     if policy.check_seeds == 0:
-        top = ranked[0]
-        c = CheckedCandidate(tuple(tuple(g) for g in top.groups), "affinity #1", (), None, {}, None)
-        return (Decision(c, None, (c,), math.nan, math.nan, (math.nan, math.nan), 0, policy.confidence,
-                         "the policy runs no checks (check_seeds = 0): the affinity's first proposal, unconfirmed"),
-                matrix, ranked)
+        return unchecked(ranked[0].groups), matrix, ranked
     checked = check(runs, [(g.groups, f"affinity #{i}") for i, g in enumerate(ranked, 1)], policy,
                     progress=progress, log=log)
     return decide(checked, policy), matrix, ranked
