@@ -11,6 +11,7 @@ A resumed study reads them back instead of measuring again.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -62,7 +63,13 @@ class Prepared:
 
 
 def prepare(spec, data, study, store, *, log=print) -> Prepared:
-    """Measure, group and baseline once; store in ``study``; return what trials need.
+    """Measure, propose, check and baseline once; store in ``study``; return what trials need.
+
+    The grouping stages are :mod:`taskgraph.pipeline`'s, under the study's
+    :class:`~taskgraph.pipeline.GroupingPolicy` (the ``[affinity]`` table: estimator, epochs,
+    every, check_seeds, z): the same code path as :func:`~taskgraph.pipeline.auto_group`.
+    The decision (the chosen partition, its paired difference to all-in-one with its interval)
+    is stored as the study's user attr ``grouping_decision``.
 
     Args:
         spec: the :class:`~taskgraph.search.StudySpec`.
@@ -74,6 +81,7 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     import torch
     from optuna.artifacts import upload_artifact
 
+    from taskgraph.pipeline import GroupingPolicy, Runs, check, decide, measure, propose
     from taskgraph.runners import stages
 
     attrs = study.user_attrs
@@ -88,42 +96,57 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     gp = spec.space.grouping
     top_m = gp.top_m if gp is not None else 0
     k = gp.k if gp is not None else 1
-    acfg = spec.train_config(epochs=spec.affinity["epochs"])
-    log(f"prepare: all-in-one model with {spec.affinity['estimator']} affinity on {len(names)} tasks ...")
-    aff = stages.measure_affinity(data, trunk, acfg, estimator=spec.affinity["estimator"],
-                                  every=spec.affinity["every"])
+    af = spec.affinity
+    train_cfg = spec.train_config()
+    policy = GroupingPolicy(estimator=af["estimator"], affinity_epochs=af["epochs"], every=af["every"],
+                            top_m=max(1, top_m), k=min(k, len(names)),
+                            check_seeds=af.get("check_seeds", 3) if top_m else 0, z=af.get("z", 2.0),
+                            seed=spec.seed, config=train_cfg)
+    runs = Runs.from_data(lambda: trunk.build(data.input_shape), data, train_cfg)
+    log(f"prepare: all-in-one model with {policy.estimator} affinity on {len(names)} tasks ...")
+    matrix, _ = measure(runs, policy)
     groupings: dict[str, list[list[str]]] = {"all-in-one": [list(names)], "single-task": [[n] for n in names]}
     scores: dict[str, float | None] = {"all-in-one": None, "single-task": None}
+    decision = None
     if top_m:
         seen = {json.dumps(sorted(sorted(g) for g in v)) for v in groupings.values()}
-        ranked = stages.rank_groupings(aff.matrix, names, k=min(k, len(names)), top_m=top_m)
+        ranked = propose(matrix, policy)
         for r in ranked:
-            key = json.dumps(sorted(sorted(g) for g in r["groups"]))
+            key = json.dumps(sorted(sorted(g) for g in r.groups))
             if key in seen:
                 continue
             seen.add(key)
-            label = grouping_label(sum(lb.startswith("top") for lb in groupings) + 1, r["groups"])
-            groupings[label] = r["groups"]
-            scores[label] = r["score"]
+            label = grouping_label(sum(lb.startswith("top") for lb in groupings) + 1, r.groups)
+            groupings[label] = [list(g) for g in r.groups]
+            scores[label] = float(r.score) if math.isfinite(r.score) else None
+        if policy.check_seeds:
+            log(f"prepare: checking {len(ranked)} proposals and all-in-one over {policy.check_seeds} paired seeds ...")
+            decision = decide(check(runs, [(g.groups, f"affinity #{i}") for i, g in enumerate(ranked, 1)], policy,
+                                    log=log), policy)
+            log(f"prepare: {decision.statement()}")
+    v, te, _ = runs.train_group(names, policy.seed)
+    all_in_one = {"val": v.to_dict(), "test": None if te is None else te.to_dict()}
     log("prepare: single-task baselines ...")
-    single = stages.single_task_baselines(data, trunk, spec.train_config(),
-                                          cache_dir=Path(spec.run_dir).parent / "_baselines")
-    affinity = aff.matrix.to_dict()
+    single = stages.single_task_baselines(data, trunk, train_cfg, cache_dir=Path(spec.run_dir).parent / "_baselines")
+    affinity = matrix.to_dict()
     with tempfile.TemporaryDirectory() as d:
-        files = [(stages.draw_heatmap(aff.matrix, Path(d) / "affinity_heatmap.png"), "image/png"),
-                 (stages.draw_graph(aff.matrix, Path(d) / "task_graph.png"), "image/png")]
+        files = [(stages.draw_heatmap(matrix, Path(d) / "affinity_heatmap.png"), "image/png"),
+                 (stages.draw_graph(matrix, Path(d) / "task_graph.png"), "image/png")]
         mp = Path(d) / "affinity.json"
         mp.write_text(json.dumps(affinity, indent=1))
         files.append((mp, "application/json"))
         gpath = Path(d) / "groupings.json"
-        gpath.write_text(json.dumps({"groupings": groupings, "scores": scores}, indent=2))
+        gpath.write_text(json.dumps({"groupings": groupings, "scores": scores,
+                                     "decision": None if decision is None else decision.to_dict()}, indent=2))
         files.append((gpath, "application/json"))
         for p, mime in files:
             upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=study, mimetype=mime)
-    prepared = Prepared(names, groupings, scores, {"single_task": single, "all_in_one": aff.all_in_one},
+    prepared = Prepared(names, groupings, scores, {"single_task": single, "all_in_one": all_in_one},
                         affinity, time.perf_counter() - t0)
     study.set_user_attr("task_info", [{"name": t.name, "kind": t.kind, "metric": t.metric,
                                        "higher_is_better": t.higher_is_better} for t in data.tasks])
+    if decision is not None:
+        study.set_user_attr("grouping_decision", {k: v for k, v in decision.to_dict().items() if k != "candidates"})
     for key, value in prepared.to_attrs().items():
         study.set_user_attr(key, value)
     study.set_user_attr("prepared", True)

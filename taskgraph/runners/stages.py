@@ -1,7 +1,7 @@
 """The one module through which the search calls the other stages.
 
 The search composes stages built elsewhere — datasets, sharing topologies,
-loss weightings, affinity measurement, grouping, single-task baselines. Every
+loss weightings, pictures, single-task baselines (the grouping stages are taskgraph.pipeline). Every
 call into them goes through a small function here, so the runners, the search
 space and the report depend on these signatures only.
 
@@ -13,18 +13,15 @@ Example:
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from taskgraph.exceptions import ConfigError, TaskGraphError
+from taskgraph.exceptions import ConfigError
 
 __all__ = [
-    "AffinityOutcome",
     "build_model",
     "check_dataset",
     "check_topology_params",
@@ -33,8 +30,6 @@ __all__ = [
     "draw_heatmap",
     "load_data",
     "make_weighting",
-    "measure_affinity",
-    "rank_groupings",
     "single_task_baselines",
     "topology_names",
     "weighting_names",
@@ -155,49 +150,6 @@ def make_weighting(name: str, params: Mapping[str, Any]):
 
 # --- affinity and grouping ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class AffinityOutcome:
-    """What the study's prepare stage measured on the all-in-one model.
-
-    Attributes:
-        matrix: the affinity matrix.
-        all_in_one: ``{"val": {...}, "test": {...}}`` per-task metrics and losses of that model.
-        seconds: wall time of the measurement.
-    """
-
-    matrix: Any
-    all_in_one: dict
-    seconds: float
-
-
-def measure_affinity(data, trunk_spec, config, *, estimator: str = "exact", every: int = 1) -> AffinityOutcome:
-    """Train the all-in-one model while measuring inter-task affinity (TAG lookahead)."""
-    import time
-
-    from taskgraph.affinity import measure_affinity as _measure
-    from taskgraph.models import MultiTaskModel
-    from taskgraph.training import evaluate, seed_everything
-
-    t0 = time.perf_counter()
-    seed_everything(config.seed)
-    model = MultiTaskModel(trunk_spec.build(data.input_shape), data.tasks, input_shape=data.input_shape)
-    train_loader, val_loader, test_loader = data.loaders(config.batch_size, seed=config.seed)
-    matrix = _measure(model, data.tasks, train_loader, estimator=estimator, every=every, config=config)
-    val = evaluate(model, val_loader, data.tasks)
-    test = evaluate(model, test_loader, data.tasks)
-    return AffinityOutcome(matrix, {"val": val.to_dict(), "test": test.to_dict()}, time.perf_counter() - t0)
-
-
-def rank_groupings(matrix, names: Sequence[str], *, k: int, top_m: int) -> list[dict]:
-    """The top-m groupings of the grouping stage, best first: ``[{"groups": [[...]], "score": s}]``."""
-    from taskgraph.grouping import group_tasks
-
-    # the topologies need a partition (each task in exactly one group), not TAG's overlapping cover
-    ranked = group_tasks(matrix, k=k, top_m=top_m, variant="partition")
-    return [{"groups": [list(x) for x in g.groups],
-             "score": float(g.score) if math.isfinite(g.score) else None} for g in ranked]
-
-
 def draw_heatmap(matrix, path: Path) -> Path:
     """The affinity heatmap PNG (mean with confidence intervals)."""
     matrix.heatmap(path)
@@ -220,9 +172,3 @@ def single_task_baselines(data, trunk_spec, config, *, cache_dir=None) -> dict:
 
     base = _baselines(data, trunk_spec, config, cache_dir=cache_dir)
     return {"val": base.val.to_dict(), "test": base.test.to_dict()}
-
-
-def ensure_finite(values: Mapping[str, float], what: str) -> None:
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    if bad:
-        raise TaskGraphError(f"{what} must be finite, got non-finite values for {bad}")
