@@ -45,6 +45,11 @@ def read_toml(path: str | Path) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"the file must be valid TOML: {e}", file=str(p)) from None
+    except UnicodeDecodeError as e:  # binary, or text in another encoding
+        raise ConfigError(f"the file must be UTF-8 text (TOML); byte {e.object[e.start]:#04x} at offset {e.start} "
+                          f"is not", file=str(p)) from None
+    except OSError as e:
+        raise ConfigError(f"the file must be readable: {e.strerror}", file=str(p)) from None
 
 
 def _type_name(v: object) -> str:

@@ -102,6 +102,67 @@ class Param:
         return trial.suggest_categorical(name, list(self.choices))
 
 
+def _exclusive(p: Param, q: Param) -> bool:
+    """True when ``p`` and ``q`` are never sampled together (conditions on one parent with disjoint values)."""
+    qw = dict(q.when)
+    return any(parent in qw and not set(map(repr, allowed)) & set(map(repr, qw[parent])) for parent, allowed in p.when)
+
+
+def _message(e: Exception) -> str:
+    """``e``'s message without the ``[file, key]`` a ConfigError appends (the space's own key replaces it)."""
+    from taskgraph.exceptions import ConfigError
+
+    if isinstance(e, ConfigError) and (e.file is not None or e.key is not None):
+        return str(e).rsplit(" [", 1)[0]
+    return str(e)
+
+
+def _train_value_error(_name: str, field_name: str, value: Any) -> str | None:
+    """Why ``TrainConfig`` refuses ``field_name = value`` alone (None: it accepts it)."""
+    from taskgraph.exceptions import ConfigError
+    from taskgraph.training import TrainConfig
+
+    base = {"optimizer": "sgd", "momentum": 0.9} if field_name == "nesterov" else {}  # its own prerequisites
+    try:
+        TrainConfig(**{**base, field_name: value})
+    except ConfigError as e:
+        return _message(e) if e.key in (None, field_name) else None
+    except (TypeError, ValueError) as e:
+        return _message(e)
+    return None
+
+
+def _topology_value_error(name: str, param: str, value: Any) -> str | None:
+    """Why topology ``name`` refuses ``param = value`` (a scalar for a tuple field as ``build_model`` passes it)."""
+    import dataclasses
+
+    from taskgraph.exceptions import TaskGraphError
+    from taskgraph.models.topology import TOPOLOGIES, make_topology
+
+    cls = TOPOLOGIES.get(name)
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            if f.name == param and isinstance(f.default, tuple) and not isinstance(value, list | tuple):
+                value = (value,)
+    try:
+        make_topology(name, **{param: value})
+    except (TaskGraphError, TypeError, ValueError) as e:
+        return _message(e)
+    return None
+
+
+def _weighting_value_error(name: str, param: str, value: Any) -> str | None:
+    """Why weighting ``name`` refuses ``param = value``."""
+    from taskgraph.exceptions import TaskGraphError
+    from taskgraph.weighting import make_weighting
+
+    try:
+        make_weighting(name, **{param: value})
+    except (TaskGraphError, TypeError, ValueError) as e:
+        return _message(e)
+    return None
+
+
 @dataclass(frozen=True)
 class _DefineByRun:
     """A picklable ``trial -> None`` sampling function (what Ray's OptunaSearch takes as ``space``)."""
@@ -223,6 +284,12 @@ class SearchSpace:
             t.check_unknown()
             p = Param(name=name, type=ptype, target=target, when=tuple(when), per_task=per_task, **kw)
             cls._check_target(p, by_name, train_fields, t)
+            cls._check_values(p, by_name, t)
+            for q in out:
+                if q.target == p.target and not _exclusive(p, q):
+                    raise t.error("target", f"one target must be set by one parameter at a time; {q.name!r} and "
+                                            f"{name!r} both set {p.target!r} (one would be silently ignored): "
+                                            f"drop one, or make their 'when' conditions exclusive")
             out.append(p)
             by_name[name] = p
         return cls(tuple(out), description=description, file=file)
@@ -263,6 +330,41 @@ class SearchSpace:
             return
         raise t.error("target", "'target' must be grouping, topology, weighting, train.<field>, "
                                 f"topology.<param> or weighting.<param>; got {p.target!r}")
+
+    @staticmethod
+    def _check_values(p: Param, by_name: Mapping[str, Param], t: Table) -> None:
+        """The range ends (or every choice) of a hyper-parameter must be values training accepts.
+
+        Each value is given alone to what consumes it (``TrainConfig``, the topology's spec, the
+        weighting's constructor, each of the names the parameter's condition allows), so a range
+        that reaches, say, ``batch_size = 0`` or ``weight_decay < 0`` is refused at load time
+        instead of failing its trials.
+        """
+        head, _, rest = p.target.partition(".")
+        if p.target in _STRUCTURAL or not rest:
+            return
+        if p.type == "categorical":
+            values = [("choices", v) for v in p.choices]
+        else:
+            cast = int if p.type == "int" else float
+            values = [("low", cast(p.low)), ("high", cast(p.high))]
+        if head == "train":
+            check = _train_value_error
+            names: tuple = ("",)
+        else:
+            check = _topology_value_error if head == "topology" else _weighting_value_error
+            names = next((allowed for par, allowed in p.when if par == head), ())
+            if not names:
+                parent = by_name.get(head)
+                names = parent.choices if parent is not None else (("hard",) if head == "topology" else ("equal",))
+        for where, v in values:
+            for n in names:
+                value = {"__task__": v} if p.per_task else v
+                err = check(n, rest, value)
+                if err:
+                    of = f"{head} {n!r}" if n else "training"
+                    raise t.error(where, f"{t.key(where)!r} must be a value {of} accepts for {rest!r}; "
+                                         f"got {v!r}: {err}")
 
     # --- views --------------------------------------------------------------------------
     @property

@@ -39,10 +39,12 @@ Layout (every table but ``[dataset]`` and ``[search]`` optional)::
     lr = 1e-3
     batch_size = 128
 
-    [affinity]                     # the prepare stage
+    [affinity]                     # the prepare stage (taskgraph.pipeline)
     estimator = "exact"
     every = 1
     epochs = 3
+    check_seeds = 3                # paired seeds per checked network (0: no check runs)
+    z = 2.0                        # leave all-in-one only past z paired standard errors
 
     [storage]
     url = "sqlite:///runs/quickstart/study.db"  # any Optuna RDB URL
@@ -77,10 +79,24 @@ from taskgraph.exceptions import ConfigError
 from taskgraph.search._toml import Table, read_toml
 from taskgraph.search.space import SearchSpace
 
-__all__ = ["OBJECTIVES", "SAMPLERS", "StudySpec", "make_sampler"]
+__all__ = ["DATASET_BOUNDS", "OBJECTIVES", "SAMPLERS", "StudySpec", "check_dataset_options", "make_sampler"]
 
 OBJECTIVES = ("val_loss", "delta_m", "per_task")
 BACKENDS = ("local", "ray")
+#: seeds numpy, torch and the samplers all accept: 0 <= seed < 2**32
+SEED_MAX = 2**32 - 1
+#: inclusive bounds of the dataset options a study may set: sizes that fit in memory and finish loading
+DATASET_BOUNDS: dict[str, tuple[int, int]] = {
+    "n_tasks": (1, 10_000),
+    "n_clusters": (1, 10_000),
+    "n_samples": (10, 10_000_000),  # the train/val/test splits each need samples
+    "dim": (1, 100_000),
+    "rank": (1, 100_000),
+    "n_sin": (0, 1_000),
+    "seed": (0, SEED_MAX),
+}
+#: n_samples × dim at most (the features alone: 0.8 GB in float32)
+MAX_FEATURE_VALUES = 200_000_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -111,9 +127,97 @@ def make_sampler(name: str, options: Mapping[str, Any], seed: int, *, file: str 
     cls = reg.get(name, file=file, key="search.sampler")
     try:
         return cls(seed=seed, **dict(options))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"sampler {name!r} does not take these options {sorted(options)}: {e}",
                           file=file, key="search.sampler_options") from None
+
+
+def _try_sampler(sampler, name: str, options: Mapping[str, Any], *, file: str | None, n_objectives: int) -> None:
+    """Ask the sampler for two trials of a throwaway in-memory study: option values it accepts at
+    construction but cannot use (``n_startup_trials = "x"``) fail here, not in the run."""
+    import warnings
+
+    import optuna
+
+    if not options:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = optuna.create_study(sampler=sampler, directions=["minimize"] * n_objectives)
+            for i in range(2):
+                trial = study.ask()
+                trial.suggest_float("x", 0.0, 1.0)
+                trial.suggest_categorical("c", ["a", "b"])
+                study.tell(trial, [float(i)] * n_objectives if n_objectives > 1 else float(i))
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(f"sampler {name!r} does not take these options {dict(options)}: {type(e).__name__}: {msg}",
+                          file=file, key="search.sampler_options") from None
+
+
+def _estimator(af: Table) -> str:
+    from taskgraph.affinity import ESTIMATORS
+
+    name = af.str("estimator", "exact")
+    ESTIMATORS.get(name, file=af.file, key=af.key("estimator"))  # an unknown name lists the valid ones
+    return name
+
+
+def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | None = None,
+                          key: str = "dataset.options") -> None:
+    """Check dataset ``name``'s option values before any data is made.
+
+    Each option must have the type of its default (an int where the factory's default is an
+    int, a finite number where it is a float, a string where it is a string); the sizes and
+    seeds of :data:`DATASET_BOUNDS` must lie in their bounds, ``rank <= dim``, and
+    ``n_samples × dim`` at most :data:`MAX_FEATURE_VALUES`.
+
+    Raises:
+        ConfigError: naming the file and the option's key.
+
+    Example:
+        >>> try:
+        ...     check_dataset_options("planted-clusters", {"n_tasks": 0}, file="s.toml")
+        ... except ConfigError as e:
+        ...     print(e.key, "|", str(e).rsplit(" [", 1)[0])
+        dataset.options.n_tasks | 'dataset.options.n_tasks' must be an int in [1, 10000]; got 0
+    """
+    import inspect
+    import math
+
+    from taskgraph.data import DATASETS
+
+    try:
+        params = inspect.signature(DATASETS.get(name, file=file, key="dataset.name")).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a factory without a signature
+        params = {}
+    defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+    for opt, v in options.items():
+        k = f"{key}.{opt}"
+        d = defaults.get(opt)
+        if opt in DATASET_BOUNDS or isinstance(d, int) and not isinstance(d, bool):
+            lo, hi = DATASET_BOUNDS.get(opt, (-(2**31), 2**31 - 1))
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"{k!r} must be an int in [{lo}, {hi}]; got {v!r}", file=file, key=k)
+        elif isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{k!r} must be true or false; got {v!r}", file=file, key=k)
+        elif isinstance(d, float):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ConfigError(f"{k!r} must be a finite number; got {v!r}", file=file, key=k)
+        elif isinstance(d, str) and not isinstance(v, str):
+            raise ConfigError(f"{k!r} must be a string; got {v!r}", file=file, key=k)
+    eff = {**defaults, **options}
+    if isinstance(eff.get("rank"), int) and isinstance(eff.get("dim"), int) and eff["rank"] > eff["dim"]:
+        bad = "rank" if "rank" in options else "dim"
+        raise ConfigError(f"'rank <= dim' must hold for dataset {name!r}; got rank={eff['rank']}, dim={eff['dim']}",
+                          file=file, key=f"{key}.{bad}")
+    n, dim = eff.get("n_samples"), eff.get("dim")
+    if isinstance(n, int) and isinstance(dim, int) and n * dim > MAX_FEATURE_VALUES:
+        bad = "n_samples" if "n_samples" in options else "dim"
+        raise ConfigError(f"'n_samples × dim <= {MAX_FEATURE_VALUES:,}' must hold (the features must fit in memory); "
+                          f"got {n:,} × {dim:,}", file=file, key=f"{key}.{bad}")
 
 
 @dataclass(frozen=True)
@@ -181,7 +285,7 @@ class StudySpec:
         name = top.str("name", default_name)
         if not _NAME.match(name):
             raise top.error("name", f"'name' must match {_NAME.pattern} (it names folders); got {name!r}")
-        seed = top.int("seed", 0, low=0)
+        seed = top.int("seed", 0, low=0, high=SEED_MAX)
 
         ds = top.table("dataset", required=True)
         dataset = ds.str("name")
@@ -189,6 +293,7 @@ class StudySpec:
         tasks = ds.list("tasks", None, of=str, nonempty=True)
         ds.check_unknown()
         stages.check_dataset(dataset, options, file=file, key="dataset")
+        check_dataset_options(dataset, options, file=file, key="dataset.options")
         if tasks is not None and len(set(tasks)) != len(tasks):
             raise ds.error("tasks", f"'dataset.tasks' must not repeat names; got {tasks}")
 
@@ -215,7 +320,8 @@ class StudySpec:
         if sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}", file=file,
                               key="search.sampler")
-        make_sampler(sampler, sampler_options, seed, file=file)
+        _try_sampler(make_sampler(sampler, sampler_options, seed, file=file), sampler, sampler_options, file=file,
+                     n_objectives=2 if objective == "per_task" else 1)
         space = SearchSpace.load(space_path)
 
         bu = top.table("budget")
@@ -243,10 +349,17 @@ class StudySpec:
         except ConfigError as e:
             raise ConfigError(str(e).split(" [")[0], file=file, key=f"train.{e.key}" if e.key else "train") \
                 from None
+        betas = train.get("betas")
+        if betas is not None and not (isinstance(betas, list) and len(betas) == 2 and all(
+                isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+            raise tt.error("betas", f"'train.betas' must be two numbers in [0, 1); got {betas!r}")
 
         af = top.table("affinity")
-        affinity = {"estimator": af.str("estimator", "exact"), "every": af.int("every", 1, low=1),
-                    "epochs": af.int("epochs", epochs, low=1)}
+        affinity = {"estimator": _estimator(af), "every": af.int("every", 1, low=1),
+                    "epochs": af.int("epochs", epochs, low=1),
+                    # the pipeline's checks: paired seeds per checked network (0: none), and the z rule
+                    "check_seeds": af.int("check_seeds", 3, low=0),
+                    "z": af.float("z", 2.0, low=0.0)}
         af.check_unknown()
 
         run_dir = (Path(runs_root) / name).resolve()
@@ -261,6 +374,13 @@ class StudySpec:
             rel = url[len("sqlite:///"):]
             if rel and rel != ":memory:":
                 url = f"sqlite:///{Path(rel).resolve()}"
+        from taskgraph.runners.storage import in_memory_sqlite, mask_url
+
+        if in_memory_sqlite(url):
+            raise ConfigError(f"'storage.url' must name a database that outlives the driver; {mask_url(url)!r} is an "
+                              f"in-memory SQLite database, so every trial would be lost when the run ends and no "
+                              f"dashboard, report or --resume could open it (e.g. sqlite:///runs/{name}/study.db)",
+                              file=file, key="storage.url")
         if "://" not in url:
             raise ConfigError(f"'storage.url' must be an Optuna RDB URL like sqlite:///runs/x.db or "
                               f"postgresql://user@host/db; got {url!r}", file=file, key="storage.url")

@@ -55,12 +55,18 @@ def test_per_task_params_and_resolve():
         assert cfg.train["lr"] == s["lr"]
         assert cfg.topology == s["topology"]
         assert ("branch_depths" in cfg.topology_params) == (s["topology"] == "branched")
+    # a per-task parameter becomes {task: value}; only a consumer that takes such a mapping may be its
+    # target (fixed loss weights do; a topology's head_hidden does not, and is refused at load)
     per = SearchSpace.from_dict({"params": {
-        "topology": {"type": "categorical", "choices": ["hard"]},
-        "hh": {"type": "int", "low": 0, "high": 4, "target": "topology.head_hidden", "per_task": True}}})
+        "weighting": {"type": "categorical", "choices": ["fixed"]},
+        "w": {"type": "float", "low": 0.5, "high": 2.0, "target": "weighting.weights", "per_task": True}}})
     s = _sample(per, n=1, tasks=("x", "y"))[0]
-    assert set(s) == {"topology", "hh.x", "hh.y"}
-    assert per.resolve(s).topology_params["head_hidden"] == {"x": s["hh.x"], "y": s["hh.y"]}
+    assert set(s) == {"weighting", "w.x", "w.y"}
+    assert per.resolve(s).weighting_params["weights"] == {"x": s["w.x"], "y": s["w.y"]}
+    with pytest.raises(ConfigError, match="topology 'hard' accepts for 'head_hidden'"):
+        SearchSpace.from_dict({"params": {
+            "topology": {"type": "categorical", "choices": ["hard"]},
+            "hh": {"type": "int", "low": 0, "high": 4, "target": "topology.head_hidden", "per_task": True}}})
 
 
 def test_define_by_run_is_picklable_for_ray():

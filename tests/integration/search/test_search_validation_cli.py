@@ -1,0 +1,34 @@
+"""`taskgraph run` refuses what the issue's fuzzing found accepted or crashing: one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(("edit", "expect", "key"), [
+    (lambda t: t + '[affinity]\nestimator = "exactt"\n', "exactt", "affinity.estimator"),
+    (lambda t: t.replace("n_samples = 400", "n_samples = -400"), "must be an int in", "dataset.options.n_samples"),
+    (lambda t: t.replace("n_tasks = 4", f"n_tasks = {2**63 - 1}"), "must be an int in", "dataset.options.n_tasks"),
+    (lambda t: t.replace("seed = 0", f"seed = {2**63}"), "must be <= 4294967295", "seed"),
+    (lambda t: t + '[storage]\nurl = "sqlite://"\n', "in-memory SQLite", "storage.url"),
+], ids=["estimator", "negative-samples", "huge-tasks", "huge-seed", "in-memory"])
+def test_refused_in_one_line_before_anything_is_written(tmp_path, study_file, cli, edit, expect, key):
+    path = study_file("refused")
+    text = path.read_text().replace("[affinity]\nevery = 2\n", "")
+    path.write_text(edit(text))
+    r = cli("run", str(path), "--backend", "local", "--runs-root", str(tmp_path / "runs"), cwd=tmp_path, timeout=60)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and err.startswith("error: ") and "\n" not in err, r.stdout + r.stderr
+    assert expect in err and f"key {key!r}" in err and str(path) in err, err
+    assert not (tmp_path / "runs").exists(), "nothing may be written before the study file is valid"
+
+
+def test_a_binary_study_file_is_one_line(tmp_path, cli):
+    path = tmp_path / "study.toml"
+    path.write_bytes(bytes(range(256)) * 4)
+    r = cli("run", str(path), "--runs-root", str(tmp_path / "runs"), cwd=tmp_path, timeout=60)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and "\n" not in err and "must be UTF-8 text" in err and str(path) in err, err
+    assert not (tmp_path / "runs").exists()
