@@ -104,6 +104,15 @@ def read_records(path: str | Path, problem: Problem | None = None) -> list[dict]
     return out
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a killed build left half-written, so the next record starts a line."""
+    if not path.exists():
+        return
+    blob = path.read_bytes()
+    if blob and not blob.endswith(b"\n"):
+        path.write_bytes(blob[: blob.rfind(b"\n") + 1])
+
+
 def _local_pool(jobs, problem, workers, on_result):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -150,6 +159,7 @@ def exhaust(problem: Problem, path: str | Path, *, seeds: Iterable[int] = (0, 1,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {(tuple(r["subset"]), r["seed"]) for r in read_records(path, problem)}
+    _drop_torn_tail(path)
     jobs = [(s, seed) for seed in seeds for s in all_subsets(problem.tasks) if (s, seed) not in done]
     total, t0 = len(done) + len(jobs), time.perf_counter()
     if jobs:
