@@ -123,11 +123,14 @@ def _local_pool(jobs, problem, workers, on_result):
             on_result(f.result())
 
 
-def _ray_tasks(jobs, problem, workers, on_result):
+def _ray_tasks(jobs, problem, workers, on_result, address):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        if address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=1)(train_subset)
     pending = [remote.remote(problem, s, seed) for s, seed in jobs]
     while pending:
@@ -136,7 +139,8 @@ def _ray_tasks(jobs, problem, workers, on_result):
 
 
 def exhaust(problem: Problem, path: str | Path, *, seeds: Iterable[int] = (0, 1, 2), backend: str = "local",
-            workers: int | None = None, progress: Callable[[str], None] | None = None) -> GroundTruth:
+            workers: int | None = None, address: str | None = None,
+            progress: Callable[[str], None] | None = None) -> GroundTruth:
     """Train every (subset, seed) not yet in ``path``; return the full :class:`GroundTruth`.
 
     Args:
@@ -146,6 +150,7 @@ def exhaust(problem: Problem, path: str | Path, *, seeds: Iterable[int] = (0, 1,
         backend: ``"local"`` (a process pool; ``workers=1`` trains in this process) or ``"ray"``
             (Ray tasks on the connected cluster, or a new local Ray with ``workers`` CPUs).
         workers: parallel trainings (default: the CPUs this process may use).
+        address: the Ray cluster to run on (default: ``RAY_ADDRESS``, else a new local Ray).
         progress: called with one line per finished network.
 
     Raises:
@@ -174,7 +179,7 @@ def exhaust(problem: Problem, path: str | Path, *, seeds: Iterable[int] = (0, 1,
                              f"({rec['epochs']} epochs, {time.perf_counter() - t0:.0f} s)")
 
             if backend == "ray":
-                _ray_tasks(jobs, problem, workers, on_result)
+                _ray_tasks(jobs, problem, workers, on_result, address)
             elif workers == 1:
                 for s, seed in jobs:
                     on_result(train_subset(problem, s, seed))
