@@ -1,0 +1,105 @@
+"""The one grouping pipeline: paired runs, the decision rule and its statement, input checked first."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from taskgraph.data import planted_clusters
+from taskgraph.exceptions import ConfigError, GroupingError
+from taskgraph.models import mlp
+from taskgraph.pipeline import CheckedCandidate, GroupingPolicy, Runs, check, decide, reseed_loader
+from taskgraph.training import TrainConfig
+
+AIO = (("a", "b", "c"),)
+SPLIT = (("a", "b"), ("c",))
+
+
+def cand(groups, totals, source):
+    return CheckedCandidate(groups, source, tuple(totals), None, {"a": 0.0, "b": 0.0, "c": 0.0}, None)
+
+
+def test_all_in_one_is_kept_unless_the_paired_gain_exceeds_z_standard_errors():
+    aio = cand(AIO, [1.00, 1.10, 0.90], "all-in-one")
+    # lower on average by 0.02 but with per-seed differences -0.05, +0.01, -0.02: SE 0.0173 -> 1.15 SE
+    noisy = cand(SPLIT, [0.95, 1.11, 0.88], "affinity #1")
+    d = decide([aio, noisy], GroupingPolicy(z=2.0))
+    assert d.chosen is aio and not d.left_all_in_one
+    assert d.diff == pytest.approx(-0.02) and d.se == pytest.approx(np.std([-0.05, 0.01, -0.02], ddof=1) / math.sqrt(3))
+    assert "kept all-in-one" in d.reason and "affinity #1" in d.reason
+    # the same evidence clears a bar of one SE
+    assert decide([aio, noisy], GroupingPolicy(z=1.0)).chosen is noisy
+    # a consistent gain (paired differences -0.1, -0.11, -0.09) leaves all-in-one, whatever the spread of totals
+    clear = cand(SPLIT, [0.90, 0.99, 0.81], "affinity #2")
+    d = decide([aio, noisy, clear], GroupingPolicy(z=2.0))
+    assert d.chosen is clear and d.left_all_in_one
+    lo, hi = d.interval
+    assert lo < d.diff < hi < 0  # the 95% interval excludes 0
+    s = d.statement()
+    assert "lower is better" in s and "3 paired seeds" in s and f"{d.diff:+.4f}" in s
+
+
+def test_among_candidates_that_clear_the_bar_the_lowest_validation_total_wins():
+    aio = cand(AIO, [1.0, 1.0, 1.0], "all-in-one")
+    a = cand(SPLIT, [0.80, 0.81, 0.79], "affinity #1")
+    b = cand((("a",), ("b", "c")), [0.70, 0.72, 0.71], "affinity #2")
+    assert decide([aio, a, b]).chosen is b
+    assert [c.source for c in decide([aio, a, b]).candidates] == ["affinity #2", "affinity #1", "all-in-one"]
+
+
+def test_policy_values_are_validated():
+    with pytest.raises(ConfigError, match="'check_seeds' must be an int >= 0"):
+        GroupingPolicy(check_seeds=-1)
+    with pytest.raises(ConfigError, match="'z' must be finite and >= 0"):
+        GroupingPolicy(z=float("nan"))
+    with pytest.raises(ConfigError, match="'top_m' must be an int >= 1"):
+        GroupingPolicy(top_m=0)
+
+
+def test_reseeding_gives_every_run_the_same_batch_order():
+    data = planted_clusters(n_tasks=2, n_clusters=1, n_samples=200, seed=0)
+    loader = data.train.loader(16, shuffle=True, seed=0)
+
+    def order():
+        return torch.cat([x[:, 0] for x, _, _ in loader])
+
+    reseed_loader(loader, 5)
+    first = order()
+    assert not torch.equal(order(), first)  # without reseeding the generator moves on
+    reseed_loader(loader, 5)
+    assert torch.equal(order(), first)
+
+
+def _runs(n_samples=300):
+    data = planted_clusters(n_tasks=3, n_clusters=1, n_samples=n_samples, seed=0)
+    return Runs.from_data(lambda: mlp(32, (8,)), data, TrainConfig(epochs=2, lr=1e-2, batch_size=64, device="cpu"))
+
+
+def test_checked_networks_are_paired_and_trained_once_per_group_and_seed():
+    runs = _runs()
+    policy = GroupingPolicy(check_seeds=2)
+    names = runs.tasks.names
+    checked = check(runs, [([names[:2], names[2:]], "x"), ([names[2:], names[:2]], "same partition")], policy)
+    assert [c.source for c in checked] == ["all-in-one", "x"]  # all-in-one added, the duplicate dropped
+    assert len(runs._cache) == 2 * 3  # (all-in-one, {t0,t1}, {t2}) × 2 seeds
+    # a check's numbers do not depend on what trained before it (same seed: same init and batch order)
+    fresh = _runs()
+    alone = check(fresh, [([names[:2], names[2:]], "x")], policy)
+    assert alone[1].val_totals == pytest.approx(checked[1].val_totals, abs=1e-7)
+
+
+def test_bad_input_is_refused_before_any_training():
+    runs = _runs()
+    with pytest.raises(GroupingError, match="must be a partition of the tasks"):
+        check(runs, [([["t0", "t1"]], "incomplete")], GroupingPolicy(check_seeds=2))
+    assert not runs._cache
+    data = planted_clusters(n_tasks=3, n_clusters=1, n_samples=300, seed=0)
+    other = planted_clusters(n_tasks=2, n_clusters=1, n_samples=300, seed=0)
+    tr, va, _ = other.loaders(64)
+    bad = Runs(lambda sub: None, data.tasks, tr, va)
+    with pytest.raises(GroupingError, match=r"train_loader: every batch must carry a label for each task; task\(s\) "
+                                            r"\['t2'\] missing"):
+        bad.validate()
