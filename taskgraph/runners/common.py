@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ class StudyRun:
     ctx: Any
     remaining: int
     recovered: list[int] = field(default_factory=list)
+    sampler_seed: int = 0
 
 
 def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callable[[str], None] = print) -> StudyRun:
@@ -36,6 +38,7 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
         artifact_store,
         count_finished,
         create_or_load_study,
+        driver_seed,
         open_storage,
         recover_interrupted,
     )
@@ -46,8 +49,13 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     data = load_study_data(spec)
     storage = open_storage(spec.storage_url, file=spec.file)
     store = artifact_store(spec.artifacts_dir)
-    sampler = make_sampler(spec.sampler, spec.sampler_options, spec.seed, file=spec.file)
     existed = spec.name in {s.study_name for s in storage.get_all_studies()}
+    n_before = len(storage.get_all_trials(storage.get_study_id_from_name(spec.name), deepcopy=False)) \
+        if existed else 0
+    # a driver of a study that already holds trials, or one of several, draws its own configurations
+    nonce = int.from_bytes(os.urandom(4), "little") if join and existed else None
+    seed = driver_seed(spec.seed, n_trials=n_before, nonce=nonce)
+    sampler = make_sampler(spec.sampler, spec.sampler_options, seed, file=spec.file)
     study = create_or_load_study(spec, storage, n_tasks=len(data.tasks), resume=resume, join=join,
                                  sampler=sampler, pruner=pruner)
     recovered = recover_interrupted(study) if resume else []
@@ -58,7 +66,11 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     prepared = prepare(spec, data, study, store, log=log)
     ctx = StudyContext(spec.without_secrets(), prepared)  # trials never open the storage: no password in them
     remaining = spec.trials - count_finished(study)
-    return StudyRun(spec, storage, store, study, ctx, max(0, remaining), recovered)
+    if seed != spec.seed:
+        log(f"{'join' if nonce is not None else 'resume'}: the sampler's seed is {seed}, derived from the study's "
+            f"seed {spec.seed}, its {n_before} trial(s){' and this driver' if nonce is not None else ''}, so it "
+            f"does not replay earlier draws")
+    return StudyRun(spec, storage, store, study, ctx, max(0, remaining), recovered, seed)
 
 
 def _wait_prepared(study, log, timeout_s: float = 3600.0) -> None:

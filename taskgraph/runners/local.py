@@ -23,9 +23,19 @@ def _pruner(spec):
     return optuna.pruners.NopPruner()
 
 
+#: a driver whose sampler proposed only configurations the study already holds this many times in a row stops
+MAX_REPEATS = 50
+
+
 def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[str], None] = print,
               console=None) -> RunSummary:
     """Run ``spec`` with Optuna in this process; every trial lands in the study's storage.
+
+    Trials are asked for one at a time (``study.ask``/``study.tell``). Before training, a
+    configuration the study already holds (finished, or running on another driver) is closed
+    as FAIL ``skipped: ...`` and another is asked for, and a trial asked for once the study's
+    budget is held by others is closed the same way and ends this driver: skipped trials
+    never count, so the budget is exact with several drivers and no configuration runs twice.
 
     Args:
         spec: a :class:`~taskgraph.search.StudySpec`.
@@ -37,11 +47,15 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
         A :class:`RunSummary`.
     """
     import optuna
+    from optuna.trial import TrialState
 
     from taskgraph.runners.storage import (
         INTERRUPTED,
+        budget_ahead,
         count_finished,
+        find_duplicate,
         record_failure,
+        record_skip,
         record_start,
         record_success,
     )
@@ -49,7 +63,7 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
 
     t0 = time.perf_counter()
     run = open_run(spec, resume=resume, join=join, pruner=_pruner(spec), log=log)
-    ctx, store = run.ctx, run.store
+    ctx, store, study = run.ctx, run.store, run.study
     labels = ctx.grouping_labels()
     multi = spec.multi_objective
     if run.remaining == 0:
@@ -57,10 +71,7 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
         return summarize(run, time.perf_counter() - t0)
     log(f"local runner: {run.remaining} trial(s) to run, one at a time")
 
-    def objective(trial):
-        params = spec.space.suggest(trial, tasks=ctx.task_names, groupings=labels)
-        record_start(trial, start_attrs(ctx, params))
-
+    def train(trial, params):
         def report(epoch, values, _metrics):
             if multi or epoch >= spec.epochs:  # a trial that trained to the end is not pruned
                 if not multi:
@@ -73,23 +84,45 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
         try:
             record, _ = run_trial(ctx, params, report=report, threads=max(1, int(spec.cpus)))
         except optuna.TrialPruned:
-            raise
+            study.tell(trial, state=TrialState.PRUNED)
+            return
         except Exception as e:
             record_failure(trial, f"{type(e).__name__}: {e}")
-            raise
-        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        except BaseException:  # Ctrl-C, SystemExit: the trial is closed, the driver stops (exit 130)
             record_failure(trial, f"{INTERRUPTED} the driver was interrupted")
+            study.tell(trial, state=TrialState.FAIL)
             raise
         record_success(trial, record, store)
-        return record.values if multi else record.values[0]
+        study.tell(trial, record.values if multi else record.values[0])
 
-    progress = Progress(spec, count_finished(run.study), console=console)
-
-    def budget(study, frozen):
-        progress.trial_finished(study, frozen)
-        if count_finished(study) >= spec.trials:
-            study.stop()
-
-    run.study.optimize(objective, n_trials=run.remaining, timeout=spec.wall_time_s, catch=(Exception,),
-                       callbacks=[budget])
+    progress = Progress(spec, count_finished(study), console=console)
+    deadline = None if spec.wall_time_s is None else time.monotonic() + spec.wall_time_s
+    repeats = 0
+    while deadline is None or time.monotonic() < deadline:
+        if budget_ahead(study) >= spec.trials:
+            break  # finished, or the rest is running on other drivers
+        trial = study.ask()
+        if budget_ahead(study, trial.number) >= spec.trials:  # another driver asked first
+            record_skip(trial, "the study's budget was already held by other drivers' trials", study=study)
+            break
+        try:
+            params = spec.space.suggest(trial, tasks=ctx.task_names, groupings=labels)
+        except BaseException:
+            record_skip(trial, "no configuration was drawn", study=study)
+            raise
+        dup = find_duplicate(study, params, number=trial.number)
+        if dup is not None:
+            record_skip(trial, f"the sampler proposed trial {dup}'s configuration again", study=study)
+            repeats += 1
+            if repeats >= MAX_REPEATS:
+                log(f"local runner: the sampler proposed only configurations the study already holds, "
+                    f"{MAX_REPEATS} times in a row: the search space looks exhausted; stopping")
+                break
+            continue
+        repeats = 0
+        record_start(trial, start_attrs(ctx, params))
+        train(trial, params)
+        progress.trial_finished(study, study._storage.get_trial(trial._trial_id))
     return summarize(run, time.perf_counter() - t0)

@@ -104,6 +104,9 @@ def _prestarted_workers():
         DEFAULT_ENV_VARS.update(saved)
 
 
+#: a searcher whose sampler proposed only configurations the study already holds this many times in a row stops
+MAX_REPEATS = 50
+
 #: with no rung due, a running trial still sends its curve this often (the dashboard's live view)
 LIVE_REPORT_S = 10.0
 
@@ -222,38 +225,65 @@ def _searcher_class():
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
 
-    from taskgraph.runners.storage import TrialRecord, count_finished, record_failure, record_start, record_success
+    from taskgraph.runners.storage import (
+        TrialRecord,
+        budget_ahead,
+        find_duplicate,
+        record_failure,
+        record_skip,
+        record_start,
+        record_success,
+    )
     from taskgraph.runners.trial import start_attrs
 
     class StudySearcher(OptunaSearch):
         """``OptunaSearch`` that records each trial's attrs, artifacts and true state in the study."""
 
-        def __init__(self, *args, ctx, store, budget: int | None = None, errors: dict | None = None, **kwargs):
+        def __init__(self, *args, ctx, store, budget: int, errors: dict | None = None, log=print, **kwargs):
             super().__init__(*args, **kwargs)
             self._errors = {} if errors is None else errors  # trial id -> reason, filled by _KeepErrors
             self._ctx = ctx
             self._store = store
-            self._budget = budget  # with --join: stop asking once the shared study has this many
+            self._budget = budget  # the study's: shared by every driver
+            self._log = log
             self.numbers: dict[str, int] = {}
             self._reported: set[tuple[str, int]] = set()
 
         def suggest(self, trial_id):
-            # several drivers share the budget (as the local runner does): ask no more once it is spent
-            if self._budget is not None and count_finished(self._ot_study) >= self._budget:
-                return OptunaSearch.FINISHED
-            config = super().suggest(trial_id)
-            if config is not None and trial_id in self._ot_trials:
-                ot = self._ot_trials[trial_id]
-                self.numbers[trial_id] = ot.number
-                record_start(ot, start_attrs(self._ctx, ot.params))
-            return config
+            """A configuration the study does not hold yet, while the study's budget lasts (as the local runner).
+
+            A trial asked for once other drivers' trials hold the budget, or one whose configuration
+            the study already holds, is closed as FAIL ``skipped: ...`` (it never counts).
+            """
+            for _ in range(MAX_REPEATS):
+                if budget_ahead(self._ot_study) >= self._budget:
+                    return OptunaSearch.FINISHED
+                config = super().suggest(trial_id)
+                ot = self._ot_trials.get(trial_id)
+                if config is None or ot is None:
+                    return config
+                if budget_ahead(self._ot_study, ot.number) >= self._budget:  # another driver asked first
+                    del self._ot_trials[trial_id]
+                    record_skip(ot, "the study's budget was already held by other drivers' trials",
+                                study=self._ot_study)
+                    return OptunaSearch.FINISHED
+                dup = find_duplicate(self._ot_study, ot.params, number=ot.number)
+                if dup is None:
+                    self.numbers[trial_id] = ot.number
+                    record_start(ot, start_attrs(self._ctx, ot.params))
+                    return config
+                del self._ot_trials[trial_id]  # ask again
+                record_skip(ot, f"the sampler proposed trial {dup}'s configuration again", study=self._ot_study)
+            self._log(f"ray runner: the sampler proposed only configurations the study already holds, {MAX_REPEATS} "
+                      f"times in a row: the search space looks exhausted; no more trials are started")
+            return OptunaSearch.FINISHED
 
         def __getstate__(self):
             # Tune pickles the searcher into its experiment folder (tuner.pkl, for Tuner.restore, which
             # taskgraph does not use: --resume reads the study's storage). The storage, the Optuna study
             # and its trials hold the storage URL with its password: they stay on the driver.
             state = self.__dict__.copy()
-            state.update(_storage=None, _ot_study=None, _ot_trials={})
+            state.update(_storage=None, _ot_study=None, _ot_trials={}, _log=None)
             return state
 
         def save(self, checkpoint_path):
@@ -378,9 +408,9 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
             space=spec.space.define_by_run(tasks=names, groupings=ctx.grouping_labels()),
             metric=[f"loss.{n}" for n in names] if multi else "objective",
             mode=["min"] * len(names) if multi else "min",
-            sampler=make_sampler(spec.sampler, spec.sampler_options, spec.seed, file=spec.file),
+            sampler=make_sampler(spec.sampler, spec.sampler_options, run.sampler_seed, file=spec.file),
             study_name=spec.name, storage=run.storage, ctx=ctx, store=run.store,
-            budget=spec.trials if join else None, errors=trial_errors)
+            budget=spec.trials, errors=trial_errors, log=log)
         if spec.early_stopping == "asha" and spec.epochs > spec.grace_epochs:
             scheduler = type("ASHAKeepingErrors", (_KeepErrors, ASHAScheduler), {})(
                 time_attr="epoch", metric="objective", mode="min", max_t=spec.epochs,

@@ -31,15 +31,20 @@ from taskgraph.exceptions import StorageError
 
 __all__ = [
     "INTERRUPTED",
+    "SKIPPED",
     "TrialRecord",
     "artifact_store",
+    "budget_ahead",
     "count_finished",
     "create_or_load_study",
+    "driver_seed",
+    "find_duplicate",
     "in_memory_sqlite",
     "mask_url",
     "open_storage",
     "package_versions",
     "record_failure",
+    "record_skip",
     "record_start",
     "record_success",
     "recover_interrupted",
@@ -49,6 +54,9 @@ __all__ = [
 
 #: fail_reason prefix of trials whose driver died; they do not count against the budget
 INTERRUPTED = "interrupted:"
+#: fail_reason prefix of trials that never trained (a configuration the study already holds, or a
+#: trial asked for after other drivers spent the budget); they do not count against the budget
+SKIPPED = "skipped:"
 
 
 #: the keys of a URL's query that may carry a password (libpq's, MySQL drivers')
@@ -295,17 +303,88 @@ def recover_interrupted(study) -> list[int]:
     return marked
 
 
+def _counts(t) -> bool:
+    """Whether finished trial ``t`` counts against the budget (it trained, or tried to)."""
+    from optuna.trial import TrialState
+
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith(
+        (INTERRUPTED, SKIPPED))
+
+
 def count_finished(study) -> int:
-    """Trials that count against the budget: COMPLETE, PRUNED, and FAIL not caused by a dead driver."""
+    """Trials that count against the budget: COMPLETE, PRUNED, and FAIL that neither a dead driver nor a skip made."""
+    return sum(_counts(t) for t in study.get_trials(deepcopy=False))
+
+
+def budget_ahead(study, number: int | None = None) -> int:
+    """The budget that trials numbered below ``number`` (all, when None) hold: counted ones and RUNNING ones.
+
+    Trial numbers are handed out by the storage in the order trials are created, whichever
+    driver creates them; so with several drivers on one study, the trial whose ``number``
+    finds ``budget_ahead(study, number) >= trials`` is one too many, and its driver stops
+    (:func:`record_skip`) instead of training it: the budget stays exact.
+    """
     from optuna.trial import TrialState
 
     n = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            n += 1
-        elif t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED):
-            n += 1
+        if number is not None and t.number >= number:
+            continue
+        n += t.state == TrialState.RUNNING or _counts(t)
     return n
+
+
+def find_duplicate(study, params: Mapping[str, Any], *, number: int) -> int | None:
+    """The number of another trial of ``study`` with exactly ``params``, counted or RUNNING; None if there is none.
+
+    A trial whose driver died (``interrupted:``) or that was skipped does not hold its
+    configuration: its retry may run it.
+    """
+    from optuna.trial import TrialState
+
+    want = dict(params)
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number or not (t.state == TrialState.RUNNING or _counts(t)):
+            continue
+        if t.params == want:
+            return t.number
+    return None
+
+
+def record_skip(trial, reason: str, *, study=None) -> None:
+    """Close ``trial`` (never trained) as FAIL with ``fail_reason = "skipped: <reason>"``; it does not count.
+
+    ``study``: tell it through this study (the local runner's and the searcher's), else through its own.
+    """
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("fail_reason", f"{SKIPPED} {reason}")
+    (study or trial.study).tell(trial, state=TrialState.FAIL)
+
+
+def driver_seed(seed: int, *, n_trials: int, nonce: int | None = None) -> int:
+    """The sampler seed of a driver: the study's ``seed`` for the first driver of a new study, else derived.
+
+    A resumed driver (``n_trials`` already in the storage) or a joining one (``nonce``: its own
+    random number) that seeded its sampler with the study's seed would replay the first
+    driver's draws (TPE's random start-up trials first); deriving the seed from what the
+    storage holds and the driver's nonce gives every driver and every resume draws of its own,
+    and a resume of a given storage the same ones each time.
+
+    Example:
+        >>> driver_seed(7, n_trials=0)
+        7
+        >>> driver_seed(7, n_trials=4) != driver_seed(7, n_trials=5) != 7
+        True
+    """
+    if n_trials == 0 and nonce is None:
+        return seed
+    import hashlib
+
+    digest = hashlib.sha256(f"taskgraph-driver:{seed}:{n_trials}:{nonce}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 @dataclass(frozen=True)
