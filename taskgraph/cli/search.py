@@ -144,10 +144,17 @@ def submit_cmd(study_file, address, storage, artifacts, resume, follow, python, 
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 def dashboard_cmd(storage, artifact_dir, host, port):
-    """Serve optuna-dashboard on STORAGE (an RDB URL, a .db file or a study folder) with its artifacts."""
-    from taskgraph.runners.dashboard import serve
+    """Serve optuna-dashboard on STORAGE (an RDB URL, a .db file or a study folder) with its artifacts.
 
-    serve(storage, artifact_dir=artifact_dir, host=host, port=port, echo=click.echo)
+    Exits 1 with one line when --host/--port cannot be listened on (e.g. the port is in use).
+    """
+    from taskgraph.runners.dashboard import PortInUseError, serve
+
+    try:
+        serve(storage, artifact_dir=artifact_dir, host=host, port=port, echo=click.echo)
+    except PortInUseError as e:
+        click.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from None
 
 
 @click.command("report")
