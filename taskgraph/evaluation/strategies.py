@@ -158,7 +158,7 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float,
     decision = decide(checked, policy)
     seeds_used = range(policy.seed, policy.seed + seeds)
     used |= {(g, s, cfg) for c in checked for g in c.groups for s in seeds_used}
-    steps += sum(runs.train_group(g, s, config=c)[2] for g, s, c in used)  # cached: no retraining; each network once
+    steps += sum(runs.train_group(g, s, config=c).steps for g, s, c in used)  # cached: no retraining; each network once
     return decision.groups, steps, {"statement": decision.statement(), "diff": decision.diff, "se": decision.se,
                                     "left_all_in_one": decision.left_all_in_one}
 

@@ -276,6 +276,11 @@ def auto_group(
     runs = Runs(_builder(model, tasks, input_shape, data, train_loader), tasks, train_loader, val_loader,
                 test_loader, config)
     runs.validate()
+    loader_bs = getattr(getattr(train_loader, "batch_sampler", None), "batch_size", None) or getattr(
+        train_loader, "batch_size", None)
+    if loader_bs is not None and loader_bs != config.batch_size:
+        console.log(f"note: the train loader's batch size {loader_bs} is the one every run uses "
+                    f"(the config's batch_size {config.batch_size} applies only to loaders made from data=)")
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="taskgraph-auto-"))
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}

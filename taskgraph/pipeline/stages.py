@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -137,6 +137,53 @@ def reseed_loader(loader, seed: int) -> None:
             obj = getattr(obj, "sampler", None)
 
 
+class GroupRun(NamedTuple):
+    """One trained network's evaluations.
+
+    Attributes:
+        val, test: per-task :class:`~taskgraph.training.Evaluation` (test None without a loader).
+        steps: its optimizer steps.
+        val_samples: each validation sample's share of the summed task losses, shape ``(N,)``:
+            ``Σ_t m_t(i)·l_t(i)·N/n_t`` (``m_t`` the label mask, ``n_t`` the task's labelled count), so
+            its mean is the sum over tasks of the mean validation losses. The decision reads the
+            validation set's sampling noise from it.
+    """
+
+    val: Evaluation
+    test: Evaluation | None
+    steps: int
+    val_samples: np.ndarray
+
+
+@torch.no_grad()
+def sample_shares(model: nn.Module, loader, tasks: TaskSet) -> np.ndarray:
+    """Each sample's share of the summed per-task mean losses (see :class:`GroupRun`), in loader order."""
+    from taskgraph.data.base import unpack_batch
+
+    dev = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    losses: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
+    masks: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
+    try:
+        for batch in loader:
+            x, ys, ms = unpack_batch(batch)
+            out = model(x.to(dev))
+            for t in tasks:
+                m = ms[t.name].to(dev).bool()
+                y = torch.where(m, ys[t.name].to(dev), torch.zeros_like(ys[t.name].to(dev)))
+                losses[t.name].append(t.per_sample_loss(out[t.name], y).float().cpu())
+                masks[t.name].append(m.cpu())
+    finally:
+        model.train(was)
+    total = None
+    for t in tasks:
+        m = torch.cat(masks[t.name]).numpy()
+        v = np.where(m, torch.cat(losses[t.name]).numpy(), 0.0) * (len(m) / max(1, int(m.sum())))
+        total = v if total is None else total + v
+    return np.asarray(total, dtype=float)
+
+
 @dataclass(frozen=True, eq=False)
 class Runs:
     """What the pipeline trains with: a model builder, the tasks, the loaders and the training.
@@ -191,29 +238,33 @@ class Runs:
                                     f"missing (the batch has {sorted(ys)})")
 
     def train_group(self, group: Sequence[str], seed: int, *, config: TrainConfig | None = None,
-                    callbacks=(), progress: bool = False) -> tuple[Evaluation, Evaluation | None, int]:
-        """Train one network on ``group`` with ``seed``: ``(val, test, steps)`` (cached per group and seed)."""
+                    progress: bool = False) -> GroupRun:
+        """Train one network on ``group`` with ``seed`` (cached per group, seed and config).
+
+        The seed fixes the trunk's initialisation (the model is built right after seeding) and the
+        training batch order (the loader is re-seeded), so networks of one seed are paired.
+        """
         cfg = (config or self.config).replace(seed=int(seed))
         key = (tuple(group), cfg)
-        if key in self._cache and not callbacks:
+        if key in self._cache:
             return self._cache[key]
         sub = self.tasks.subset(list(group))
         seed_everything(cfg.seed)
         model = self.build(sub)
         reseed_loader(self.train_loader, cfg.seed)
         res = train(model, sub, self.train_loader, config=cfg, val_loader=self.val_loader,
-                    test_loader=self.test_loader, callbacks=callbacks, progress=progress,
-                    description=f"{'+'.join(group)} seed {seed}")
+                    test_loader=self.test_loader, progress=progress, description=f"{'+'.join(group)} seed {seed}")
         assert res.val is not None  # a validation loader is always given
-        out = (res.val, res.test, res.steps)
-        if not callbacks:
-            self._cache[key] = out
+        reseed_loader(self.val_loader, 0)  # a shuffling validation loader: the same order for every network
+        seed_everything(0)
+        out = GroupRun(res.val, res.test, res.steps, sample_shares(model, self.val_loader, sub))
+        self._cache[key] = out
         return out
 
     @property
     def steps(self) -> int:
         """Optimizer steps of every network trained so far (each (group, seed) once)."""
-        return sum(v[2] for v in self._cache.values())
+        return sum(v.steps for v in self._cache.values())
 
 
 # --- stage 1: affinity --------------------------------------------------------------------------
@@ -279,9 +330,9 @@ def surrogate(runs: Runs, *, m: int | None = None, seed: int = 0, config: TrainC
             subsets.append(pick)
     losses, steps = {}, 0
     for s in subsets:
-        v, _, st = runs.train_group(s, seed, config=config)
-        losses[s] = v.losses
-        steps += st
+        run = runs.train_group(s, seed, config=config)
+        losses[s] = run.val.losses
+        steps += run.steps
     theta = np.zeros((n, n))
     base = np.zeros(n)
     for i, ti in enumerate(names):
@@ -324,6 +375,8 @@ class CheckedCandidate:
         source: where it came from (``"all-in-one"``, ``"affinity #1"``, ...).
         val_totals, test_totals: per seed, the sum over tasks of each task's loss in its group's network.
         val_losses, test_losses: per task, the mean over seeds.
+        val_samples: ``(seeds, N)`` each validation sample's share of the total per seed (see
+            :class:`GroupRun`); None when not measured.
     """
 
     groups: Groups
@@ -332,6 +385,7 @@ class CheckedCandidate:
     test_totals: tuple[float, ...] | None
     val_losses: Mapping[str, float]
     test_losses: Mapping[str, float] | None
+    val_samples: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def val_total(self) -> float:
@@ -378,20 +432,25 @@ def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]],
     for groups, source in todo:
         val = np.zeros((policy.check_seeds, len(runs.tasks)))
         test = np.zeros_like(val) if runs.test_loader is not None else None
+        shares = None
         for si, seed in enumerate(seeds):
             for g in groups:
-                v, te, _ = runs.train_group(g, seed, config=cfg, progress=progress)
+                run = runs.train_group(g, seed, config=cfg, progress=progress)
+                if shares is None:
+                    shares = np.zeros((policy.check_seeds, len(run.val_samples)))
+                shares[si] += run.val_samples
                 for t in g:
-                    val[si, order[t]] = v.losses[t]
-                    if test is not None and te is not None:
-                        test[si, order[t]] = te.losses[t]
+                    val[si, order[t]] = run.val.losses[t]
+                    if test is not None and run.test is not None:
+                        test[si, order[t]] = run.test.losses[t]
         bad = [t for t in runs.tasks.names if not np.isfinite(val[:, order[t]]).all()]
         if bad:
             raise GroupingError(f"check: the validation loss of task(s) {bad} is not finite for {source} "
                                 f"{[list(g) for g in groups]}: every task needs labelled, finite validation samples")
         c = CheckedCandidate(groups, source, tuple(val.sum(1)), None if test is None else tuple(test.sum(1)),
                              dict(zip(runs.tasks.names, val.mean(0), strict=True)),
-                             None if test is None else dict(zip(runs.tasks.names, test.mean(0), strict=True)))
+                             None if test is None else dict(zip(runs.tasks.names, test.mean(0), strict=True)),
+                             shares)
         if log:
             log(f"  {source:<12} val total {c.val_total:.4f}"
                 + ("" if c.test_total is None else f", test total {c.test_total:.4f}") + f"  {_fmt(groups)}")
@@ -412,7 +471,7 @@ class Decision:
         all_in_one: the all-in-one reference (None when nothing was checked).
         candidates: every checked candidate, lowest mean validation total first.
         diff: mean over seeds of chosen − all-in-one validation total (negative: the choice is better).
-        se: its paired standard error.
+        se: its standard error, paired over seeds and over validation samples (see :func:`decide`).
         interval: the ``confidence`` t-interval of ``diff``.
         seeds: how many paired seeds.
         reason: one line on why this candidate.
@@ -453,14 +512,25 @@ class Decision:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
 
-def _paired(a: Sequence[float], b: Sequence[float], confidence: float) -> tuple[float, float, tuple[float, float]]:
+def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float) -> tuple[float, float, tuple[float, float]]:
+    """Mean of ``a − b`` validation totals over seeds, its standard error and t-interval.
+
+    The error has two parts: the seeds' (SD of the per-seed differences / √S: initialisation and
+    batch order) and, when per-sample shares were measured, the validation set's (SD over samples
+    of the seed-averaged per-sample difference / √N: a gap that only this finite set shows would
+    not carry to new data). They add in quadrature.
+    """
     from scipy import stats
 
-    d = np.asarray(a, float) - np.asarray(b, float)
+    d = np.asarray(a.val_totals, float) - np.asarray(b.val_totals, float)
     mean = float(d.mean())
     if len(d) < 2:
         return mean, math.nan, (math.nan, math.nan)
-    se = float(d.std(ddof=1) / math.sqrt(len(d)))
+    var = float(d.var(ddof=1)) / len(d)
+    if a.val_samples is not None and b.val_samples is not None:
+        per_sample = (a.val_samples - b.val_samples).mean(axis=0)
+        var += float(per_sample.var(ddof=1)) / len(per_sample)
+    se = math.sqrt(var)
     half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1)) * se
     return mean, se, (mean - half, mean + half)
 
@@ -468,13 +538,16 @@ def _paired(a: Sequence[float], b: Sequence[float], confidence: float) -> tuple[
 def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT_POLICY) -> Decision:
     """Keep all-in-one unless a candidate's paired validation gain exceeds ``policy.z`` standard errors.
 
-    Among the candidates that clear the bar, the lowest mean validation total wins. With one
-    seed there is no standard error and any gain clears it.
+    The standard error adds two noises in quadrature: the seeds' (initialisation, batch order;
+    the SD of the per-seed differences / √S) and the validation set's (the SD over validation
+    samples of the per-sample difference / √N), so that a gap seen only on this finite set, or
+    only with these seeds, does not count. Among the candidates that clear the bar, the lowest
+    mean validation total wins. With one seed there is no standard error and any gain clears it.
     """
     ranked = tuple(sorted(checked, key=lambda c: c.val_total))
     aio = next(c for c in checked if c.source == "all-in-one")
     n = len(aio.val_totals)
-    others = [(c, *_paired(c.val_totals, aio.val_totals, policy.confidence)) for c in ranked if c is not aio]
+    others = [(c, *_paired(c, aio, policy.confidence)) for c in ranked if c is not aio]
     winners = [o for o in others if o[1] < 0 and -o[1] > policy.z * (o[2] if n > 1 else 0.0)]
     if winners:
         chosen, d, se, iv = winners[0]

@@ -124,8 +124,8 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
             decision = decide(check(runs, [(g.groups, f"affinity #{i}") for i, g in enumerate(ranked, 1)], policy,
                                     log=log), policy)
             log(f"prepare: {decision.statement()}")
-    v, te, _ = runs.train_group(names, policy.seed)
-    all_in_one = {"val": v.to_dict(), "test": None if te is None else te.to_dict()}
+    aio = runs.train_group(names, policy.seed)
+    all_in_one = {"val": aio.val.to_dict(), "test": None if aio.test is None else aio.test.to_dict()}
     log("prepare: single-task baselines ...")
     single = stages.single_task_baselines(data, trunk, train_cfg, cache_dir=Path(spec.run_dir).parent / "_baselines")
     affinity = matrix.to_dict()

@@ -103,3 +103,22 @@ def test_bad_input_is_refused_before_any_training():
     with pytest.raises(GroupingError, match=r"train_loader: every batch must carry a label for each task; task\(s\) "
                                             r"\['t2'\] missing"):
         bad.validate()
+
+
+def test_a_gain_that_only_a_few_validation_samples_show_does_not_count():
+    """Consistent over seeds, but carried by 2 of 200 validation samples: within the set's own noise."""
+    n = 200
+    base = np.full((3, n), 0.5)
+    lucky = base.copy()
+    lucky[:, :2] -= 10.0  # two samples much better, every seed: the totals drop by 0.1
+    lucky += np.array([[0.001], [0.0], [-0.001]])  # tiny seed noise: the seeds alone would say 100 SE
+    aio = CheckedCandidate(AIO, "all-in-one", tuple(base.mean(1)), None, {}, None, base)
+    cand_ = CheckedCandidate(SPLIT, "affinity #1", tuple(lucky.mean(1)), None, {}, None, lucky)
+    d = decide([aio, cand_], GroupingPolicy(z=2.0))
+    assert d.chosen is aio and d.diff == pytest.approx(-0.1)
+    assert d.se == pytest.approx(math.sqrt(np.var([0.001, 0, -0.001], ddof=1) / 3
+                                           + np.var([-10, -10] + [0] * 198, ddof=1) / n))
+    # the same gain spread over every sample clears the bar
+    even = base - 0.1 + np.array([[0.001], [0.0], [-0.001]])
+    spread = CheckedCandidate(SPLIT, "affinity #1", tuple(even.mean(1)), None, {}, None, even)
+    assert decide([aio, spread], GroupingPolicy(z=2.0)).chosen is spread
