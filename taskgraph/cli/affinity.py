@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from taskgraph.cli.common import dataset_option, parse_options, parse_widths, print_table
+from taskgraph.cli.common import dataset_option, load_cli_dataset, parse_widths, print_table
 
 
 @click.command("affinity")
@@ -41,13 +41,12 @@ def affinity_cmd(dataset, options, estimator, steps, every, budget, start, optim
     import torch
 
     from taskgraph.affinity import make_estimator, measure_affinity
-    from taskgraph.data import load_dataset
     from taskgraph.graph import TaskGraph
     from taskgraph.models import MultiTaskModel, TrunkSpec
     from taskgraph.training import TrainConfig, seed_everything
 
     est = make_estimator(estimator)
-    data = load_dataset(dataset, key="DATASET", **parse_options(options))
+    data = load_cli_dataset(dataset, options)
     spec = TrunkSpec("mlp", parse_widths(hidden)) if len(data.input_shape) == 1 else TrunkSpec("cnn", (16, 32))
     cfg = TrainConfig(lr=lr, optimizer=optimizer, batch_size=batch_size, seed=seed, restore_best=False)
     seed_everything(seed)

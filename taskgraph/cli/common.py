@@ -25,6 +25,16 @@ def parse_options(pairs: Sequence[str]) -> dict:
     return out
 
 
+def load_cli_dataset(name: str, pairs: Sequence[str]):
+    """The dataset ``name`` with the ``--option`` pairs, checked (types, sizes, seeds) before any data is made."""
+    from taskgraph.data import load_dataset
+    from taskgraph.search.study import check_dataset_options
+
+    options = parse_options(pairs)
+    check_dataset_options(name, options, key="--option", sep=" ")
+    return load_dataset(name, key="DATASET", **options)
+
+
 def parse_widths(value: str) -> tuple[int, ...]:
     """``"256,128"`` → ``(256, 128)``; anything else is a usage error."""
     try:

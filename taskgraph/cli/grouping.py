@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from taskgraph.cli.common import dataset_option, parse_options, print_table
+from taskgraph.cli.common import dataset_option, load_cli_dataset, print_table
 
 
 @click.command("group")
@@ -40,12 +40,11 @@ def group_cmd(dataset, options, matrix_path, k, variant, singletons, budget, sol
     model are trained briefly and the lowest validation loss wins.
     """
     from taskgraph.affinity import AffinityMatrix, measure_affinity
-    from taskgraph.data import load_dataset
     from taskgraph.grouping import group_tasks
     from taskgraph.models import MultiTaskModel, TrunkSpec
     from taskgraph.training import TrainConfig, seed_everything
 
-    data = load_dataset(dataset, key="DATASET", **parse_options(options))
+    data = load_cli_dataset(dataset, options)
     hidden = tuple(data.info.get("trunk_hidden", (256, 128)))
     spec = TrunkSpec("mlp", hidden) if len(data.input_shape) == 1 else TrunkSpec("cnn", (16, 32))
     out = Path(out_dir)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from taskgraph.cli.common import dataset_option, parse_options, parse_widths, print_table
+from taskgraph.cli.common import dataset_option, load_cli_dataset, parse_widths, print_table
 
 
 @click.command("datasets")
@@ -40,12 +40,11 @@ def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines,
     """
     import torch
 
-    from taskgraph.data import load_dataset
     from taskgraph.models import TrunkSpec
     from taskgraph.training import TrainConfig, delta_m, per_task_delta, train_partition
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    data = load_dataset(dataset, key="DATASET", **parse_options(options))
+    data = load_cli_dataset(dataset, options)
     widths = parse_widths(hidden) if hidden else tuple(data.info.get("trunk_hidden", (256, 128)))
     spec = TrunkSpec("mlp", widths)
     if len(data.input_shape) != 1:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taskgraph.exceptions import StorageError
+from taskgraph.runners.storage import scrub
 
-__all__ = ["EXCLUDES", "STORAGE_ENV", "SubmittedJob", "repo_root", "submit", "wait"]
+__all__ = ["EXCLUDES", "STORAGE_ENV", "SubmittedJob", "job_command", "repo_root", "submit", "wait"]
 
 #: the environment variable ``taskgraph run --storage`` falls back to (keeps a password off command lines)
 STORAGE_ENV = "TASKGRAPH_STORAGE"
@@ -77,6 +78,24 @@ def _stage(spec, directory: Path) -> Path:
     return work
 
 
+def job_command(spec, *, resume: bool = False, python: str = "python") -> tuple[str, dict[str, str]]:
+    """The job's entrypoint (a shell command line) and environment.
+
+    The storage URL, which may hold a password, goes into the environment
+    (:data:`STORAGE_ENV`), never into the entrypoint that Ray prints in logs and job lists.
+    """
+    args = [python, "-m", "taskgraph", "run", "_taskgraph_job/study.toml", "--space", "_taskgraph_job/space.toml",
+            "--backend", "ray", "--artifacts", spec.artifacts_dir, "--runs-root", str(Path(spec.run_dir).parent)]
+    if resume:
+        args.append("--resume")
+    env = {k: v for k, v in os.environ.items() if k.startswith(("RAY_", "TUNE_")) and k != "RAY_ADDRESS"}
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env["PYTHONUNBUFFERED"] = "1"
+    env[STORAGE_ENV] = spec.storage_url  # read by `taskgraph run` as --storage
+    return " ".join(shlex.quote(a) for a in args), env
+
+
 def submit(spec, address: str, *, resume: bool = False, python: str = "python") -> SubmittedJob:
     """Submit ``spec`` (a validated StudySpec) as a Ray job; returns the job handle.
 
@@ -86,25 +105,16 @@ def submit(spec, address: str, *, resume: bool = False, python: str = "python") 
     import tempfile
 
     client = _client(address)
-    args = [python, "-m", "taskgraph", "run", "_taskgraph_job/study.toml", "--space", "_taskgraph_job/space.toml",
-            "--backend", "ray", "--artifacts", spec.artifacts_dir,
-            "--runs-root", str(Path(spec.run_dir).parent)]
-    if resume:
-        args.append("--resume")
-    env = {k: v for k, v in os.environ.items() if k.startswith(("RAY_", "TUNE_")) and k != "RAY_ADDRESS"}
-    env.setdefault("RAY_AUTH_MODE", "disabled")
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env["PYTHONUNBUFFERED"] = "1"
-    env[STORAGE_ENV] = spec.storage_url  # read by `taskgraph run` as --storage
+    entrypoint, env = job_command(spec, resume=resume, python=python)
     with tempfile.TemporaryDirectory(prefix="taskgraph-job-") as d:
         runtime_env = {"working_dir": str(_stage(spec, Path(d))), "excludes": EXCLUDES, "env_vars": env}
         try:
-            job_id = client.submit_job(entrypoint=" ".join(shlex.quote(a) for a in args), runtime_env=runtime_env,
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                        submission_id=f"taskgraph-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StorageError(f"the Ray cluster at {address!r} refused the job: {type(e).__name__}: {msg}") \
-                from None
+            raise StorageError(f"the Ray cluster at {address!r} refused the job: {type(e).__name__}: "
+                               f"{scrub(msg, spec.storage_url)}") from None
     return SubmittedJob(client, job_id, address)
 
 

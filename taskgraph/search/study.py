@@ -165,13 +165,17 @@ def _estimator(af: Table) -> str:
 
 
 def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | None = None,
-                          key: str = "dataset.options") -> None:
+                          key: str = "dataset.options", sep: str = ".") -> None:
     """Check dataset ``name``'s option values before any data is made.
 
     Each option must have the type of its default (an int where the factory's default is an
     int, a finite number where it is a float, a string where it is a string); the sizes and
     seeds of :data:`DATASET_BOUNDS` must lie in their bounds, ``rank <= dim``, and
     ``n_samples × dim`` at most :data:`MAX_FEATURE_VALUES`.
+
+    Args:
+        name, options: the dataset's registry name and the options to check.
+        file, key, sep: where they come from; an option's key is ``key + sep + option``.
 
     Raises:
         ConfigError: naming the file and the option's key.
@@ -194,7 +198,7 @@ def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | 
         params = {}
     defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
     for opt, v in options.items():
-        k = f"{key}.{opt}"
+        k = f"{key}{sep}{opt}"
         d = defaults.get(opt)
         if opt in DATASET_BOUNDS or isinstance(d, int) and not isinstance(d, bool):
             lo, hi = DATASET_BOUNDS.get(opt, (-(2**31), 2**31 - 1))
@@ -212,12 +216,12 @@ def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | 
     if isinstance(eff.get("rank"), int) and isinstance(eff.get("dim"), int) and eff["rank"] > eff["dim"]:
         bad = "rank" if "rank" in options else "dim"
         raise ConfigError(f"'rank <= dim' must hold for dataset {name!r}; got rank={eff['rank']}, dim={eff['dim']}",
-                          file=file, key=f"{key}.{bad}")
+                          file=file, key=f"{key}{sep}{bad}")
     n, dim = eff.get("n_samples"), eff.get("dim")
     if isinstance(n, int) and isinstance(dim, int) and n * dim > MAX_FEATURE_VALUES:
         bad = "n_samples" if "n_samples" in options else "dim"
         raise ConfigError(f"'n_samples × dim <= {MAX_FEATURE_VALUES:,}' must hold (the features must fit in memory); "
-                          f"got {n:,} × {dim:,}", file=file, key=f"{key}.{bad}")
+                          f"got {n:,} × {dim:,}", file=file, key=f"{key}{sep}{bad}")
 
 
 @dataclass(frozen=True)

@@ -32,3 +32,14 @@ def test_a_binary_study_file_is_one_line(tmp_path, cli):
     err = r.stderr.strip()
     assert r.returncode == 2 and "\n" not in err and "must be UTF-8 text" in err and str(path) in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("command", "option", "expect"), [
+    ("affinity", "n_samples=-5", "'--option n_samples' must be an int in [10, 10000000]; got -5"),
+    ("group", "seed=-1", "'--option seed' must be an int in [0, 4294967295]; got -1"),
+    ("train", f"n_tasks={2**63 - 1}", "'--option n_tasks' must be an int in [1, 10000]"),
+])
+def test_dataset_options_of_the_other_commands_are_checked_before_any_data(cli, command, option, expect):
+    r = cli(command, "planted-clusters", "-o", option, timeout=60)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and err.startswith("error: ") and "\n" not in err and expect in err, r.stderr

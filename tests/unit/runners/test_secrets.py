@@ -67,3 +67,14 @@ def test_a_study_spec_shows_stores_and_pickles_no_password(tmp_path):
     assert spec.storage_shown == "postgresql://user:***@127.0.0.1:1/db"
     public = spec.without_secrets()
     assert PW not in str(pickle.dumps(public)) and public.fingerprint() == spec.fingerprint()
+
+
+def test_a_ray_job_gets_the_storage_url_in_its_environment_not_its_command_line(tmp_path):
+    from taskgraph.runners.submit import STORAGE_ENV, job_command
+
+    url = f"postgresql://user:{PW}@db/studies"
+    spec = StudySpec.from_dict({"dataset": {"name": "planted-clusters", "options": {"n_tasks": 4, "n_clusters": 2}},
+                                "search": {"space": SPACE}}, file="s.toml", runs_root=tmp_path, storage=url)
+    entrypoint, env = job_command(spec, resume=True)
+    assert PW not in entrypoint and "--storage" not in entrypoint and entrypoint.endswith("--resume")
+    assert env[STORAGE_ENV] == url  # what `taskgraph run` reads as --storage
