@@ -20,7 +20,7 @@ from taskgraph.affinity.estimators import (
     make_estimator,
     momentum_drift,
 )
-from taskgraph.affinity.gradients import flat_per_task_gradients, per_task_gradients
+from taskgraph.gradients import flat_per_task_gradients, per_task_gradients
 from taskgraph.affinity.matrix import AffinityMatrix
 from taskgraph.affinity.reference import naive_lookahead
 

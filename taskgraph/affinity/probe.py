@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from taskgraph.affinity.gradients import per_task_gradients
+from taskgraph.gradients import per_task_gradients
 from taskgraph.exceptions import AffinityError
 from taskgraph.tasks import TaskSet
 

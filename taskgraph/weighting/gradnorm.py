@@ -11,7 +11,7 @@ gradient step on
 and are renormalised to sum to the number of tasks K. The model's gradient is
 that of ``Σ_t w_t L_t`` with the weights before the update (Algorithm 1 of the
 paper). The per-task gradients come from
-:func:`taskgraph.affinity.gradients.flat_per_task_gradients` over
+:func:`taskgraph.gradients.flat_per_task_gradients` over
 ``model.shared_parameters()`` (the paper uses the last shared layer; this uses
 every shared parameter). The weights' optimizer (Adam, rate ``lr``) lives in the
 state object.
@@ -41,7 +41,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from taskgraph.affinity.gradients import flat_per_task_gradients
+from taskgraph.gradients import flat_per_task_gradients
 from taskgraph.exceptions import ConfigError
 from taskgraph.weighting.base import LossWeighting, shared_parameter_list, stack_losses
 

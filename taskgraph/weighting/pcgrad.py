@@ -6,7 +6,7 @@ tasks j: if ``g_i·g_j < 0``, replace ``g_i ← g_i − (g_i·g_j / ‖g_j‖²)
 (projection onto the normal plane of ``g_j``, against the *original* ``g_j``).
 The shared parameters get the sum of the projected gradients; task-specific
 parameters their ordinary gradients. Per-task gradients come from
-:func:`taskgraph.affinity.gradients.flat_per_task_gradients` over
+:func:`taskgraph.gradients.flat_per_task_gradients` over
 ``model.shared_parameters()``.
 
 Example:
@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import torch
 
-from taskgraph.affinity.gradients import flat_per_task_gradients
+from taskgraph.gradients import flat_per_task_gradients
 from taskgraph.exceptions import ConfigError
 from taskgraph.weighting.base import LossWeighting, assign_flat_grad, shared_parameter_list, stack_losses
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from taskgraph.affinity.gradients import per_task_gradients
+from taskgraph.gradients import per_task_gradients
 from taskgraph.data import load_dataset, planted_clusters
 from taskgraph.models import (
     TOPOLOGIES,

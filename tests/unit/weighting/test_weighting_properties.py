@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskgraph.affinity.gradients import flat_per_task_gradients
+from taskgraph.gradients import flat_per_task_gradients
 from taskgraph.models import MultiTaskModel, mlp
 from taskgraph.tasks import Task, TaskSet
 from taskgraph.weighting import (

@@ -1,6 +1,7 @@
 """Per-task gradients on the shared parameters in one batched backward pass.
 
-The one place that turns a vector of task losses into per-task gradients.
+The one place that turns a vector of task losses into per-task gradients. It sits below
+both its users (affinity and weighting), so neither imports the other for it.
 Affinity estimators and gradient-based loss weightings (GradNorm, PCGrad, ...)
 all call it, so there is a single copy of this autograd plumbing.
 
