@@ -20,9 +20,9 @@ from taskgraph.affinity.estimators import (
     make_estimator,
     momentum_drift,
 )
-from taskgraph.gradients import flat_per_task_gradients, per_task_gradients
 from taskgraph.affinity.matrix import AffinityMatrix
 from taskgraph.affinity.reference import naive_lookahead
+from taskgraph.gradients import flat_per_task_gradients, per_task_gradients
 
 # The tracker builds on the training loop, which itself imports the loss
 # weightings, which use this package's gradients: load it on first use.

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from taskgraph.gradients import per_task_gradients
 from taskgraph.exceptions import AffinityError
+from taskgraph.gradients import per_task_gradients
 from taskgraph.tasks import TaskSet
 
 __all__ = ["LossPlan", "Probe", "StackedLoss", "linear_heads", "shared_parameters_of", "stacked_heads"]

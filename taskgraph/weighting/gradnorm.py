@@ -41,8 +41,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from taskgraph.gradients import flat_per_task_gradients
 from taskgraph.exceptions import ConfigError
+from taskgraph.gradients import flat_per_task_gradients
 from taskgraph.weighting.base import LossWeighting, shared_parameter_list, stack_losses
 
 __all__ = ["GradNorm", "GradNormState"]

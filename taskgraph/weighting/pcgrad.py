@@ -25,8 +25,8 @@ from typing import ClassVar
 
 import torch
 
-from taskgraph.gradients import flat_per_task_gradients
 from taskgraph.exceptions import ConfigError
+from taskgraph.gradients import flat_per_task_gradients
 from taskgraph.weighting.base import LossWeighting, assign_flat_grad, shared_parameter_list, stack_losses
 
 __all__ = ["PCGrad", "PCGradState", "pcgrad_project", "pcgrad_steps", "random_orders"]

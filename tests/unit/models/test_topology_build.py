@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from taskgraph.gradients import per_task_gradients
 from taskgraph.data import load_dataset, planted_clusters
+from taskgraph.gradients import per_task_gradients
 from taskgraph.models import (
     TOPOLOGIES,
     Branched,
