@@ -82,9 +82,8 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
 
     import optuna
     from optuna.artifacts import get_all_artifact_meta
-    from optuna.trial import TrialState
 
-    from taskgraph.runners.storage import mask_url, open_storage
+    from taskgraph.runners.storage import mask_url, open_storage, state_counts
 
     storage = open_storage(storage_url, key=None)
     names = [s.study_name for s in storage.get_all_studies()]
@@ -102,7 +101,7 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
         cfg["storage_url"] = mask_url(str(cfg["storage_url"]))
     trials = study.get_trials(deepcopy=False)
     rows = tuple(_row(t) for t in trials)
-    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    counts = state_counts(trials)
     try:
         best_trials = study.best_trials
     except ValueError:

@@ -145,12 +145,11 @@ class RunSummary:
 
 
 def summarize(run: StudyRun, seconds: float, errors: list[str] | None = None) -> RunSummary:
-    from optuna.trial import TrialState
+    from taskgraph.runners.storage import state_counts
 
     study = run.study
     trials = study.get_trials(deepcopy=False)
-    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-    counts = {k: v for k, v in counts.items() if v}
+    counts = state_counts(trials)
     best = []
     try:
         bests = study.best_trials

@@ -94,7 +94,12 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
             record_failure(trial, f"{INTERRUPTED} the driver was interrupted")
             study.tell(trial, state=TrialState.FAIL)
             raise
-        record_success(trial, record, store)
+        try:
+            record_success(trial, record, store)
+        except Exception as e:  # recording must never leave the trial RUNNING
+            record_failure(trial, f"recording failed: {type(e).__name__}: {e}")
+            study.tell(trial, state=TrialState.FAIL)
+            return
         study.tell(trial, record.values if multi else record.values[0])
 
     progress = Progress(spec, count_finished(study), console=console)

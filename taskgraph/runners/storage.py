@@ -49,6 +49,7 @@ __all__ = [
     "record_success",
     "recover_interrupted",
     "scrub",
+    "state_counts",
     "storage_from_arg",
 ]
 
@@ -311,6 +312,17 @@ def _counts(t) -> bool:
         return True
     return t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith(
         (INTERRUPTED, SKIPPED))
+
+
+def state_counts(trials) -> dict[str, int]:
+    """Trials per state name, skipped trials (FAIL ``skipped:``, never trained) apart as ``SKIPPED``."""
+    out: dict[str, int] = {}
+    for t in trials:
+        skipped = t.state.name == "FAIL" and str(t.user_attrs.get("fail_reason", "")).startswith(SKIPPED)
+        name = "SKIPPED" if skipped else t.state.name
+        out[name] = out.get(name, 0) + 1
+    order = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING", "SKIPPED")
+    return {k: out[k] for k in sorted(out, key=lambda k: order.index(k) if k in order else len(order))}
 
 
 def count_finished(study) -> int:

@@ -59,6 +59,7 @@ def test_an_exhausted_space_stops_without_running_a_configuration_twice(tmp_path
     r = cli("run", str(path), "--backend", "local", "--runs-root", str(tmp_path / "runs"), cwd=tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "search space looks exhausted" in r.stdout, r.stdout
+    assert "4 COMPLETE" in r.stdout and " SKIPPED in " in r.stdout  # the summary counts skipped rows apart
     trials = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path / 'runs/small/study.db'}").get_trials()
     counted = _counted(trials)
     assert sorted(_configs(counted)) == sorted(set(_configs(counted))) and len(counted) == 4

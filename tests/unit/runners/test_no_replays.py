@@ -17,6 +17,7 @@ from taskgraph.runners.storage import (
     record_failure,
     record_skip,
     recover_interrupted,
+    state_counts,
 )
 from taskgraph.search import SearchSpace
 
@@ -81,6 +82,7 @@ def test_budget_and_duplicates_ignore_skipped_and_interrupted_trials(storage):
     assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("skipped: the sampler proposed")
     assert count_finished(study) == 2 and budget_ahead(study) == 3  # a skipped trial holds nothing
     assert find_duplicate(study, params, number=999) == done.number  # not the skipped copy
+    assert state_counts(study.get_trials()) == {"COMPLETE": 1, "FAIL": 1, "RUNNING": 1, "SKIPPED": 1}
 
     assert recover_interrupted(study) == [running.number]  # its driver died
     assert budget_ahead(study) == 2
