@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Progress", "RunSummary", "StudyRun", "open_run", "summarize"]
+__all__ = ["Progress", "RunSummary", "StudyRun", "check_topologies_build", "open_run", "summarize"]
 
 
 @dataclass
@@ -47,6 +47,7 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_study_data(spec)
+    check_topologies_build(spec, data)
     storage = open_storage(spec.storage_url, file=spec.file)
     store = artifact_store(spec.artifacts_dir)
     existed = spec.name in {s.study_name for s in storage.get_all_studies()}
@@ -71,6 +72,46 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
             f"seed {spec.seed}, its {n_before} trial(s){' and this driver' if nonce is not None else ''}, so it "
             f"does not replay earlier draws")
     return StudyRun(spec, storage, store, study, ctx, max(0, remaining), recovered, seed)
+
+
+def check_topologies_build(spec, data) -> None:
+    """Each end of every topology parameter's range (each choice) builds on the study's trunk and data.
+
+    What a topology accepts can depend on the trunk (a branched split at most as deep as the
+    trunk has stages), which the search space alone does not know; so each value is built
+    here, on all the study's tasks in one group, before the storage is touched.
+
+    Raises:
+        ConfigError: naming the search-space file and the parameter's ``low``/``high``/``choices``.
+    """
+    from taskgraph.exceptions import ConfigError, TaskGraphError
+    from taskgraph.runners import stages
+
+    space = spec.space
+    topo = next((p for p in space.params if p.name == "topology"), None)
+    names = topo.choices if topo is not None else ("hard",)
+    groups = [list(data.tasks.names)]
+    trunk = spec.trunk_spec()
+    for p in space.params:
+        head, _, rest = p.target.partition(".")
+        if head != "topology" or not rest or p.per_task:
+            continue
+        allowed = next((a for parent, a in p.when if parent == "topology"), names)
+        if p.type == "categorical":
+            values = [("choices", v) for v in p.choices]
+        else:
+            cast = int if p.type == "int" else float
+            values = [("low", cast(p.low)), ("high", cast(p.high))]
+        for where, v in values:
+            for name in allowed:
+                try:
+                    stages.build_model(name, {rest: v}, trunk, data.tasks, data.input_shape, groups)
+                except TaskGraphError as e:
+                    msg = str(e).rsplit(" [", 1)[0] if isinstance(e, ConfigError) and e.key else str(e)
+                    key = f"params.{p.name}.{where}"
+                    raise ConfigError(f"{key!r} must be a value topology {name!r} accepts on the study's trunk "
+                                      f"({spec.trunk['kind']} {spec.trunk['hidden']}); got {v!r}: {msg}",
+                                      file=space.file, key=key) from None
 
 
 def _wait_prepared(study, log, timeout_s: float = 3600.0) -> None:

@@ -43,3 +43,16 @@ def test_dataset_options_of_the_other_commands_are_checked_before_any_data(cli, 
     r = cli(command, "planted-clusters", "-o", option, timeout=60)
     err = r.stderr.strip()
     assert r.returncode == 2 and err.startswith("error: ") and "\n" not in err and expect in err, r.stderr
+
+
+def test_a_topology_range_the_trunk_cannot_build_is_refused_before_the_storage(tmp_path, study_file, cli):
+    space = tmp_path / "deep_space.toml"  # the tiny study's trunk has 2 stages: a split at depth 3 cannot be built
+    space.write_text('[params.topology]\ntype = "categorical"\nchoices = ["hard", "branched"]\n'
+                     '[params.depth]\ntype = "int"\nlow = 1\nhigh = 3\ntarget = "topology.branch_depths"\n'
+                     'when = { topology = "branched" }\n')
+    path = study_file("deep", space=space)
+    r = cli("run", str(path), "--backend", "local", "--runs-root", str(tmp_path / "runs"), cwd=tmp_path, timeout=60)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and "\n" not in err and "key 'params.depth.high'" in err and str(space) in err, err
+    assert "topology 'branched' accepts on the study's trunk (mlp [16, 8])" in err, err
+    assert not (tmp_path / "runs").exists()
