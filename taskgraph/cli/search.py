@@ -90,6 +90,7 @@ def run_cmd(study_file, backend, resume, join, storage, artifacts, address, tria
     if resume and join:
         raise click.UsageError("--resume and --join exclude each other")
     spec = _load_spec(study_file, storage, artifacts, runs_root, trials, space)
+    os.environ.pop("TASKGRAPH_STORAGE", None)  # read: the Ray processes this driver starts need not inherit it
     backend = backend or spec.backend
     click.echo(f"study {spec.name!r}: {spec.dataset}, objective {spec.objective}, {spec.trials} trials x "
                f"{spec.epochs} epochs, backend {backend}, storage {spec.storage_shown}")
