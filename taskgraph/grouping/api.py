@@ -17,12 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from taskgraph.exceptions import GroupingError
 from taskgraph.grouping.base import GroupingSolver, check_top_m, make_solver
 from taskgraph.grouping.objective import GroupingProblem, Objective, as_problem
+from taskgraph.grouping.scalable import ScalableSolver
 from taskgraph.grouping.value import Grouping
 
-__all__ = ["AUTO_EXACT_MAX_TASKS", "KChoice", "choose_k", "group_tasks", "resolve_solver"]
+__all__ = ["AUTO_EXACT_MAX_TASKS", "KChoice", "choose_k", "default_k_max", "group_tasks", "resolve_solver"]
 
 #: ``solver="auto"`` uses the exact solver up to this many tasks, the scalable one beyond.
 AUTO_EXACT_MAX_TASKS = 20
@@ -39,16 +42,27 @@ def resolve_solver(solver: str | GroupingSolver, n: int, **params: Any) -> Group
     return make_solver(solver, **params)
 
 
+def default_k_max(n: int) -> int:
+    """The largest k :func:`choose_k` tries by default: ``min(n, max(8, ceil(2·√n)))``.
+
+    Planted or real clusters of a few tasks each give about √n groups at most in
+    the settings this engine meets; twice that leaves room to see the curve flatten.
+    """
+    return min(n, max(8, math.ceil(2 * math.sqrt(n))))
+
+
 @dataclass(frozen=True)
 class KChoice:
-    """How k was chosen: the best score at each k and the rule's threshold.
+    """How k was chosen: the best score at each k, its noise, and the rule.
 
     Attributes:
         k: the chosen number of groups.
-        ks: the k values tried (1..k_max).
+        ks: the k values tried (1..k_max, less any no grouping can meet).
         scores: the best score found at each k (non-decreasing: "at most k" groups).
         stderrs: the standard error of each of those scores (0 without matrix stderr).
         rule: the rule, in words.
+        noise: the best score at each k on a matrix of pure noise with the same
+            standard errors (all 0 without matrix stderr): what fitting noise alone gains.
     """
 
     k: int
@@ -56,69 +70,145 @@ class KChoice:
     scores: tuple[float, ...]
     stderrs: tuple[float, ...]
     rule: str
+    noise: tuple[float, ...] = ()
+
+
+def _curve(base: GroupingProblem, ks: Sequence[int], slv: GroupingSolver) -> tuple[list[float], list[float]]:
+    """Best score and its standard error at each k.
+
+    Solved from the largest k down; the scalable solver also starts from the grouping
+    found at the next larger k, merged down (so a cluster found at k + 1 is not lost at
+    k by an unlucky start). Then a running maximum upwards: a grouping into at most k
+    groups is one into at most k + 1.
+    """
+    found: dict[int, tuple[float, float]] = {}
+    warm: list[np.ndarray] = []
+    for k in reversed(ks):
+        problem = as_problem(base, k=k)
+        best = (slv.solve(problem, starts=warm) if isinstance(slv, ScalableSolver) else slv.solve(problem))[0]
+        found[k] = (best.score, problem.objective_stderr(best.index_groups()))
+        warm = [np.asarray(best.labels())]
+    scores: list[float] = []
+    ses: list[float] = []
+    for k in ks:
+        s, se = found[k]
+        if scores and scores[-1] >= s:
+            s, se = scores[-1], ses[-1]
+        scores.append(s)
+        ses.append(se)
+    return scores, ses
+
+
+def _null_problem(base: GroupingProblem, seed: int) -> GroupingProblem | None:
+    """The same problem on a matrix of pure noise with the entries' standard errors (None without them)."""
+    if base.stderr is None:
+        return None
+    se = np.nan_to_num(np.asarray(base.stderr, float), nan=0.0, posinf=0.0)
+    if not (se > 0).any():
+        return None
+    Z0 = np.random.default_rng(seed).normal(size=se.shape) * se
+    return GroupingProblem.from_array(Z0, base.names, k=base.k, objective=base.objective, stderr=se)
+
+
+#: the scalable solver's settings for the k curve (one solve per k): lighter than its defaults,
+#: which then solve once more at the chosen k.
+_CURVE_SCALABLE = {"restarts": 3, "kicks": 1, "recombine": 1}
+
+
+def _curve_solver(solver: str | GroupingSolver, n: int, solver_params: dict) -> GroupingSolver:
+    if isinstance(solver, GroupingSolver) or solver_params:
+        return resolve_solver(solver, n, **solver_params)
+    if solver == "scalable" or (solver == "auto" and n > AUTO_EXACT_MAX_TASKS):
+        return make_solver("scalable", **_CURVE_SCALABLE)
+    return resolve_solver(solver, n)
 
 
 def choose_k(matrix, *, k_max: int | None = None, variant: str = "overlap", solver: str | GroupingSolver = "auto",
-             gain_tolerance: float = 0.1, z: float = 1.0, names: Sequence[str] | None = None,
-             objective: Objective | None = None, **solver_params: Any) -> KChoice:
-    """Choose the number of groups: the elbow of the best score against k, up to noise.
+             gain_tolerance: float = 0.25, z: float = 1.0, names: Sequence[str] | None = None,
+             objective: Objective | None = None, seed: int = 0, **solver_params: Any) -> KChoice:
+    """Choose the number of groups: the elbow of the best score against k, above noise.
 
     With "at most k groups" the best score S(k) never falls as k grows, so the largest
-    k always "wins"; each group costs a network, though. The rule: solve for every k
-    from 1 to ``k_max`` (default ``min(n, 8)``) and take the smallest k such that every
-    further group adds at most ``max(gain_tolerance · (S(k_max) - S(1)), z · SE)``: a
-    small share of the whole gain grouping can bring, or less than ``z`` standard
-    errors of the larger solution's score (SE from the matrix's per-entry standard
-    errors, when it has them).
+    k always "wins"; each group costs a network, though. Planted or real clusters
+    show as an elbow: each group up to the number of clusters adds about as much as
+    the ones before it, each group after adds little (it splits a cluster). The rule:
+    solve for every k from 1 to ``k_max`` (default :func:`default_k_max`,
+    ``min(n, max(8, ceil(2·√n)))``) and take the smallest k such that every further
+    group adds at most
+
+        max(gain_tolerance · (S(k) - S(1)) / (k - 1),  N(k' + 1) - N(k') + z · SE(k' + 1))
+
+    — a small share of the average gain of the first k groups (a scale-free
+    elbow: it does not depend on n, on k_max or on the size of the affinities), or
+    what the same solver gains by fitting pure noise, ``N``, on a matrix drawn with
+    the entries' standard errors (a gap statistic after Tibshirani, Walther and
+    Hastie, 2001), plus ``z`` standard errors of the larger solution's score. k = 1
+    is chosen when no group adds more than the noise does. Without per-entry
+    standard errors (a plain array) only the elbow rule applies.
 
     Args:
         matrix: AffinityMatrix, problem or array (with ``names``).
         k_max: the largest k tried.
         variant: ``"overlap"`` or ``"partition"`` (ignored when ``objective`` is given).
-        solver: solver name or instance.
-        gain_tolerance: the share of the whole gain below which one more group is not worth it.
+        solver: solver name or instance. By name, beyond 20 tasks the curve is solved
+            by the scalable solver with lighter settings (3 restarts, 1 kick) than its
+            defaults; pass ``solver_params`` or an instance to choose them.
+        gain_tolerance: the share of the average gain per group so far below which one
+            more group is not worth it.
         z: how many standard errors count as noise.
+        seed: seed of the noise matrix.
 
     Returns:
         A :class:`KChoice`.
 
     Raises:
         GroupingError: bad matrix, k_max outside [1, n], negative tolerances.
+
+    Example:
+        >>> import numpy as np
+        >>> blocks = np.kron(np.eye(3), np.ones((3, 3))) - 0.5  # 3 clusters of 3 tasks
+        >>> choose_k(blocks + np.random.default_rng(0).normal(0, 0.05, (9, 9)), variant="partition").k
+        3
     """
     objective = objective or Objective(variant=variant)
     base = as_problem(matrix, names=names, objective=objective, k=1 if objective.budget is None else None)
     n = base.n
-    k_max = min(n, 8) if k_max is None else k_max
+    k_max = default_k_max(n) if k_max is None else k_max
     if isinstance(k_max, bool) or not isinstance(k_max, int) or not 1 <= k_max <= n:
         raise GroupingError(f"1 <= k_max <= n must hold, got k_max={k_max!r} with n={n}")
-    if gain_tolerance < 0 or z < 0:
-        raise GroupingError(f"gain_tolerance >= 0 and z >= 0 must hold, got {gain_tolerance}, {z}")
-    slv = resolve_solver(solver, n, **solver_params)
-    scores, ses = [], []
+    if not (gain_tolerance >= 0 and z >= 0):
+        raise GroupingError(f"gain_tolerance >= 0 and z >= 0 must hold, got gain_tolerance={gain_tolerance}, z={z}")
     ks = []
     for k in range(1, k_max + 1):
         try:
-            problem = as_problem(base, k=k)
+            as_problem(base, k=k)
         except GroupingError:  # e.g. a budget no k-group cover meets: skip this k
             continue
-        best = slv.solve(problem)[0]
         ks.append(k)
-        scores.append(best.score)
-        ses.append(problem.objective_stderr(best.index_groups()))
     if not ks:
-        raise GroupingError("choose_k: no k in [1, k_max] admits a feasible grouping")
-    total = scores[-1] - scores[0]
+        raise GroupingError(f"choose_k: some k in [1, {k_max}] must admit a feasible grouping, none does")
+    slv = _curve_solver(solver, n, solver_params)
+    scores, ses = _curve(base, ks, slv)
+    null = _null_problem(base, seed)
+    if null is not None and len(ks) > 1:
+        # an estimate of what noise-fitting gains: the light scalable solver is near-optimal
+        # there and spares the exact solver its slowest case (a matrix without structure)
+        noise = _curve(null, ks, slv if isinstance(slv, ScalableSolver) else ScalableSolver(**_CURVE_SCALABLE))[0]
+    else:
+        noise = [0.0] * len(ks)
+    steps = np.diff(scores)
+    allowed_noise = np.maximum(np.diff(noise), 0.0) + z * np.asarray(ses[1:])
+    slack = 1e-12 * (1 + abs(scores[-1]))
     chosen = ks[-1]
-    # walk down from k_max while every further step gains little
-    for i in range(len(ks) - 2, -1, -1):
-        step = scores[i + 1] - scores[i]
-        if step <= max(gain_tolerance * total, z * ses[i + 1]) + 1e-12 * (1 + abs(scores[-1])):
-            chosen = ks[i]
-        else:
+    for i, k in enumerate(ks[:-1]):
+        mean_gain = (scores[i] - scores[0]) / (k - ks[0]) if i > 0 else 0.0
+        if np.all(steps[i:] <= np.maximum(allowed_noise[i:], gain_tolerance * mean_gain) + slack):
+            chosen = k
             break
-    rule = (f"smallest k such that every further group gains <= max({gain_tolerance:g}·(S({ks[-1]}) - S({ks[0]})), "
-            f"{z:g}·SE)")
-    return KChoice(chosen, tuple(ks), tuple(scores), tuple(ses), rule)
+    rule = (f"smallest k such that every further group gains <= max({gain_tolerance:g}·(S(k) - S({ks[0]}))/(k - "
+            f"{ks[0]}), noise gain + {z:g}·SE), k <= {ks[-1]}")
+    return KChoice(chosen, tuple(ks), tuple(float(s) for s in scores), tuple(float(s) for s in ses), rule,
+                   tuple(float(s) for s in noise))
 
 
 def group_tasks(
@@ -141,9 +231,10 @@ def group_tasks(
     Args:
         matrix: an :class:`~taskgraph.affinity.AffinityMatrix` (``mean[j, t]`` = Z_{j→t}),
             a :class:`~taskgraph.grouping.objective.GroupingProblem`, or an (n, n) array with ``names``.
-        k: the most groups; None chooses it with :func:`choose_k` (the smallest k after which
-            each further group, up to ``min(n, 8)``, adds under 10% of the whole gain or one
-            standard error).
+        k: the most groups; None chooses it with :func:`choose_k` (the elbow of the best
+            score against k, up to ``min(n, max(8, ceil(2·√n)))``: the smallest k after which
+            each further group adds under a quarter of the average gain per group so far, or
+            no more than fitting noise does).
         variant: ``"overlap"`` (TAG: a task may be in several groups, served by its best)
             or ``"partition"``.
         solver: ``"auto"`` (exact up to 20 tasks, else scalable), ``"exact"``, ``"brute"``,
@@ -171,7 +262,7 @@ def group_tasks(
     problem = as_problem(matrix, names=names, k=k, objective=objective)  # validates (k=None → n)
     slv = resolve_solver(solver, problem.n, **solver_params)
     if k is None:
-        k = choose_k(problem, objective=objective, solver=slv).k
+        k = choose_k(problem, objective=objective, solver=solver, **solver_params).k
         problem = as_problem(problem, k=k)
     out = slv.solve(problem, top_m=top_m)
     if not out:
@@ -181,6 +272,3 @@ def group_tasks(
             raise GroupingError(f"solver {slv.name!r} returned a grouping with a non-finite score")
     return out
 
-
-def _problem(matrix, **kw) -> GroupingProblem:
-    return as_problem(matrix, **kw)

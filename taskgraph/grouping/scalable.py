@@ -575,8 +575,14 @@ class ScalableSolver(GroupingSolver):
         self.time_limit = time_limit
         self.seed = int(seed)
 
-    def solve(self, problem: GroupingProblem, *, top_m: int = 1) -> list[Grouping]:
+    def solve(self, problem: GroupingProblem, *, top_m: int = 1, starts=()) -> list[Grouping]:
+        """Rank groupings; ``starts``: extra served-set labelings (length-n integer arrays) tried
+        before the clustering starts, e.g. a solution at a nearby k (repaired to this k by merges)."""
         check_top_m(top_m)
+        starts = [np.asarray(s, int) for s in starts]
+        if any(s.shape != (problem.n,) for s in starts):
+            raise GroupingError(f"ScalableSolver.solve: every start must be {problem.n} labels, one per task, got "
+                                f"shapes {[s.shape for s in starts]}")
         rng = np.random.default_rng(self.seed)
         deadline = time.perf_counter() + (self.time_limit if self.time_limit else math.inf)
         pool: dict[frozenset, tuple[float, list[tuple[int, ...]]]] = {}
@@ -617,7 +623,7 @@ class ScalableSolver(GroupingSolver):
             # only lone-task networks fit the budget
             record(_State(problem, np.arange(problem.n)))
         else:
-            for lab in initial_labelings(problem, rng, self.restarts)[: self.restarts]:
+            for lab in starts + initial_labelings(problem, rng, self.restarts)[: self.restarts]:
                 if time.perf_counter() > deadline and pool:
                     break
                 st = _State(problem, lab)
