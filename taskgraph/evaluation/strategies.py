@@ -12,9 +12,11 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
 - ``group-lookahead``: TAG's higher-order score: the lookahead with each candidate group's
   summed gradient, every partition scored by the sum of its tasks' scores;
 - ``surrogate``: :func:`taskgraph.pipeline.surrogate` (Li et al. 2023) on 2n random subsets;
-- ``check:<proposer>:<seeds>x:z<z>``: the check-run policies of :mod:`taskgraph.pipeline`:
-  the proposer's top partitions and all-in-one trained over paired seeds, all-in-one left
-  only for a paired gain above ``z`` SE (``z0`` with one seed: the lowest validation wins).
+- ``check:<proposer>:<seeds>x:z<z>[:seeds]``: the check-run policies of :mod:`taskgraph.pipeline`:
+  the proposer's top partitions (``affinity``, ``surrogate``, ``both``, ``sgd-affinity``) and
+  all-in-one trained over paired seeds, all-in-one left only for a paired validation gain above
+  ``z`` standard errors (the seeds' and the validation samples' noise; ``:seeds``: the seeds'
+  alone; ``argmin`` with one seed: the lowest validation total wins, the former default).
 
 Example (trains networks, so skipped in doctests):
     >>> from taskgraph.evaluation import PROBLEMS
@@ -136,7 +138,7 @@ def _surrogate(problem: Problem, runs: Runs):
 
 
 def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float, top_m: int = 2,
-           epochs: int | None = None):
+           epochs: int | None = None, noise: str = "seeds+samples"):
     """A check-run policy: proposals from ``proposer``, paired checks, the z rule."""
     cfg = runs.config if epochs is None else runs.config.replace(epochs=epochs, patience=None)
     proposals: list[tuple[Any, str]] = []
@@ -153,7 +155,7 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float,
         ranked, info = surrogate(runs, seed=EVAL_SEED, top_m=top_m)
         used |= {(s, EVAL_SEED, runs.config) for s in info["subsets"]}
         proposals += [(g, f"surrogate #{i}") for i, g in enumerate(ranked, 1)]
-    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED)
+    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED, noise=noise)
     checked = check(runs, proposals, policy)
     decision = decide(checked, policy)
     seeds_used = range(policy.seed, policy.seed + seeds)
@@ -176,6 +178,11 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
                                                        epochs=10)),
     "check:affinity:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0)),
     "check:affinity:3x:z1": _timed(partial(_check, proposer="affinity", seeds=3, z=1.0)),
+    "check:affinity:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, noise="seeds")),
+    "check:affinity:3x:z1:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=1.0, noise="seeds")),
     "check:surrogate:3x:z2": _timed(partial(_check, proposer="surrogate", seeds=3, z=2.0)),
+    "check:surrogate:3x:z2:seeds": _timed(partial(_check, proposer="surrogate", seeds=3, z=2.0, noise="seeds")),
     "check:both:3x:z2": _timed(partial(_check, proposer="both", seeds=3, z=2.0)),
+    "check:both:3x:z1": _timed(partial(_check, proposer="both", seeds=3, z=1.0)),
+    "check:both:3x:z2:seeds": _timed(partial(_check, proposer="both", seeds=3, z=2.0, noise="seeds")),
 }

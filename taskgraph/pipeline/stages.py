@@ -66,6 +66,8 @@ class GroupingPolicy:
             proposal is taken without evidence and the decision says so; 1: no standard error,
             any gain leaves all-in-one).
         z: leave all-in-one only when the paired validation gain exceeds ``z`` standard errors.
+        noise: what the standard error counts: ``"seeds+samples"`` (the seeds' and the validation
+            set's sampling noise, in quadrature) or ``"seeds"`` (the seeds' alone).
         confidence: the level of the reported t-interval.
         config: every checked network's training (None: the caller's); its ``patience``
             stops each network early on validation.
@@ -81,6 +83,7 @@ class GroupingPolicy:
     check_seeds: int = 3
     seed: int = 0
     z: float = 2.0
+    noise: str = "seeds+samples"
     confidence: float = 0.95
     config: TrainConfig | None = None
     affinity_config: TrainConfig | None = None
@@ -102,6 +105,8 @@ class GroupingPolicy:
                 self.check_seeds)
         if not (self.z >= 0 and math.isfinite(self.z)):
             bad("z", "'z' must be finite and >= 0", self.z)
+        if self.noise not in ("seeds", "seeds+samples"):
+            bad("noise", "'noise' must be 'seeds' or 'seeds+samples'", self.noise)
         if not 0 < self.confidence < 1:
             bad("confidence", "0 < 'confidence' < 1 must hold", self.confidence)
 
@@ -512,7 +517,8 @@ class Decision:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
 
-def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float) -> tuple[float, float, tuple[float, float]]:
+def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float, samples: bool = True
+            ) -> tuple[float, float, tuple[float, float]]:
     """Mean of ``a − b`` validation totals over seeds, its standard error and t-interval.
 
     The error has two parts: the seeds' (SD of the per-seed differences / √S: initialisation and
@@ -527,7 +533,7 @@ def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float) -> tupl
     if len(d) < 2:
         return mean, math.nan, (math.nan, math.nan)
     var = float(d.var(ddof=1)) / len(d)
-    if a.val_samples is not None and b.val_samples is not None:
+    if samples and a.val_samples is not None and b.val_samples is not None:
         per_sample = (a.val_samples - b.val_samples).mean(axis=0)
         var += float(per_sample.var(ddof=1)) / len(per_sample)
     se = math.sqrt(var)
@@ -547,7 +553,8 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
     ranked = tuple(sorted(checked, key=lambda c: c.val_total))
     aio = next(c for c in checked if c.source == "all-in-one")
     n = len(aio.val_totals)
-    others = [(c, *_paired(c, aio, policy.confidence)) for c in ranked if c is not aio]
+    others = [(c, *_paired(c, aio, policy.confidence, policy.noise == "seeds+samples")) for c in ranked
+              if c is not aio]
     winners = [o for o in others if o[1] < 0 and -o[1] > policy.z * (o[2] if n > 1 else 0.0)]
     if winners:
         chosen, d, se, iv = winners[0]
