@@ -138,7 +138,8 @@ def _surrogate(problem: Problem, runs: Runs):
 
 
 def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float, top_m: int = 2,
-           epochs: int | None = None, noise: str = "seeds+samples"):
+           epochs: int | None = None, noise: str = "seeds+samples", single: bool = False,
+           finalists: int | None = None):
     """A check-run policy: proposals from ``proposer``, paired checks, the z rule."""
     cfg = runs.config if epochs is None else runs.config.replace(epochs=epochs, patience=None)
     proposals: list[tuple[Any, str]] = []
@@ -155,11 +156,14 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float,
         ranked, info = surrogate(runs, seed=EVAL_SEED, top_m=top_m)
         used |= {(s, EVAL_SEED, runs.config) for s in info["subsets"]}
         proposals += [(g, f"surrogate #{i}") for i, g in enumerate(ranked, 1)]
-    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED, noise=noise)
+    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED, noise=noise,
+                            references=("single-task",) if single else (), finalists=finalists)
+    if single:
+        proposals.append((tuple((t,) for t in problem.tasks), "single-task"))
     checked = check(runs, proposals, policy)
     decision = decide(checked, policy)
     seeds_used = range(policy.seed, policy.seed + seeds)
-    used |= {(g, s, cfg) for c in checked for g in c.groups for s in seeds_used}
+    used |= {(g, s, cfg) for c in checked for g in c.groups for s in list(seeds_used)[:len(c.val_totals)]}
     steps += sum(runs.train_group(g, s, config=c).steps for g, s, c in used)  # cached: no retraining; each network once
     return decision.groups, steps, {"statement": decision.statement(), "diff": decision.diff, "se": decision.se,
                                     "left_all_in_one": decision.left_all_in_one}
@@ -185,4 +189,13 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "check:both:3x:z2": _timed(partial(_check, proposer="both", seeds=3, z=2.0)),
     "check:both:3x:z1": _timed(partial(_check, proposer="both", seeds=3, z=1.0)),
     "check:both:3x:z2:seeds": _timed(partial(_check, proposer="both", seeds=3, z=2.0, noise="seeds")),
+    "check:affinity+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True)),
+    "check:affinity+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
+                                                        noise="seeds")),
+    "race:affinity+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
+                                                 finalists=1)),
+    "race:affinity+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
+                                                       noise="seeds", finalists=1)),
+    "race:affinity3+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
+                                                        noise="seeds", finalists=1, top_m=3)),
 }

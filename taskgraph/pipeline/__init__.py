@@ -13,6 +13,7 @@ from taskgraph.pipeline.stages import (
     Decision,
     GroupingPolicy,
     Runs,
+    candidates,
     check,
     decide,
     measure,
@@ -24,5 +25,5 @@ from taskgraph.pipeline.stages import (
 )
 
 __all__ = ["DEFAULT_CHECK_CONFIG", "DEFAULT_POLICY", "AutoGroupResult", "Candidate", "CheckedCandidate", "Decision",
-           "GroupingPolicy", "Runs", "auto_group", "check", "decide", "measure", "propose", "reseed_loader",
-           "run_policy", "surrogate", "unchecked"]
+           "GroupingPolicy", "Runs", "auto_group", "candidates", "check", "decide", "measure", "propose",
+           "reseed_loader", "run_policy", "surrogate", "unchecked"]

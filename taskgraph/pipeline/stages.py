@@ -66,6 +66,10 @@ class GroupingPolicy:
             proposal is taken without evidence and the decision says so; 1: no standard error,
             any gain leaves all-in-one).
         z: leave all-in-one only when the paired validation gain exceeds ``z`` standard errors.
+        references: candidates checked beside the affinity's proposals: ``"single-task"``.
+        finalists: race the checks: every candidate trains with the first seed, and only the
+            ``finalists`` best of them (and all-in-one) with the rest (None: every candidate
+            trains with every seed).
         noise: what the standard error counts: ``"seeds+samples"`` (the seeds' and the validation
             set's sampling noise, in quadrature) or ``"seeds"`` (the seeds' alone).
         confidence: the level of the reported t-interval.
@@ -84,6 +88,8 @@ class GroupingPolicy:
     seed: int = 0
     z: float = 2.0
     noise: str = "seeds+samples"
+    references: tuple[str, ...] = ()
+    finalists: int | None = None
     confidence: float = 0.95
     config: TrainConfig | None = None
     affinity_config: TrainConfig | None = None
@@ -105,6 +111,11 @@ class GroupingPolicy:
                 self.check_seeds)
         if not (self.z >= 0 and math.isfinite(self.z)):
             bad("z", "'z' must be finite and >= 0", self.z)
+        object.__setattr__(self, "references", tuple(self.references))
+        if any(r != "single-task" for r in self.references):
+            bad("references", "'references' may hold only 'single-task'", self.references)
+        if self.finalists is not None and (not isinstance(self.finalists, int) or self.finalists < 1):
+            bad("finalists", "'finalists' must be an int >= 1 or None", self.finalists)
         if self.noise not in ("seeds", "seeds+samples"):
             bad("noise", "'noise' must be 'seeds' or 'seeds+samples'", self.noise)
         if not 0 < self.confidence < 1:
@@ -407,13 +418,51 @@ class CheckedCandidate:
                 "test_losses": None if self.test_losses is None else dict(self.test_losses)}
 
 
+def candidates(ranked, policy: GroupingPolicy, names: Sequence[str]) -> list[tuple[Groups, str]]:
+    """What the checks compare with all-in-one: the affinity's proposals, then the policy's
+    references (``"single-task"``: every task alone)."""
+    out: list[tuple[Groups, str]] = [(tuple(tuple(x) for x in g.groups), f"affinity #{i}")
+                                     for i, g in enumerate(ranked, 1)]
+    if "single-task" in policy.references:
+        out.append((tuple((t,) for t in names), "single-task"))
+    return out
+
+
+def _measured(runs: Runs, groups: Groups, source: str, seeds: Sequence[int], cfg: TrainConfig, order: dict,
+              progress: bool) -> CheckedCandidate:
+    val = np.zeros((len(seeds), len(runs.tasks)))
+    test = np.zeros_like(val) if runs.test_loader is not None else None
+    shares = None
+    for si, seed in enumerate(seeds):
+        for g in groups:
+            run = runs.train_group(g, seed, config=cfg, progress=progress)
+            if shares is None:
+                shares = np.zeros((len(seeds), len(run.val_samples)))
+            shares[si] += run.val_samples
+            for t in g:
+                val[si, order[t]] = run.val.losses[t]
+                if test is not None and run.test is not None:
+                    test[si, order[t]] = run.test.losses[t]
+    bad = [t for t in runs.tasks.names if not np.isfinite(val[:, order[t]]).all()]
+    if bad:
+        raise GroupingError(f"check: the validation loss of task(s) {bad} is not finite for {source} "
+                            f"{[list(g) for g in groups]}: every task needs labelled, finite validation samples")
+    return CheckedCandidate(groups, source, tuple(val.sum(1)), None if test is None else tuple(test.sum(1)),
+                            dict(zip(runs.tasks.names, val.mean(0), strict=True)),
+                            None if test is None else dict(zip(runs.tasks.names, test.mean(0), strict=True)),
+                            shares)
+
+
 def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]],
           policy: GroupingPolicy = DEFAULT_POLICY, *, progress: bool = False,
           log: Callable[[str], None] | None = None) -> list[CheckedCandidate]:
     """Train every candidate's groups and all-in-one over the policy's paired seeds.
 
     ``candidates`` are ``(groups, source)`` pairs; all-in-one is added first when missing and
-    duplicates are dropped. A network shared by two candidates trains once per seed.
+    duplicates are dropped. A network shared by two candidates trains once per seed. With
+    ``policy.finalists`` set, the checks race: every candidate trains with the first seed, and
+    only all-in-one and the ``finalists`` candidates of lowest validation total there train
+    with the remaining seeds (the others keep their one seed and cannot be chosen).
     """
     if policy.check_seeds < 1:
         raise GroupingError(f"check: the policy's 'check_seeds' must be >= 1 to check, got {policy.check_seeds}")
@@ -431,35 +480,21 @@ def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]],
                                 f"got {[list(g) for g in c]} ({source})")
         if all(c != d for d, _ in todo):
             todo.append((c, source))
-    seeds = range(policy.seed, policy.seed + policy.check_seeds)
+    seeds = list(range(policy.seed, policy.seed + policy.check_seeds))
     cfg = policy.config or runs.config
-    out = []
-    for groups, source in todo:
-        val = np.zeros((policy.check_seeds, len(runs.tasks)))
-        test = np.zeros_like(val) if runs.test_loader is not None else None
-        shares = None
-        for si, seed in enumerate(seeds):
-            for g in groups:
-                run = runs.train_group(g, seed, config=cfg, progress=progress)
-                if shares is None:
-                    shares = np.zeros((policy.check_seeds, len(run.val_samples)))
-                shares[si] += run.val_samples
-                for t in g:
-                    val[si, order[t]] = run.val.losses[t]
-                    if test is not None and run.test is not None:
-                        test[si, order[t]] = run.test.losses[t]
-        bad = [t for t in runs.tasks.names if not np.isfinite(val[:, order[t]]).all()]
-        if bad:
-            raise GroupingError(f"check: the validation loss of task(s) {bad} is not finite for {source} "
-                                f"{[list(g) for g in groups]}: every task needs labelled, finite validation samples")
-        c = CheckedCandidate(groups, source, tuple(val.sum(1)), None if test is None else tuple(test.sum(1)),
-                             dict(zip(runs.tasks.names, val.mean(0), strict=True)),
-                             None if test is None else dict(zip(runs.tasks.names, test.mean(0), strict=True)),
-                             shares)
-        if log:
-            log(f"  {source:<12} val total {c.val_total:.4f}"
-                + ("" if c.test_total is None else f", test total {c.test_total:.4f}") + f"  {_fmt(groups)}")
-        out.append(c)
+    if policy.finalists is not None and len(todo) - 1 > policy.finalists and len(seeds) > 1:
+        first = [_measured(runs, g, src, seeds[:1], cfg, order, progress) for g, src in todo]
+        ahead = sorted(first[1:], key=lambda c: c.val_total)[:policy.finalists]
+        keep = {c.groups for c in ahead} | {todo[0][0]}
+        out = [_measured(runs, g, src, seeds, cfg, order, progress) if g in keep else c
+               for (g, src), c in zip(todo, first, strict=True)]
+    else:
+        out = [_measured(runs, g, src, seeds, cfg, order, progress) for g, src in todo]
+    if log:
+        for c in out:
+            log(f"  {c.source:<12} val total {c.val_total:.4f}"
+                + ("" if c.test_total is None else f", test total {c.test_total:.4f}")
+                + f" ({len(c.val_totals)} seed{'s' if len(c.val_totals) > 1 else ''})  {_fmt(c.groups)}")
     return out
 
 
@@ -553,8 +588,9 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
     ranked = tuple(sorted(checked, key=lambda c: c.val_total))
     aio = next(c for c in checked if c.source == "all-in-one")
     n = len(aio.val_totals)
+    # candidates a race stopped after its first seed are not compared: they lost that seed
     others = [(c, *_paired(c, aio, policy.confidence, policy.noise == "seeds+samples")) for c in ranked
-              if c is not aio]
+              if c is not aio and len(c.val_totals) == n]
     winners = [o for o in others if o[1] < 0 and -o[1] > policy.z * (o[2] if n > 1 else 0.0)]
     if winners:
         chosen, d, se, iv = winners[0]
@@ -585,6 +621,5 @@ def run_policy(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, matrix=No
     ranked = propose(matrix, policy)
     if policy.check_seeds == 0:
         return unchecked(ranked[0].groups), matrix, ranked
-    checked = check(runs, [(g.groups, f"affinity #{i}") for i, g in enumerate(ranked, 1)], policy,
-                    progress=progress, log=log)
+    checked = check(runs, candidates(ranked, policy, runs.tasks.names), policy, progress=progress, log=log)
     return decide(checked, policy), matrix, ranked
