@@ -28,6 +28,8 @@ Example:
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,7 @@ import networkx as nx
 import numpy as np
 
 from taskgraph.affinity.matrix import AffinityMatrix
+from taskgraph.affinity.plots import symmetrised
 from taskgraph.exceptions import AffinityError
 
 __all__ = ["TaskGraph"]
@@ -108,12 +111,7 @@ class TaskGraph:
 
     def symmetric(self) -> np.ndarray:
         """S = (Z + Zᵀ) / 2 with a zero diagonal; a missing direction uses the other one, both missing 0."""
-        z = np.array(self.matrix.mean, dtype=float)
-        zt = z.T
-        s = np.where(np.isfinite(z) & np.isfinite(zt), (z + zt) / 2, np.where(np.isfinite(z), z, zt))
-        s = np.nan_to_num(s, nan=0.0)
-        np.fill_diagonal(s, 0.0)
-        return s
+        return symmetrised(self.matrix)
 
     def undirected(self) -> nx.Graph:
         """``networkx.Graph`` with edge ``weight`` = S_ij of :meth:`symmetric` (all pairs)."""
@@ -162,50 +160,145 @@ class TaskGraph:
         nx.write_graphml(g, p)
         return p
 
-    def draw(self, path: str | Path, *, title: str | None = None, dpi: int = 120) -> Path:
-        """PNG drawing: green edges help, red edges hurt (negative transfer), dashed = uncertain.
+    def pair_edges(self, *, uncertain: bool = False) -> list[tuple[str, str, float, str]]:
+        """Unordered pairs by the symmetrised affinity S_ij = (Z_ij + Z_ji)/2, strongest |S| first.
 
-        Edge width grows with |Z|; node layout is a spring layout on the symmetrised
-        positive affinities (seeded), so helpful tasks sit together.
+        Each item is ``(a, b, S_ab, relation)``, relation ``"positive"``/``"negative"`` when the
+        pair's interval (normal, at the matrix's confidence, SE = √(se_ij² + se_ji²)/2)
+        excludes 0, else ``"uncertain"`` (only listed with ``uncertain=True``).
         """
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        from scipy.stats import norm
 
         s = self.symmetric()
-        layout_g = nx.Graph()
-        layout_g.add_nodes_from(self.names)
+        se = np.asarray(self.matrix.stderr, float)
+        se_s = np.sqrt(se**2 + se.T**2) / 2
+        q = float(norm.ppf(0.5 + self.matrix.confidence / 2))
+        out = []
         for i, a in enumerate(self.names):
             for j in range(i + 1, len(self.names)):
-                if s[i, j] > 0:
-                    layout_g.add_edge(a, self.names[j], weight=float(s[i, j]))
-        pos = nx.spring_layout(layout_g, seed=0, weight="weight") if len(self.names) > 1 else {self.names[0]: (0, 0)}
-        weights = [abs(w) for _, _, w in self.graph.edges(data="weight")]
-        wmax = max(weights) if weights and max(weights) > 0 else 1.0
-        fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(self.names) + 3),) * 2)
-        try:
-            nx.draw_networkx_nodes(self.graph, pos, ax=ax, node_color="#dddddd", node_size=600, edgecolors="0.3")
-            nx.draw_networkx_labels(self.graph, pos, ax=ax, font_size=8)
-            colors = {"positive": "tab:green", "negative": "tab:red", "uncertain": "0.6"}
-            for rel in ("uncertain", "positive", "negative"):
-                edges = [(a, b) for a, b, r in self.graph.edges(data="relation") if r == rel]
-                if not edges:
-                    continue
-                widths = [0.5 + 3.5 * abs(self.graph.edges[e]["weight"]) / wmax for e in edges]
-                nx.draw_networkx_edges(self.graph, pos, edgelist=edges, ax=ax, width=widths, edge_color=colors[rel],
-                                       style="dashed" if rel == "uncertain" else "solid", arrows=True,
-                                       arrowsize=10, connectionstyle="arc3,rad=0.12", node_size=600)
-            ax.set_title(title or "task graph: green helps, red hurts (CI excludes 0), grey dashed uncertain",
-                         fontsize=9)
-            ax.axis("off")
-            fig.tight_layout()
-            out = Path(path)
-            fig.savefig(out, dpi=dpi)
-        finally:
-            plt.close(fig)
+                known = np.isfinite(se_s[i, j])
+                rel = ("positive" if s[i, j] > q * se_s[i, j] else "negative" if s[i, j] < -q * se_s[i, j]
+                       else "uncertain") if known else "uncertain"
+                if rel != "uncertain" or uncertain:
+                    out.append((a, self.names[j], float(s[i, j]), rel))
+        return sorted(out, key=lambda e: -abs(e[2]))
+
+    def draw(self, path: str | Path, *, title: str | None = None, dpi: int = 120,
+             groups: Sequence[Sequence[str]] | None = None, max_edges: int | None = None,
+             uncertain: bool = False) -> Path:
+        """PNG drawing of the pairs that matter, laid out by group.
+
+        Each group sits on its own circle, the groups spread around a larger one, so
+        clusters show apart at a glance. A line joins a pair when its symmetrised
+        affinity S_ij = (Z_ij + Z_ji)/2 is sure of its sign (see :meth:`pair_edges`):
+        solid green when the two tasks help each other, dashed red when they hurt
+        each other (negative transfer); width ∝ |S|; only the ``max_edges`` strongest.
+        The direction of each effect is the heatmap's to show
+        (:func:`taskgraph.affinity.plots.heatmap`).
+
+        Args:
+            path: output PNG.
+            title: figure title (default: how to read it).
+            dpi: resolution.
+            groups: the groups to lay out (a :class:`~taskgraph.grouping.Grouping` or lists
+                of names; a task in several goes with the first); default: the
+                average-linkage tree of S cut at its largest jump
+                (:func:`taskgraph.affinity.plots.linkage_groups`), a layout aid.
+            max_edges: at most this many lines (default ``max(3, 3n/2)``).
+            uncertain: also draw pairs whose interval contains 0 (thin, grey, dotted).
+
+        Raises:
+            AffinityError: groups that name unknown tasks, ``max_edges < 0``.
+        """
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Circle
+
+        from taskgraph.affinity.plots import PALETTE, linkage_groups, new_figure, save_figure
+
+        names = self.names
+        n = len(names)
+        given = groups is not None
+        groups = [tuple(g) for g in getattr(groups, "groups", groups)] if given else list(linkage_groups(self.matrix))
+        unknown = sorted({t for g in groups for t in g} - set(names))
+        if unknown:
+            raise AffinityError(f"draw: groups must name tasks of the graph, {list(names)}; unknown {unknown}")
+        max_edges = max(3, (3 * n) // 2) if max_edges is None else max_edges
+        if max_edges < 0:
+            raise AffinityError(f"draw: max_edges >= 0 must hold, got {max_edges}")
+        placed: list[list[str]] = []
+        seen: set[str] = set()
+        for g in groups:
+            members = [t for t in g if t not in seen]
+            seen |= set(members)
+            if members:
+                placed.append(members)
+        placed += [[t] for t in names if t not in seen]
+        pos, centres, radii = _group_layout(placed)
+        edges = self.pair_edges(uncertain=uncertain)[:max_edges]
+        smax = max((abs(e[2]) for e in edges), default=1.0) or 1.0
+        fig, ax = new_figure((min(max(5.0, 0.35 * n + 3.5), 16.0),) * 2)
+        for gi, (c, r) in enumerate(zip(centres, radii)):
+            if len(placed[gi]) > 1:
+                ax.add_patch(Circle(c, r + 0.12, facecolor=PALETTE[gi % len(PALETTE)], alpha=0.12,
+                                    edgecolor=PALETTE[gi % len(PALETTE)], lw=1, zorder=0))
+        style = {"positive": ("#2e7d32", "-"), "negative": ("#c62828", "--"), "uncertain": ("0.6", ":")}
+        for a, b, w, rel in reversed(edges):  # the strongest on top
+            color, ls = style[rel]
+            (x0, y0), (x1, y1) = pos[a], pos[b]
+            width = 0.6 if rel == "uncertain" else 0.8 + 4.2 * abs(w) / smax
+            ax.plot([x0, x1], [y0, y1], color=color, linestyle=ls, lw=width, alpha=0.85, zorder=1,
+                    solid_capstyle="round", dash_capstyle="round")
+        group_of = {t: gi for gi, g in enumerate(placed) for t in g}
+        xy = np.array([pos[t] for t in names])
+        ax.scatter(xy[:, 0], xy[:, 1], s=520 if n <= 30 else 120, zorder=2, edgecolors="0.2",
+                   c=[PALETTE[group_of[t] % len(PALETTE)] for t in names])
+        for t in names:
+            ax.text(*pos[t], t, ha="center", va="center", fontsize=8 if n <= 30 else 5, zorder=3,
+                    color="white", fontweight="bold")
+        handles = [Line2D([], [], color=style["positive"][0], lw=2.5, label="help each other (S > 0)"),
+                   Line2D([], [], color=style["negative"][0], lw=2.5, ls="--", label="hurt each other (S < 0)")]
+        if uncertain:
+            handles.append(Line2D([], [], color="0.6", lw=1, ls=":", label="sign unsure"))
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles),
+                  fontsize=7, frameon=False)
+        n_sure = len(self.pair_edges())
+        ax.set_title(title or (f"task graph: the {len(edges)} strongest of {n_sure} pairs whose "
+                               f"{self.matrix.confidence:.0%} CI of S = (Z_ij + Z_ji)/2 excludes 0; "
+                               f"{'groups given' if given else 'groups: average-linkage cut'}"), fontsize=9)
+        pad = [r + 0.3 for r in radii]
+        ax.set_xlim(min(c[0] - p for c, p in zip(centres, pad)), max(c[0] + p for c, p in zip(centres, pad)))
+        ax.set_ylim(min(c[1] - p for c, p in zip(centres, pad)), max(c[1] + p for c, p in zip(centres, pad)))
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+        out = Path(path)
+        save_figure(fig, out, dpi=dpi)
         return out
 
     def __repr__(self) -> str:
         return (f"TaskGraph({len(self.names)} tasks, {len(self.positive_edges())} positive, "
                 f"{len(self.negative_edges())} negative edges)")
+
+
+def _group_layout(groups: list[list[str]]):
+    """Positions: each group's tasks on a small circle, the group centres on a large one.
+
+    Returns ``(pos, centres, radii)``: name → (x, y), and each group's centre and radius.
+    The large circle is wide enough that neighbouring groups never overlap.
+    """
+    radii = [0.0 if len(g) == 1 else 0.22 / math.sin(math.pi / len(g)) if len(g) > 2 else 0.22 for g in groups]
+    count = len(groups)
+    if count == 1:
+        ring = 0.0
+    else:
+        need = max(radii[i] + radii[(i + 1) % count] for i in range(count)) + 0.45
+        ring = max(1.0, need / (2 * math.sin(math.pi / count)))
+    pos: dict[str, tuple[float, float]] = {}
+    centres = []
+    for gi, g in enumerate(groups):
+        phi = 2 * math.pi * gi / count + math.pi / 2
+        c = (ring * math.cos(phi), ring * math.sin(phi))
+        centres.append(c)
+        for ti, t in enumerate(g):
+            theta = 2 * math.pi * ti / len(g) + phi
+            pos[t] = (c[0] + radii[gi] * math.cos(theta), c[1] + radii[gi] * math.sin(theta))
+    return pos, centres, radii

@@ -196,6 +196,8 @@ class AffinityMatrix:
 
     def heatmap(self, path: str | Path, **kwargs) -> Path:
         """Write a PNG heatmap with confidence intervals (see :func:`taskgraph.affinity.plots.heatmap`)."""
+        # Imported on use: drawing pulls in matplotlib and scipy, which ``import taskgraph`` must not.
+        # No cycle: the plotting module reads a matrix by its attributes and never imports this one.
         from taskgraph.affinity.plots import heatmap
 
         return heatmap(self, path, **kwargs)

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from taskgraph.affinity.plots import new_figure, save_figure
 from taskgraph.exceptions import GroupingError
 from taskgraph.grouping.base import SOLVERS, GroupingSolver, check_top_m
 from taskgraph.grouping.objective import GroupingProblem, Objective, as_problem
+from taskgraph.grouping.scalable import _State
 from taskgraph.grouping.value import Grouping
 
 __all__ = ["HierarchySolver", "TaskHierarchy", "hierarchy"]
@@ -131,8 +133,6 @@ class TaskHierarchy:
         """A dendrogram (matplotlib Agg); writes a PNG when ``path`` is given. Returns the Figure."""
         from scipy.cluster.hierarchy import dendrogram
 
-        from taskgraph.grouping.plot import new_figure, save_figure
-
         fig, ax = new_figure(figsize=(max(4.0, 0.45 * self.n + 2), 3.6))
         if self.n > 1:
             dendrogram(self.linkage, labels=list(self.names), ax=ax, color_threshold=None)
@@ -187,8 +187,6 @@ class HierarchySolver(GroupingSolver):
         self.method = method
 
     def solve(self, problem: GroupingProblem, *, top_m: int = 1) -> list[Grouping]:
-        from taskgraph.grouping.scalable import _State
-
         check_top_m(top_m)
         tree = hierarchy(problem.Z, names=problem.names, method=self.method)
         found: dict[frozenset, tuple[float, list]] = {}

@@ -1,7 +1,8 @@
-"""Pictures: groups coloured on the task graph, an affinity heatmap (matplotlib Agg, networkx layout).
+"""Pictures of groupings: groups coloured on the task graph (matplotlib, networkx layout).
 
-Figures are built with ``matplotlib.figure.Figure`` (no pyplot, no global
-backend switch), so they render with Agg in any process, headless included.
+Figures come from :func:`taskgraph.affinity.plots.new_figure` (a ``matplotlib.figure.Figure``
+with its own Agg canvas: no pyplot, no backend switch), re-exported here with ``save_figure``.
+The affinity heatmap is :func:`taskgraph.affinity.plots.heatmap`.
 
 Example:
     >>> import numpy as np, tempfile, os
@@ -22,36 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["new_figure", "plot_grouping", "plot_matrix", "save_figure"]
+from taskgraph.affinity.plots import PALETTE, new_figure, save_figure
+from taskgraph.grouping.objective import as_problem
 
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-            "#bcbd22", "#17becf")
-
-
-def new_figure(figsize=(6.0, 5.0)):
-    """A (Figure, Axes) pair drawn by Agg, independent of pyplot's state."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    return fig, fig.add_subplot()
-
-
-def save_figure(fig, path: str | Path | None, dpi: int = 120):
-    """Write ``fig`` as PNG to ``path`` (when given) and return it."""
-    if path is not None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=dpi, bbox_inches="tight", format="png")
-    return fig
-
+__all__ = ["new_figure", "plot_grouping", "save_figure"]
 
 def _colour(i: int) -> str:
-    return _PALETTE[i % len(_PALETTE)]
+    return PALETTE[i % len(PALETTE)]
 
 
 def _names_and_Z(matrix, names):
-    from taskgraph.grouping.objective import as_problem
-
     if hasattr(matrix, "matrix") and not hasattr(matrix, "mean"):  # a TaskGraph holding its matrix
         matrix = matrix.matrix
     p = as_problem(matrix)
@@ -131,33 +112,4 @@ def plot_grouping(grouping, matrix, path: str | Path | None = None, *, title: st
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     ax.set_axis_off()
     ax.set_aspect("equal")
-    return save_figure(fig, path)
-
-
-def plot_matrix(matrix, path: str | Path | None = None, *, title: str = "affinity Z[i→j]", order=None):
-    """A heatmap of the affinity matrix (rows: source i, columns: target j); PNG at ``path``.
-
-    Args:
-        matrix: an AffinityMatrix, GroupingProblem or array.
-        order: task names to order rows/columns by (e.g. grouped tasks side by side).
-
-    Returns:
-        The matplotlib Figure.
-    """
-    from taskgraph.grouping.objective import as_problem
-
-    p = as_problem(matrix)
-    names = list(order) if order is not None else list(p.names)
-    idx = [p.names.index(x) for x in names]
-    Z = np.array(p.Z[np.ix_(idx, idx)])
-    np.fill_diagonal(Z, np.nan)
-    lim = float(np.nanmax(np.abs(Z))) if len(names) > 1 else 1.0
-    fig, ax = new_figure((0.35 * len(names) + 2.5, 0.35 * len(names) + 2.0))
-    im = ax.imshow(Z, cmap="RdBu", vmin=-lim, vmax=lim)
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlabel("target task j")
-    ax.set_ylabel("source task i")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, shrink=0.8)
     return save_figure(fig, path)

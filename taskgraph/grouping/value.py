@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskgraph.exceptions import GroupingError
-from taskgraph.grouping.objective import GroupingProblem, Objective
+from taskgraph.grouping.objective import GroupingProblem, Objective, as_problem
+from taskgraph.grouping.plot import plot_grouping
 
 __all__ = ["Grouping"]
 
@@ -156,8 +157,6 @@ class Grouping:
         Raises:
             GroupingError: unknown names or an infeasible grouping.
         """
-        from taskgraph.grouping.objective import as_problem
-
         problem = as_problem(matrix, k=k or len(groups) if groups else None, objective=objective)
         index = {x: i for i, x in enumerate(problem.names)}
         unknown = sorted({x for g in groups for x in g if x not in index})
@@ -292,8 +291,6 @@ class Grouping:
 
         Returns the matplotlib Figure (Agg backend). See :func:`taskgraph.grouping.plot.plot_grouping`.
         """
-        from taskgraph.grouping.plot import plot_grouping
-
         return plot_grouping(self, matrix, path, title=title, seed=seed)
 
     def __str__(self) -> str:

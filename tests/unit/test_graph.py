@@ -108,3 +108,42 @@ def test_draw_png(tmp_path, matrix):
 def test_bad_input():
     with pytest.raises(AffinityError, match="needs an AffinityMatrix"):
         TaskGraph.from_affinity(np.zeros((2, 2)))
+
+
+def test_pair_edges_keep_the_pairs_sure_of_their_sign_strongest_first(matrix):
+    g = TaskGraph.from_affinity(matrix)
+    pairs = g.pair_edges()
+    assert [(a, b, rel) for a, b, _, rel in pairs] == [("a", "b", "positive"), ("b", "c", "negative"),
+                                                       ("a", "c", "negative")]
+    assert pairs[0][2] == pytest.approx((MU[0, 1] + MU[1, 0]) / 2)
+    everything = g.pair_edges(uncertain=True)
+    assert len(everything) == 6 and {rel for a, b, _, rel in everything if "d" in (a, b)} == {"uncertain"}
+    assert [abs(w) for _, _, w, _ in everything] == sorted((abs(w) for _, _, w, _ in everything), reverse=True)
+
+
+def test_group_layout_sets_groups_apart():
+    from taskgraph.graph import _group_layout
+
+    groups = [[f"g{g}t{t}" for t in range(size)] for g, size in enumerate([2, 3, 5, 1, 4, 10])]
+    pos, centres, radii = _group_layout(groups)
+    xy = {name: np.array(p) for name, p in pos.items()}
+    between = min(np.linalg.norm(xy[a] - xy[b]) for i, g in enumerate(groups) for h in groups[i + 1:]
+                  for a in g for b in h)
+    assert between > 0.4 and all(np.linalg.norm(xy[t] - np.array(centres[i])) <= radii[i] + 1e-9
+                                 for i, g in enumerate(groups) for t in g)
+    # two neighbouring groups' discs never overlap
+    for i in range(len(groups)):
+        j = (i + 1) % len(groups)
+        assert np.linalg.norm(np.subtract(centres[i], centres[j])) > radii[i] + radii[j] + 0.4
+
+
+@pytest.mark.parametrize("kw", [{}, {"groups": [("a", "b"), ("c", "d")]}, {"max_edges": 0}, {"uncertain": True}])
+def test_draw_options_write_a_png(tmp_path, matrix, kw):
+    assert TaskGraph.from_affinity(matrix).draw(tmp_path / "g.png", **kw).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("kw", "message"), [({"groups": [("a", "zz")]}, r"unknown \['zz'\]"),
+                                             ({"max_edges": -1}, "max_edges >= 0 must hold, got -1")])
+def test_draw_refuses_bad_groups_and_edge_counts(tmp_path, matrix, kw, message):
+    with pytest.raises(AffinityError, match=message):
+        TaskGraph.from_affinity(matrix).draw(tmp_path / "g.png", **kw)
