@@ -105,7 +105,15 @@ def initial_labelings(problem: GroupingProblem, rng: np.random.Generator, count:
 
 
 class _State:
-    """A served-set partition with incremental statistics (the local search's working state)."""
+    """A served-set partition with incremental statistics: the local search's working state.
+
+    ``bits[r]`` is served set r's membership, ``alone[r]`` whether a one-task set trains
+    as a lone network; ``A`` (within-set affinity), ``Hc``/``Hd`` (affinity into and out of
+    each set), ``size``, ``gval`` (the group option's value), ``val`` and ``cst`` (each
+    set's value and cost) follow them. The moves that change it are the small classes
+    below (:class:`_Relocate`, :class:`_Merge`, :class:`_Swap`, :class:`_Split`,
+    :class:`_Toggle`), combined by :class:`_LocalSearch` and :class:`_Repair`.
+    """
 
     def __init__(self, problem: GroupingProblem, labels: np.ndarray):
         self.p = problem
@@ -137,6 +145,16 @@ class _State:
         self.val = np.where(self.alone, self.o.singleton_value, self.gval)
         self.cst = np.where(self.alone, self.o.singleton_cost, self.o.group_cost)
 
+    def _recompute_forced(self) -> None:
+        """Recompute statistics, keeping the lone-network choices already made."""
+        alone = self.alone.copy()
+        self._recompute()
+        self.alone = alone & (self.size == 1)
+        if self.o.allow_singletons:
+            self.alone |= (self.size == 1) & ~np.isfinite(self.gval)
+        self.val = np.where(self.alone, self.o.singleton_value, self.gval)
+        self.cst = np.where(self.alone, self.o.singleton_cost, self.o.group_cost)
+
     @property
     def B(self) -> int:
         return len(self.bits)
@@ -152,374 +170,6 @@ class _State:
 
     def labels(self) -> np.ndarray:
         return self.bits.argmax(0)
-
-    def _options(self, gval: float, size: int):
-        """(value, cost, alone) options of a block with group value ``gval`` and ``size`` tasks."""
-        opts = []
-        if np.isfinite(gval):
-            opts.append((gval, self.o.group_cost, False))
-        if size == 1 and self.o.allow_singletons:
-            opts.append((self.o.singleton_value, self.o.singleton_cost, True))
-        return opts
-
-    # ------------------------------------------------------------------- moves
-    def relocation_gains(self):
-        """For every task, the best move to another served set or a new one, scored exactly.
-
-        Returns ``(gain, target, target_alone, source_alone)`` arrays of length n; target
-        ``B`` means a new set; gain is -inf where no move is allowed.
-        """
-        n, B, Z, o = self.n, self.B, self.Z, self.o
-        ar = np.arange(n)
-        a = self.labels()
-        # the source set without t
-        size_rem = self.size[a] - 1
-        A_rem = self.A[a] - self.Hd[a, ar] - self.Hc[a, ar]
-        bits_rem = self.bits[a].copy()
-        bits_rem[ar, ar] = False
-        gv_rem, _ = _group_values(Z, A_rem, size_rem, self.Hc[a] - Z.T, bits_rem, self.helpers)
-        gone = size_rem == 0
-        src = [(np.where(gone, 0.0, gv_rem), np.where(gone, 0.0, o.group_cost), False)]
-        if o.allow_singletons:
-            src.append((np.where(size_rem == 1, o.singleton_value, -np.inf), np.full(n, o.singleton_cost), True))
-        # joining every existing set
-        A_ins = (self.A[None, :] + self.Hd.T + self.Hc.T).ravel()
-        size_ins = np.broadcast_to(self.size[None, :] + 1, (n, B)).ravel()
-        Hc_ins = (self.Hc[None, :, :] + Z.T[:, None, :]).reshape(-1, n)
-        bits_ins = (self.bits[None, :, :] | np.eye(n, dtype=bool)[:, None, :]).reshape(-1, n)
-        gv_ins, _ = _group_values(Z, A_ins, size_ins, Hc_ins, bits_ins, self.helpers)
-        gv_ins = gv_ins.reshape(n, B)
-        gv_ins[ar, a] = -np.inf
-        # a new set of its own: with its best helper (overlap) or alone (when allowed)
-        if self.helpers and n > 1:
-            new_group = np.where(np.eye(n, dtype=bool), -np.inf, Z).max(0)
-        else:
-            new_group = np.full(n, -np.inf)
-        total_c = self.cost()
-        can_new = (B - gone + 1) <= self.p.k
-        best_gain = np.full(n, -np.inf)
-        best_target = np.full(n, -1)
-        best_t_alone = np.zeros(n, bool)
-        best_s_alone = np.zeros(n, bool)
-
-        def offer(gain, target, t_alone, s_alone):
-            better = gain > best_gain + _EPS
-            best_gain[better] = gain[better]
-            best_target[better] = target[better] if np.ndim(target) else target
-            best_t_alone[better] = t_alone
-            best_s_alone[better] = s_alone
-
-        old_v = self.val[a][:, None] + self.val[None, :]
-        old_c = self.cst[a][:, None] + self.cst[None, :]
-        for sv, sc, s_alone in src:
-            ok = total_c - old_c + sc[:, None] + o.group_cost <= self.budget
-            gain = np.where(ok, sv[:, None] + gv_ins - old_v, -np.inf)
-            j = gain.argmax(1)
-            offer(gain[ar, j], j, False, s_alone)
-            for tv, tc, t_alone in ((new_group, o.group_cost, False),
-                                    (np.full(n, o.singleton_value if o.allow_singletons else -np.inf),
-                                     o.singleton_cost, True)):
-                ok = can_new & (total_c - self.cst[a] + sc + tc <= self.budget)
-                offer(np.where(ok, sv + tv - self.val[a], -np.inf), np.full(n, B), t_alone, s_alone)
-        return best_gain, best_target, best_t_alone, best_s_alone
-
-    def merge_gains(self):
-        """(gain, a, b) arrays over every pair of served sets (empty with fewer than two)."""
-        if self.B < 2:
-            return np.zeros(0), np.zeros(0, int), np.zeros(0, int)
-        ia, ib = np.triu_indices(self.B, 1)
-        bf = self.bits.astype(float)
-        cross = (self.Hd[ia] * bf[ib]).sum(1) + (self.Hd[ib] * bf[ia]).sum(1)
-        gv, _ = _group_values(self.Z, self.A[ia] + self.A[ib] + cross, self.size[ia] + self.size[ib],
-                              self.Hc[ia] + self.Hc[ib], self.bits[ia] | self.bits[ib], self.helpers)
-        cost = self.cost() - self.cst[ia] - self.cst[ib] + self.o.group_cost
-        gain = np.where(cost <= self.budget, gv - self.val[ia] - self.val[ib], -np.inf)
-        return gain, ia, ib
-
-    def swap_round(self) -> bool:
-        """Exchange pairs of tasks between served sets (best disjoint swaps first); True if any."""
-        Z = self.Z
-        lab = self.labels()
-        t, u = np.nonzero(lab[:, None] < lab[None, :])
-        if t.size == 0:
-            return False
-        a, b = lab[t], lab[u]
-
-        def side(blk, out_, in_):
-            A = (self.A[blk] - self.Hd[blk, out_] - self.Hc[blk, out_] + self.Hd[blk, in_] + self.Hc[blk, in_]
-                 - Z[out_, in_] - Z[in_, out_])
-            Hc = self.Hc[blk] - Z.T[out_] + Z.T[in_]
-            bits = self.bits[blk].copy()
-            r = np.arange(len(blk))
-            bits[r, out_] = False
-            bits[r, in_] = True
-            return _group_values(Z, A, self.size[blk], Hc, bits, self.helpers)[0]
-
-        gain = side(a, t, u) + side(b, u, t) - self.val[a] - self.val[b]
-        # lone networks keep their option only when the set stays a singleton: swaps keep sizes
-        gain = np.where(self.alone[a] | self.alone[b], -np.inf, gain)
-        tol = _EPS * (1 + abs(self.value()))
-        order = np.argsort(-gain)
-        touched: set[int] = set()
-        applied = 0
-        for i in order:
-            if not gain[i] > tol:
-                break
-            if a[i] in touched or b[i] in touched:
-                continue
-            touched |= {int(a[i]), int(b[i])}
-            self.bits[a[i], t[i]], self.bits[a[i], u[i]] = False, True
-            self.bits[b[i], u[i]], self.bits[b[i], t[i]] = False, True
-            applied += 1
-        if applied:
-            self._recompute_forced()
-        return applied > 0
-
-    def split_gains(self) -> list[tuple[float, int, np.ndarray]]:
-        """For each served set, the gain of splitting it in two along its own average-linkage tree.
-
-        Needed by the partition variant with forbidden singletons, where no single-task
-        move can open a new set.
-        """
-        from scipy.cluster.hierarchy import fcluster, linkage
-        from scipy.spatial.distance import squareform
-
-        if self.B >= self.p.k or self.cost() + self.o.group_cost > self.budget:
-            return []
-        out = []
-        for a in range(self.B):
-            idx = np.nonzero(self.bits[a])[0]
-            if len(idx) < 4 or self.alone[a]:
-                continue
-            W = (self.Z[np.ix_(idx, idx)] + self.Z[np.ix_(idx, idx)].T) / 2
-            D = W.max() - W
-            np.fill_diagonal(D, 0.0)
-            part = fcluster(linkage(squareform(D, checks=False), "average"), 2, criterion="maxclust") == 1
-            bits = np.zeros((2, self.n), bool)
-            bits[0, idx[part]] = True
-            bits[1, idx[~part]] = True
-            bf = bits.astype(float)
-            Hd = bf @ self.Z
-            gv, _ = _group_values(self.Z, (bf * Hd).sum(1), bits.sum(1), bf @ self.Z.T, bits, self.helpers)
-            gain = float(gv.sum() - self.val[a])
-            if np.isfinite(gain):
-                out.append((gain, a, bits[1]))
-        return out
-
-    def improve_round(self) -> bool:
-        """Apply the best improving moves that touch disjoint sets; True if any was applied."""
-        tol = _EPS * (1 + abs(self.value()))
-        gain, target, t_alone, s_alone = self.relocation_gains()
-        mg, ia, ib = self.merge_gains()
-        lab = self.labels()
-        cands = [(float(gain[t]), "move", int(t)) for t in np.nonzero(gain > tol)[0]]
-        cands += [(float(mg[i]), "merge", int(i)) for i in np.nonzero(mg > tol)[0]]
-        tg = self.best_toggle()
-        if tg is not None and tg[0] > tol:
-            cands.append((tg[0], "toggle", tg[1]))
-        split_list = [(g, a, part) for g, a, part in self.split_gains() if g > tol]
-        splits = {a: part for _, a, part in split_list}
-        cands += [(g, "split", a) for g, a, _ in split_list]
-        if not cands:
-            return False
-        cands.sort(key=lambda c: -c[0])
-        touched: set[int] = set()
-        B0 = self.B
-        count, cost = B0, self.cost()
-        o = self.o
-        alone = self.alone.copy()
-        bits = self.bits.copy()
-        new_rows: list[tuple[int, bool]] = []
-        split_rest = np.zeros(0, int)
-        merged: list[tuple[int, int]] = []
-        applied = 0
-        for _gain, kind, i in cands:
-            if kind == "move":
-                t, a, b = i, int(lab[i]), int(target[i])
-                blocks = {a} if b == B0 else {a, b}
-                if touched & blocks or (b == B0 and new_rows):
-                    continue
-                d_cost = (-self.cst[a] + (0.0 if self.size[a] == 1 else
-                                          (o.singleton_cost if s_alone[t] else o.group_cost)))
-                d_cost += (o.singleton_cost if t_alone[t] else o.group_cost) - (0.0 if b == B0 else self.cst[b])
-                d_count = int(b == B0) - int(self.size[a] == 1)
-                if cost + d_cost > self.budget or count + d_count > self.p.k:
-                    continue
-                bits[a, t] = False
-                alone[a] = bool(s_alone[t])
-                if b == B0:
-                    new_rows.append((t, bool(t_alone[t])))
-                else:
-                    bits[b, t] = True
-                    alone[b] = bool(t_alone[t])
-            elif kind == "split":
-                blocks = {i}
-                if touched & blocks or new_rows or count + 1 > self.p.k or cost + o.group_cost > self.budget:
-                    continue
-                d_cost, d_count = o.group_cost, 1
-                part = splits[i]
-                bits[i] &= ~part
-                moved = np.nonzero(part)[0]
-                new_rows.append((int(moved[0]), False))
-                split_rest = moved[1:]
-            elif kind == "merge":
-                a, b = int(ia[i]), int(ib[i])
-                if touched & {a, b}:
-                    continue
-                d_cost = o.group_cost - self.cst[a] - self.cst[b]
-                if cost + d_cost > self.budget:
-                    continue
-                d_count = -1
-                merged.append((a, b))
-                blocks = {a, b}
-            else:
-                blocks = {i}
-                if touched & blocks:
-                    continue
-                d_cost = (o.group_cost if self.alone[i] else o.singleton_cost) - self.cst[i]
-                if cost + d_cost > self.budget:
-                    continue
-                d_count = 0
-                alone[i] = not self.alone[i]
-            touched |= blocks
-            cost += d_cost
-            count += d_count
-            applied += 1
-        for a, b in merged:
-            bits[a] |= bits[b]
-            bits[b] = False
-            alone[a] = False
-        for t, t_al in new_rows:
-            row = np.zeros((1, self.n), bool)
-            row[0, t] = True
-            row[0, split_rest] = True
-            bits = np.vstack([bits, row])
-            alone = np.append(alone, t_al)
-        keep = bits.any(1)
-        self.bits, self.alone = bits[keep], alone[keep]
-        self._recompute_forced()
-        return applied > 0
-
-    def relocate(self, t: int, b: int, t_alone: bool, s_alone: bool) -> None:
-        a = int(self.bits[:, t].argmax())
-        if b == self.B:
-            self.bits = np.vstack([self.bits, np.zeros((1, self.n), bool)])
-            self.alone = np.append(self.alone, False)
-        self.bits[a, t] = False
-        self.bits[b, t] = True
-        self.alone[b] = t_alone
-        self.alone[a] = s_alone
-        keep = self.bits.any(1)
-        self.bits, self.alone = self.bits[keep], self.alone[keep]
-        self._recompute_forced()
-
-    def _recompute_forced(self) -> None:
-        """Recompute statistics, keeping the lone-network choices already made."""
-        alone = self.alone.copy()
-        self._recompute()
-        self.alone = alone & (self.size == 1)
-        if self.o.allow_singletons:
-            self.alone |= (self.size == 1) & ~np.isfinite(self.gval)
-        self.val = np.where(self.alone, self.o.singleton_value, self.gval)
-        self.cst = np.where(self.alone, self.o.singleton_cost, self.o.group_cost)
-
-    def best_merge(self):
-        """Best (gain, a, b) over merging two sets (None with fewer than two)."""
-        if self.B < 2:
-            return None
-        ia, ib = np.triu_indices(self.B, 1)
-        bf = self.bits.astype(float)
-        cross = (self.Hd[ia] * bf[ib]).sum(1) + (self.Hd[ib] * bf[ia]).sum(1)
-        A = self.A[ia] + self.A[ib] + cross
-        gv, _ = _group_values(self.Z, A, self.size[ia] + self.size[ib], self.Hc[ia] + self.Hc[ib],
-                              self.bits[ia] | self.bits[ib], self.helpers)
-        cost = self.cost() - self.cst[ia] - self.cst[ib] + self.o.group_cost
-        gain = np.where(cost <= self.budget, gv - self.val[ia] - self.val[ib], -np.inf)
-        i = int(gain.argmax())
-        return float(gain[i]), int(ia[i]), int(ib[i])
-
-    def merge(self, a: int, b: int) -> None:
-        self.bits[a] |= self.bits[b]
-        self.alone[a] = False
-        self.bits = np.delete(self.bits, b, axis=0)
-        self.alone = np.delete(self.alone, b)
-        self._recompute_forced()
-
-    def best_toggle(self):
-        """Best (gain, set) for switching a lone task between its own network and a group with a helper."""
-        best = None
-        if not self.o.allow_singletons:
-            return None
-        for i in np.nonzero(self.size == 1)[0]:
-            if self.alone[i] and np.isfinite(self.gval[i]):
-                v, c = self.gval[i], self.o.group_cost
-            elif not self.alone[i]:
-                v, c = self.o.singleton_value, self.o.singleton_cost
-            else:
-                continue
-            if self.cost() - self.cst[i] + c > self.budget:
-                continue
-            gain = v - self.val[i]
-            if best is None or gain > best[0]:
-                best = (float(gain), int(i))
-        return best
-
-    def toggle(self, i: int) -> None:
-        self.alone[i] = not self.alone[i]
-        self.val = np.where(self.alone, self.o.singleton_value, self.gval)
-        self.cst = np.where(self.alone, self.o.singleton_cost, self.o.group_cost)
-
-    # ---------------------------------------------------------------- repair
-    def repair(self) -> None:
-        """Merge sets (best merge first) until k, the budget and the singleton policy hold."""
-        while True:
-            bad_single = np.nonzero(~np.isfinite(self.val))[0]
-            if self.B <= self.p.k and self.cost() <= self.budget and bad_single.size == 0:
-                return
-            if self.B == 1:
-                return
-            if bad_single.size and self.B <= self.p.k and self.cost() <= self.budget:
-                # a forbidden singleton: join it to the set where the pair of sets scores best
-                s = int(bad_single[0])
-                best = None
-                for b in range(self.B):
-                    if b == s:
-                        continue
-                    trial_bits = self.bits[s] | self.bits[b]
-                    sub = np.nonzero(trial_bits)[0]
-                    A = self.Z[np.ix_(sub, sub)].sum()
-                    gv, _ = _group_values(self.Z, [A], [len(sub)], (trial_bits.astype(float) @ self.Z.T)[None],
-                                          trial_bits[None], self.helpers)
-                    gain = gv[0] - self.val[b]
-                    if best is None or gain > best[0]:
-                        best = (gain, b)
-                self.merge(min(s, best[1]), max(s, best[1]))
-                continue
-            if self.cost() > self.budget and self.o.allow_singletons:
-                # cheaper option for lone tasks before merging, when it exists
-                t = self.best_toggle()
-                if t is not None and self.cst[t[1]] > (self.o.singleton_cost if not self.alone[t[1]]
-                                                       else self.o.group_cost):
-                    self.toggle(t[1])
-                    continue
-            m = self.best_merge()
-            if m is None or not math.isfinite(m[0]):
-                ia, ib = 0, 1
-            else:
-                _, ia, ib = m
-            self.merge(ia, ib)
-
-    # ----------------------------------------------------------- local search
-    def local_search(self, rng: np.random.Generator, deadline: float, max_rounds: int = 10_000) -> None:
-        """Improve until no move, merge or toggle gains (or the deadline passes)."""
-        for _ in range(max_rounds):
-            if time.perf_counter() > deadline:
-                return
-            before = self.value()
-            if self.improve_round() and self.value() > before + _EPS * (1 + abs(before)):
-                continue
-            if not (self.swaps and self.swap_round()):
-                return
 
     def groups(self) -> list[tuple[int, ...]]:
         """The groups: each served set plus its best helpers (overlap), or itself."""
@@ -540,6 +190,425 @@ class _State:
         new = object.__new__(_State)
         new.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()})
         return new
+
+    # ------------------------------------------------------- single mutations
+    def relocate(self, t: int, b: int, t_alone: bool, s_alone: bool) -> None:
+        """Move task t to set b (``b == B``: a new set)."""
+        a = int(self.bits[:, t].argmax())
+        if b == self.B:
+            self.bits = np.vstack([self.bits, np.zeros((1, self.n), bool)])
+            self.alone = np.append(self.alone, False)
+        self.bits[a, t] = False
+        self.bits[b, t] = True
+        self.alone[b] = t_alone
+        self.alone[a] = s_alone
+        keep = self.bits.any(1)
+        self.bits, self.alone = self.bits[keep], self.alone[keep]
+        self._recompute_forced()
+
+    def merge(self, a: int, b: int) -> None:
+        """Merge set b into set a (a < b)."""
+        self.bits[a] |= self.bits[b]
+        self.alone[a] = False
+        self.bits = np.delete(self.bits, b, axis=0)
+        self.alone = np.delete(self.alone, b)
+        self._recompute_forced()
+
+    def toggle(self, i: int) -> None:
+        """Switch lone set i between its own network and a group with its best helper."""
+        self.alone[i] = not self.alone[i]
+        self.val = np.where(self.alone, self.o.singleton_value, self.gval)
+        self.cst = np.where(self.alone, self.o.singleton_cost, self.o.group_cost)
+
+    # ------------------------------------------------------------ searches
+    def repair(self) -> None:
+        """Merge sets until k, the budget and the singleton policy hold (see :class:`_Repair`)."""
+        _Repair.run(self)
+
+    def local_search(self, rng: np.random.Generator, deadline: float, max_rounds: int = 10_000) -> None:
+        """Improve until no move gains (see :class:`_LocalSearch`)."""
+        _LocalSearch.run(self, deadline, max_rounds)
+
+
+class _Relocate:
+    """Move one task to another served set or to a new one of its own."""
+
+    @staticmethod
+    def gains(st: _State):
+        """For every task, the best move, scored exactly.
+
+        Returns ``(gain, target, target_alone, source_alone)`` arrays of length n; target
+        ``B`` means a new set; gain is -inf where no move is allowed.
+        """
+        n, B, Z, o = st.n, st.B, st.Z, st.o
+        ar = np.arange(n)
+        a = st.labels()
+        # the source set without t
+        size_rem = st.size[a] - 1
+        A_rem = st.A[a] - st.Hd[a, ar] - st.Hc[a, ar]
+        bits_rem = st.bits[a].copy()
+        bits_rem[ar, ar] = False
+        gv_rem, _ = _group_values(Z, A_rem, size_rem, st.Hc[a] - Z.T, bits_rem, st.helpers)
+        gone = size_rem == 0
+        src = [(np.where(gone, 0.0, gv_rem), np.where(gone, 0.0, o.group_cost), False)]
+        if o.allow_singletons:
+            src.append((np.where(size_rem == 1, o.singleton_value, -np.inf), np.full(n, o.singleton_cost), True))
+        # joining every existing set
+        A_ins = (st.A[None, :] + st.Hd.T + st.Hc.T).ravel()
+        size_ins = np.broadcast_to(st.size[None, :] + 1, (n, B)).ravel()
+        Hc_ins = (st.Hc[None, :, :] + Z.T[:, None, :]).reshape(-1, n)
+        bits_ins = (st.bits[None, :, :] | np.eye(n, dtype=bool)[:, None, :]).reshape(-1, n)
+        gv_ins, _ = _group_values(Z, A_ins, size_ins, Hc_ins, bits_ins, st.helpers)
+        gv_ins = gv_ins.reshape(n, B)
+        gv_ins[ar, a] = -np.inf
+        # a new set of its own: with its best helper (overlap) or alone (when allowed)
+        if st.helpers and n > 1:
+            new_group = np.where(np.eye(n, dtype=bool), -np.inf, Z).max(0)
+        else:
+            new_group = np.full(n, -np.inf)
+        total_c = st.cost()
+        can_new = (B - gone + 1) <= st.p.k
+        best_gain = np.full(n, -np.inf)
+        best_target = np.full(n, -1)
+        best_t_alone = np.zeros(n, bool)
+        best_s_alone = np.zeros(n, bool)
+
+        def offer(gain, target, t_alone, s_alone):
+            better = gain > best_gain + _EPS
+            best_gain[better] = gain[better]
+            best_target[better] = target[better] if np.ndim(target) else target
+            best_t_alone[better] = t_alone
+            best_s_alone[better] = s_alone
+
+        old_v = st.val[a][:, None] + st.val[None, :]
+        old_c = st.cst[a][:, None] + st.cst[None, :]
+        for sv, sc, s_alone in src:
+            ok = total_c - old_c + sc[:, None] + o.group_cost <= st.budget
+            gain = np.where(ok, sv[:, None] + gv_ins - old_v, -np.inf)
+            j = gain.argmax(1)
+            offer(gain[ar, j], j, False, s_alone)
+            for tv, tc, t_alone in ((new_group, o.group_cost, False),
+                                    (np.full(n, o.singleton_value if o.allow_singletons else -np.inf),
+                                     o.singleton_cost, True)):
+                ok = can_new & (total_c - st.cst[a] + sc + tc <= st.budget)
+                offer(np.where(ok, sv + tv - st.val[a], -np.inf), np.full(n, B), t_alone, s_alone)
+        return best_gain, best_target, best_t_alone, best_s_alone
+
+
+class _Merge:
+    """Merge two served sets into one."""
+
+    @staticmethod
+    def gains(st: _State):
+        """(gain, a, b) arrays over every pair of served sets (empty with fewer than two)."""
+        if st.B < 2:
+            return np.zeros(0), np.zeros(0, int), np.zeros(0, int)
+        ia, ib = np.triu_indices(st.B, 1)
+        bf = st.bits.astype(float)
+        cross = (st.Hd[ia] * bf[ib]).sum(1) + (st.Hd[ib] * bf[ia]).sum(1)
+        gv, _ = _group_values(st.Z, st.A[ia] + st.A[ib] + cross, st.size[ia] + st.size[ib],
+                              st.Hc[ia] + st.Hc[ib], st.bits[ia] | st.bits[ib], st.helpers)
+        cost = st.cost() - st.cst[ia] - st.cst[ib] + st.o.group_cost
+        gain = np.where(cost <= st.budget, gv - st.val[ia] - st.val[ib], -np.inf)
+        return gain, ia, ib
+
+    @staticmethod
+    def best(st: _State):
+        """Best (gain, a, b) over merging two sets (None with fewer than two)."""
+        if st.B < 2:
+            return None
+        gain, ia, ib = _Merge.gains(st)
+        i = int(gain.argmax())
+        return float(gain[i]), int(ia[i]), int(ib[i])
+
+
+class _Swap:
+    """Exchange two tasks between served sets (sizes kept: what single moves cannot do)."""
+
+    @staticmethod
+    def apply(st: _State) -> bool:
+        """Apply the best disjoint improving swaps; True if any."""
+        Z = st.Z
+        lab = st.labels()
+        t, u = np.nonzero(lab[:, None] < lab[None, :])
+        if t.size == 0:
+            return False
+        a, b = lab[t], lab[u]
+
+        def side(blk, out_, in_):
+            A = (st.A[blk] - st.Hd[blk, out_] - st.Hc[blk, out_] + st.Hd[blk, in_] + st.Hc[blk, in_]
+                 - Z[out_, in_] - Z[in_, out_])
+            Hc = st.Hc[blk] - Z.T[out_] + Z.T[in_]
+            bits = st.bits[blk].copy()
+            r = np.arange(len(blk))
+            bits[r, out_] = False
+            bits[r, in_] = True
+            return _group_values(Z, A, st.size[blk], Hc, bits, st.helpers)[0]
+
+        gain = side(a, t, u) + side(b, u, t) - st.val[a] - st.val[b]
+        # lone networks keep their option only when the set stays a singleton: swaps keep sizes
+        gain = np.where(st.alone[a] | st.alone[b], -np.inf, gain)
+        tol = _EPS * (1 + abs(st.value()))
+        touched: set[int] = set()
+        applied = 0
+        for i in np.argsort(-gain):
+            if not gain[i] > tol:
+                break
+            if a[i] in touched or b[i] in touched:
+                continue
+            touched |= {int(a[i]), int(b[i])}
+            st.bits[a[i], t[i]], st.bits[a[i], u[i]] = False, True
+            st.bits[b[i], u[i]], st.bits[b[i], t[i]] = False, True
+            applied += 1
+        if applied:
+            st._recompute_forced()
+        return applied > 0
+
+
+class _Split:
+    """Split a served set in two along its own average-linkage tree.
+
+    Needed by the partition variant with forbidden singletons, where no single-task
+    move can open a new set.
+    """
+
+    @staticmethod
+    def gains(st: _State) -> list[tuple[float, int, np.ndarray]]:
+        """``(gain, set, part)`` for each set that may split; ``part`` is the half that leaves."""
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import squareform
+
+        if st.B >= st.p.k or st.cost() + st.o.group_cost > st.budget:
+            return []
+        out = []
+        for a in range(st.B):
+            idx = np.nonzero(st.bits[a])[0]
+            if len(idx) < 4 or st.alone[a]:
+                continue
+            W = (st.Z[np.ix_(idx, idx)] + st.Z[np.ix_(idx, idx)].T) / 2
+            D = W.max() - W
+            np.fill_diagonal(D, 0.0)
+            part = fcluster(linkage(squareform(D, checks=False), "average"), 2, criterion="maxclust") == 1
+            bits = np.zeros((2, st.n), bool)
+            bits[0, idx[part]] = True
+            bits[1, idx[~part]] = True
+            bf = bits.astype(float)
+            Hd = bf @ st.Z
+            gv, _ = _group_values(st.Z, (bf * Hd).sum(1), bits.sum(1), bf @ st.Z.T, bits, st.helpers)
+            gain = float(gv.sum() - st.val[a])
+            if np.isfinite(gain):
+                out.append((gain, a, bits[1]))
+        return out
+
+
+class _Toggle:
+    """Switch a lone task between its own network and a group with its best helper."""
+
+    @staticmethod
+    def best(st: _State):
+        """Best (gain, set) over the lone sets that may switch (None when none may)."""
+        best = None
+        if not st.o.allow_singletons:
+            return None
+        for i in np.nonzero(st.size == 1)[0]:
+            if st.alone[i] and np.isfinite(st.gval[i]):
+                v, c = st.gval[i], st.o.group_cost
+            elif not st.alone[i]:
+                v, c = st.o.singleton_value, st.o.singleton_cost
+            else:
+                continue
+            if st.cost() - st.cst[i] + c > st.budget:
+                continue
+            gain = v - st.val[i]
+            if best is None or gain > best[0]:
+                best = (float(gain), int(i))
+        return best
+
+
+class _Batch:
+    """Improving moves applied together when they touch disjoint sets, within k and the budget.
+
+    Works on copies of the state's membership; :meth:`commit` writes them back.
+    """
+
+    def __init__(self, st: _State, relocation):
+        self.st = st
+        self.reloc = relocation
+        self.lab = st.labels()
+        self.B0 = st.B
+        self.count, self.cost = st.B, st.cost()
+        self.alone = st.alone.copy()
+        self.bits = st.bits.copy()
+        self.touched: set[int] = set()
+        self.new_rows: list[tuple[int, bool]] = []
+        self.split_rest = np.zeros(0, int)
+        self.merged: list[tuple[int, int]] = []
+        self.applied = 0
+
+    def _fits(self, blocks: set[int], d_cost: float, d_count: int | None) -> bool:
+        """Untouched sets, within the budget, and within k (unless ``d_count`` is None: merges, toggles)."""
+        return not (self.touched & blocks) and self.cost + d_cost <= self.st.budget and \
+            (d_count is None or self.count + d_count <= self.st.p.k)
+
+    def _take(self, blocks: set[int], d_cost: float, d_count: int) -> None:
+        self.touched |= blocks
+        self.cost += d_cost
+        self.count += d_count
+        self.applied += 1
+
+    def move(self, t: int) -> None:
+        st, o = self.st, self.st.o
+        _, target, t_alone, s_alone = self.reloc
+        a, b = int(self.lab[t]), int(target[t])
+        blocks = {a} if b == self.B0 else {a, b}
+        if b == self.B0 and self.new_rows:
+            return
+        d_cost = -st.cst[a] + (0.0 if st.size[a] == 1 else (o.singleton_cost if s_alone[t] else o.group_cost))
+        d_cost += (o.singleton_cost if t_alone[t] else o.group_cost) - (0.0 if b == self.B0 else st.cst[b])
+        d_count = int(b == self.B0) - int(st.size[a] == 1)
+        if not self._fits(blocks, d_cost, d_count):
+            return
+        self.bits[a, t] = False
+        self.alone[a] = bool(s_alone[t])
+        if b == self.B0:
+            self.new_rows.append((t, bool(t_alone[t])))
+        else:
+            self.bits[b, t] = True
+            self.alone[b] = bool(t_alone[t])
+        self._take(blocks, d_cost, d_count)
+
+    def split(self, a: int, part: np.ndarray) -> None:
+        if self.new_rows or not self._fits({a}, self.st.o.group_cost, 1):
+            return
+        self.bits[a] &= ~part
+        moved = np.nonzero(part)[0]
+        self.new_rows.append((int(moved[0]), False))
+        self.split_rest = moved[1:]
+        self._take({a}, self.st.o.group_cost, 1)
+
+    def merge(self, a: int, b: int) -> None:
+        st = self.st
+        d_cost = st.o.group_cost - st.cst[a] - st.cst[b]
+        if not self._fits({a, b}, d_cost, None):
+            return
+        self.merged.append((a, b))
+        self._take({a, b}, d_cost, -1)
+
+    def toggle(self, i: int) -> None:
+        st = self.st
+        d_cost = (st.o.group_cost if st.alone[i] else st.o.singleton_cost) - st.cst[i]
+        if not self._fits({i}, d_cost, None):
+            return
+        self.alone[i] = not st.alone[i]
+        self._take({i}, d_cost, 0)
+
+    def commit(self) -> None:
+        st, bits, alone = self.st, self.bits, self.alone
+        for a, b in self.merged:
+            bits[a] |= bits[b]
+            bits[b] = False
+            alone[a] = False
+        for t, t_al in self.new_rows:
+            row = np.zeros((1, st.n), bool)
+            row[0, t] = True
+            row[0, self.split_rest] = True
+            bits = np.vstack([bits, row])
+            alone = np.append(alone, t_al)
+        keep = bits.any(1)
+        st.bits, st.alone = bits[keep], alone[keep]
+        st._recompute_forced()
+
+
+class _LocalSearch:
+    """Relocations, merges, splits and toggles in batches, swaps when those stall."""
+
+    @staticmethod
+    def improve_round(st: _State) -> bool:
+        """Apply the best improving moves that touch disjoint sets; True if any was applied."""
+        tol = _EPS * (1 + abs(st.value()))
+        reloc = _Relocate.gains(st)
+        gain = reloc[0]
+        mg, ia, ib = _Merge.gains(st)
+        cands = [(float(gain[t]), "move", int(t)) for t in np.nonzero(gain > tol)[0]]
+        cands += [(float(mg[i]), "merge", int(i)) for i in np.nonzero(mg > tol)[0]]
+        tg = _Toggle.best(st)
+        if tg is not None and tg[0] > tol:
+            cands.append((tg[0], "toggle", tg[1]))
+        split_list = [(g, a, part) for g, a, part in _Split.gains(st) if g > tol]
+        splits = {a: part for _, a, part in split_list}
+        cands += [(g, "split", a) for g, a, _ in split_list]
+        if not cands:
+            return False
+        cands.sort(key=lambda c: -c[0])
+        batch = _Batch(st, reloc)
+        for _gain, kind, i in cands:
+            if kind == "move":
+                batch.move(i)
+            elif kind == "split":
+                batch.split(i, splits[i])
+            elif kind == "merge":
+                batch.merge(int(ia[i]), int(ib[i]))
+            else:
+                batch.toggle(i)
+        batch.commit()
+        return batch.applied > 0
+
+    @staticmethod
+    def run(st: _State, deadline: float, max_rounds: int = 10_000) -> None:
+        """Improve until no move, merge, split, toggle or swap gains (or the deadline passes)."""
+        for _ in range(max_rounds):
+            if time.perf_counter() > deadline:
+                return
+            before = st.value()
+            if _LocalSearch.improve_round(st) and st.value() > before + _EPS * (1 + abs(before)):
+                continue
+            if not (st.swaps and _Swap.apply(st)):
+                return
+
+
+class _Repair:
+    """Merge sets (best merge first) until k, the budget and the singleton policy hold."""
+
+    @staticmethod
+    def _join_forbidden_singleton(st: _State, s: int) -> None:
+        """Join lone set s to the set where the pair of sets scores best."""
+        best = None
+        for b in range(st.B):
+            if b == s:
+                continue
+            trial_bits = st.bits[s] | st.bits[b]
+            sub = np.nonzero(trial_bits)[0]
+            A = st.Z[np.ix_(sub, sub)].sum()
+            gv, _ = _group_values(st.Z, [A], [len(sub)], (trial_bits.astype(float) @ st.Z.T)[None],
+                                  trial_bits[None], st.helpers)
+            gain = gv[0] - st.val[b]
+            if best is None or gain > best[0]:
+                best = (gain, b)
+        st.merge(min(s, best[1]), max(s, best[1]))
+
+    @staticmethod
+    def run(st: _State) -> None:
+        while True:
+            bad_single = np.nonzero(~np.isfinite(st.val))[0]
+            fits = st.B <= st.p.k and st.cost() <= st.budget
+            if (fits and bad_single.size == 0) or st.B == 1:
+                return
+            if bad_single.size and fits:
+                _Repair._join_forbidden_singleton(st, int(bad_single[0]))
+                continue
+            if st.cost() > st.budget and st.o.allow_singletons:
+                # cheaper option for lone tasks before merging, when it exists
+                t = _Toggle.best(st)
+                if t is not None and st.cst[t[1]] > (st.o.singleton_cost if not st.alone[t[1]]
+                                                     else st.o.group_cost):
+                    st.toggle(t[1])
+                    continue
+            m = _Merge.best(st)
+            if m is None or not math.isfinite(m[0]):
+                ia, ib = 0, 1
+            else:
+                _, ia, ib = m
+            st.merge(ia, ib)
 
 
 @SOLVERS.decorator("scalable")
