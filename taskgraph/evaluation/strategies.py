@@ -12,11 +12,14 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
 - ``group-lookahead``: TAG's higher-order score: the lookahead with each candidate group's
   summed gradient, every partition scored by the sum of its tasks' scores;
 - ``surrogate``: :func:`taskgraph.pipeline.surrogate` (Li et al. 2023) on 2n random subsets;
-- ``check:<proposer>:<seeds>x:z<z>[:seeds]``: the check-run policies of :mod:`taskgraph.pipeline`:
-  the proposer's top partitions (``affinity``, ``surrogate``, ``both``, ``sgd-affinity``) and
-  all-in-one trained over paired seeds, all-in-one left only for a paired validation gain above
-  ``z`` standard errors (the seeds' and the validation samples' noise; ``:seeds``: the seeds'
-  alone; ``argmin`` with one seed: the lowest validation total wins, the former default).
+- ``check:<proposer>:<seeds>x:z<z>[:seeds|:strict]``: the check-run policies of
+  :mod:`taskgraph.pipeline`: the proposer's top partitions (``affinity`` top 2, ``affinity1``
+  top 1, ``surrogate``, ``both``, ``sgd-affinity``; ``+single``: the single-task partition
+  too) and all-in-one trained over paired seeds; all-in-one is left only for a validation
+  gain above ``z`` SE of the seeds and 1 SE counting the validation set's noise too
+  (``:seeds``: the seeds' alone; ``:strict``: ``z`` SE of both; ``argmin`` with one seed: the
+  lowest validation total wins, the former default). ``race:``: every candidate trains one
+  seed, only the best and all-in-one the rest.
 
 Example (trains networks, so skipped in doctests):
     >>> from taskgraph.evaluation import PROBLEMS
@@ -138,7 +141,7 @@ def _surrogate(problem: Problem, runs: Runs):
 
 
 def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float, top_m: int = 2,
-           epochs: int | None = None, noise: str = "seeds+samples", single: bool = False,
+           epochs: int | None = None, z_samples: float | None = 1.0, single: bool = False,
            finalists: int | None = None):
     """A check-run policy: proposals from ``proposer``, paired checks, the z rule."""
     cfg = runs.config if epochs is None else runs.config.replace(epochs=epochs, patience=None)
@@ -156,7 +159,7 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float,
         ranked, info = surrogate(runs, seed=EVAL_SEED, top_m=top_m)
         used |= {(s, EVAL_SEED, runs.config) for s in info["subsets"]}
         proposals += [(g, f"surrogate #{i}") for i, g in enumerate(ranked, 1)]
-    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED, noise=noise,
+    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED, z_samples=z_samples,
                             references=("single-task",) if single else (), finalists=finalists)
     if single:
         proposals.append((tuple((t,) for t in problem.tasks), "single-task"))
@@ -181,21 +184,17 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "check:sgd-affinity:1x10ep:argmin": _timed(partial(_check, proposer="sgd-affinity", seeds=1, z=0.0, top_m=3,
                                                        epochs=10)),
     "check:affinity:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0)),
-    "check:affinity:3x:z1": _timed(partial(_check, proposer="affinity", seeds=3, z=1.0)),
-    "check:affinity:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, noise="seeds")),
-    "check:affinity:3x:z1:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=1.0, noise="seeds")),
+    "check:affinity:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, z_samples=None)),
+    "check:affinity:3x:z2:strict": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, z_samples=2.0)),
     "check:surrogate:3x:z2": _timed(partial(_check, proposer="surrogate", seeds=3, z=2.0)),
-    "check:surrogate:3x:z2:seeds": _timed(partial(_check, proposer="surrogate", seeds=3, z=2.0, noise="seeds")),
     "check:both:3x:z2": _timed(partial(_check, proposer="both", seeds=3, z=2.0)),
-    "check:both:3x:z1": _timed(partial(_check, proposer="both", seeds=3, z=1.0)),
-    "check:both:3x:z2:seeds": _timed(partial(_check, proposer="both", seeds=3, z=2.0, noise="seeds")),
+    "check:affinity1+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
+                                                   single=True)),
+    "check:affinity1+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
+                                                         single=True, z_samples=None)),
+    "check:affinity1+single:3x:z2:strict": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
+                                                          single=True, z_samples=2.0)),
     "check:affinity+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True)),
-    "check:affinity+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
-                                                        noise="seeds")),
     "race:affinity+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
                                                  finalists=1)),
-    "race:affinity+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
-                                                       noise="seeds", finalists=1)),
-    "race:affinity3+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
-                                                        noise="seeds", finalists=1, top_m=3)),
 }

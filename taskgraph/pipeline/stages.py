@@ -65,13 +65,14 @@ class GroupingPolicy:
         check_seeds: paired seeds per checked network (0: no checks, the affinity's first
             proposal is taken without evidence and the decision says so; 1: no standard error,
             any gain leaves all-in-one).
-        z: leave all-in-one only when the paired validation gain exceeds ``z`` standard errors.
+        z: leave all-in-one only when the paired validation gain exceeds ``z`` standard errors of
+            the seeds (SD of the per-seed differences / √S).
         references: candidates checked beside the affinity's proposals: ``"single-task"``.
         finalists: race the checks: every candidate trains with the first seed, and only the
             ``finalists`` best of them (and all-in-one) with the rest (None: every candidate
             trains with every seed).
-        noise: what the standard error counts: ``"seeds+samples"`` (the seeds' and the validation
-            set's sampling noise, in quadrature) or ``"seeds"`` (the seeds' alone).
+        z_samples: also require the gain to exceed ``z_samples`` standard errors that count the
+            validation set's own sampling noise beside the seeds' (None: the seeds' alone).
         confidence: the level of the reported t-interval.
         config: every checked network's training (None: the caller's); its ``patience``
             stops each network early on validation.
@@ -87,7 +88,7 @@ class GroupingPolicy:
     check_seeds: int = 3
     seed: int = 0
     z: float = 2.0
-    noise: str = "seeds+samples"
+    z_samples: float | None = 1.0
     references: tuple[str, ...] = ()
     finalists: int | None = None
     confidence: float = 0.95
@@ -116,8 +117,8 @@ class GroupingPolicy:
             bad("references", "'references' may hold only 'single-task'", self.references)
         if self.finalists is not None and (not isinstance(self.finalists, int) or self.finalists < 1):
             bad("finalists", "'finalists' must be an int >= 1 or None", self.finalists)
-        if self.noise not in ("seeds", "seeds+samples"):
-            bad("noise", "'noise' must be 'seeds' or 'seeds+samples'", self.noise)
+        if self.z_samples is not None and not (self.z_samples >= 0 and math.isfinite(self.z_samples)):
+            bad("z_samples", "'z_samples' must be finite and >= 0, or None", self.z_samples)
         if not 0 < self.confidence < 1:
             bad("confidence", "0 < 'confidence' < 1 must hold", self.confidence)
 
@@ -511,7 +512,7 @@ class Decision:
         all_in_one: the all-in-one reference (None when nothing was checked).
         candidates: every checked candidate, lowest mean validation total first.
         diff: mean over seeds of chosen − all-in-one validation total (negative: the choice is better).
-        se: its standard error, paired over seeds and over validation samples (see :func:`decide`).
+        se: its standard error, paired over seeds and over validation samples (see :func:`_paired`).
         interval: the ``confidence`` t-interval of ``diff``.
         seeds: how many paired seeds.
         reason: one line on why this candidate.
@@ -552,57 +553,69 @@ class Decision:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
 
-def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float, samples: bool = True
-            ) -> tuple[float, float, tuple[float, float]]:
-    """Mean of ``a − b`` validation totals over seeds, its standard error and t-interval.
+def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float) -> tuple[float, float, float,
+                                                                                 tuple[float, float]]:
+    """``a − b`` validation totals: mean over seeds, the seeds' standard error, the total standard
+    error and the total's t-interval.
 
-    The error has two parts: the seeds' (SD of the per-seed differences / √S: initialisation and
-    batch order) and, when per-sample shares were measured, the validation set's (SD over samples
-    of the seed-averaged per-sample difference / √N: a gap that only this finite set shows would
-    not carry to new data). They add in quadrature.
+    The seeds' error is the SD of the per-seed differences / √S (initialisation and batch order).
+    The total adds, in quadrature and when per-sample shares were measured, the validation set's
+    own: the SD over samples of the seed-averaged per-sample difference / √N (a gap that only this
+    finite set shows would not carry to new data).
     """
     from scipy import stats
 
     d = np.asarray(a.val_totals, float) - np.asarray(b.val_totals, float)
     mean = float(d.mean())
     if len(d) < 2:
-        return mean, math.nan, (math.nan, math.nan)
-    var = float(d.var(ddof=1)) / len(d)
-    if samples and a.val_samples is not None and b.val_samples is not None:
+        return mean, math.nan, math.nan, (math.nan, math.nan)
+    var_seeds = float(d.var(ddof=1)) / len(d)
+    var = var_seeds
+    if a.val_samples is not None and b.val_samples is not None:
         per_sample = (a.val_samples - b.val_samples).mean(axis=0)
         var += float(per_sample.var(ddof=1)) / len(per_sample)
     se = math.sqrt(var)
     half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1)) * se
-    return mean, se, (mean - half, mean + half)
+    return mean, math.sqrt(var_seeds), se, (mean - half, mean + half)
 
 
 def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT_POLICY) -> Decision:
-    """Keep all-in-one unless a candidate's paired validation gain exceeds ``policy.z`` standard errors.
+    """Keep all-in-one unless a candidate's paired validation gain is clear of the noise.
 
-    The standard error adds two noises in quadrature: the seeds' (initialisation, batch order;
-    the SD of the per-seed differences / √S) and the validation set's (the SD over validation
-    samples of the per-sample difference / √N), so that a gap seen only on this finite set, or
-    only with these seeds, does not count. Among the candidates that clear the bar, the lowest
-    mean validation total wins. With one seed there is no standard error and any gain clears it.
+    A candidate clears the bar when its gain over all-in-one (mean over the paired seeds)
+    exceeds ``policy.z`` standard errors of the seeds (it replicates across initialisations
+    and batch orders) and ``policy.z_samples`` standard errors that also count the validation
+    set's own sampling noise (it is not carried by a few validation samples). Among the
+    candidates that clear it, the lowest mean validation total wins. Candidates a race stopped
+    after one seed are not compared. With one seed there is no standard error and any gain
+    clears the bar.
     """
     ranked = tuple(sorted(checked, key=lambda c: c.val_total))
     aio = next(c for c in checked if c.source == "all-in-one")
     n = len(aio.val_totals)
-    # candidates a race stopped after its first seed are not compared: they lost that seed
-    others = [(c, *_paired(c, aio, policy.confidence, policy.noise == "seeds+samples")) for c in ranked
-              if c is not aio and len(c.val_totals) == n]
-    winners = [o for o in others if o[1] < 0 and -o[1] > policy.z * (o[2] if n > 1 else 0.0)]
+    others = [(c, *_paired(c, aio, policy.confidence)) for c in ranked if c is not aio and len(c.val_totals) == n]
+
+    def clears(d: float, se_seeds: float, se: float) -> bool:
+        if d >= 0:
+            return False
+        if n < 2:
+            return True
+        return -d > policy.z * se_seeds and (policy.z_samples is None or -d > policy.z_samples * se)
+
+    winners = [o for o in others if clears(o[1], o[2], o[3])]
     if winners:
-        chosen, d, se, iv = winners[0]
-        sig = f"{-d / se:.1f} SE" if n > 1 and se > 0 else "one seed: no standard error"
-        reason = f"it beats all-in-one by more than {policy.z:g} paired SE ({sig})"
-        return Decision(chosen, aio, ranked, d, se, iv, n, policy.confidence, reason)
+        chosen, d, se_seeds, se, iv = winners[0]
+        sig = (f"{-d / se_seeds:.1f} SE of the seeds, {-d / se:.1f} with the validation set's noise"
+               if n > 1 and se > 0 and se_seeds > 0 else "one seed: no standard error")
+        return Decision(chosen, aio, ranked, d, se, iv, n, policy.confidence, f"it beats all-in-one by {sig}")
     if not others:
         return Decision(aio, aio, ranked, 0.0, 0.0, (0.0, 0.0), n, policy.confidence,
                         "all-in-one was the only candidate")
-    best, d, se, iv = others[0]
-    reason = (f"kept all-in-one: the best alternative ({best.source}, {d:+.4f} ± {se:.4f} SE) does not beat it "
-              f"by more than {policy.z:g} paired SE")
+    best, d, se_seeds, se, iv = others[0]
+    need = f"{policy.z:g} SE of the seeds" + ("" if policy.z_samples is None else
+                                              f" and {policy.z_samples:g} SE with the validation set's noise")
+    reason = (f"kept all-in-one: the best alternative ({best.source}, {d:+.4f}; SE {se_seeds:.4f} of the seeds, "
+              f"{se:.4f} with the validation set's) does not beat it by {need}")
     return Decision(aio, aio, ranked, d, se, iv, n, policy.confidence, reason)
 
 

@@ -27,9 +27,9 @@ def test_all_in_one_is_kept_unless_the_paired_gain_exceeds_z_standard_errors():
     # lower on average by 0.02 but with per-seed differences -0.05, +0.01, -0.02: SE 0.0173 -> 1.15 SE
     noisy = cand(SPLIT, [0.95, 1.11, 0.88], "affinity #1")
     d = decide([aio, noisy], GroupingPolicy(z=2.0))
-    assert d.chosen is aio and not d.left_all_in_one
+    assert d.chosen is aio and not d.left_all_in_one  # without per-sample shares: the seeds' noise alone
     assert d.diff == pytest.approx(-0.02) and d.se == pytest.approx(np.std([-0.05, 0.01, -0.02], ddof=1) / math.sqrt(3))
-    assert "kept all-in-one" in d.reason and "affinity #1" in d.reason
+    assert "kept all-in-one" in d.reason and "affinity #1" in d.reason and "2 SE of the seeds" in d.reason
     # the same evidence clears a bar of one SE
     assert decide([aio, noisy], GroupingPolicy(z=1.0)).chosen is noisy
     # a consistent gain (paired differences -0.1, -0.11, -0.09) leaves all-in-one, whatever the spread of totals
@@ -57,6 +57,12 @@ def test_policy_values_are_validated():
         GroupingPolicy(z=float("nan"))
     with pytest.raises(ConfigError, match="'top_m' must be an int >= 1"):
         GroupingPolicy(top_m=0)
+    with pytest.raises(ConfigError, match="'z_samples' must be finite and >= 0, or None"):
+        GroupingPolicy(z_samples=-1.0)
+    with pytest.raises(ConfigError, match="'references' may hold only 'single-task'"):
+        GroupingPolicy(references=("pairs",))
+    with pytest.raises(ConfigError, match="'finalists' must be an int >= 1 or None"):
+        GroupingPolicy(finalists=0)
 
 
 def test_reseeding_gives_every_run_the_same_batch_order():
@@ -106,19 +112,37 @@ def test_bad_input_is_refused_before_any_training():
 
 
 def test_a_gain_that_only_a_few_validation_samples_show_does_not_count():
-    """Consistent over seeds, but carried by 2 of 200 validation samples: within the set's own noise."""
+    """Consistent over seeds, but carried by one of 200 validation samples: within the set's own noise."""
     n = 200
     base = np.full((3, n), 0.5)
     lucky = base.copy()
-    lucky[:, :2] -= 10.0  # two samples much better, every seed: the totals drop by 0.1
+    lucky[:, 0] -= 12.0  # one sample much better, one a little worse, every seed: the totals drop by 0.05
+    lucky[:, 1] += 2.0
     lucky += np.array([[0.001], [0.0], [-0.001]])  # tiny seed noise: the seeds alone would say 100 SE
     aio = CheckedCandidate(AIO, "all-in-one", tuple(base.mean(1)), None, {}, None, base)
     cand_ = CheckedCandidate(SPLIT, "affinity #1", tuple(lucky.mean(1)), None, {}, None, lucky)
-    d = decide([aio, cand_], GroupingPolicy(z=2.0))
-    assert d.chosen is aio and d.diff == pytest.approx(-0.1)
-    assert d.se == pytest.approx(math.sqrt(np.var([0.001, 0, -0.001], ddof=1) / 3
-                                           + np.var([-10, -10] + [0] * 198, ddof=1) / n))
+    d = decide([aio, cand_], GroupingPolicy(z=2.0, z_samples=1.0))
+    assert d.chosen is aio and d.diff == pytest.approx(-0.05)
+    se = math.sqrt(np.var([0.001, 0, -0.001], ddof=1) / 3 + np.var([-12, 2] + [0] * 198, ddof=1) / n)
+    assert d.se == pytest.approx(se) and 0.05 < se  # under 1 SE once the set's noise counts
+    assert "with the validation set's" in d.reason
+    # the seeds alone would have left all-in-one
+    assert decide([aio, cand_], GroupingPolicy(z=2.0, z_samples=None)).chosen is cand_
     # the same gain spread over every sample clears the bar
-    even = base - 0.1 + np.array([[0.001], [0.0], [-0.001]])
+    even = base - 0.05 + np.array([[0.001], [0.0], [-0.001]])
     spread = CheckedCandidate(SPLIT, "affinity #1", tuple(even.mean(1)), None, {}, None, even)
-    assert decide([aio, spread], GroupingPolicy(z=2.0)).chosen is spread
+    assert decide([aio, spread], GroupingPolicy(z=2.0, z_samples=2.0)).chosen is spread
+
+
+def test_a_race_trains_losers_one_seed_and_never_chooses_them():
+    runs = _runs()
+    names = runs.tasks.names
+    policy = GroupingPolicy(check_seeds=3, finalists=1, z=0.0, z_samples=None)
+    cands = [([names[:2], names[2:]], "a"), ([names[:1], names[1:]], "b"), ([[t] for t in names], "single-task")]
+    checked = check(runs, cands, policy)
+    seeds = {c.source: len(c.val_totals) for c in checked}
+    assert seeds["all-in-one"] == 3 and sorted(seeds.values()) == [1, 1, 3, 3]
+    finalist = next(c for c in checked if c.source != "all-in-one" and len(c.val_totals) == 3)
+    first_seed = {c.source: c.val_totals[0] for c in checked if c.source != "all-in-one"}
+    assert first_seed[finalist.source] == min(first_seed.values())  # the best on the first seed went on
+    assert decide(checked, policy).chosen.source in ("all-in-one", finalist.source)
