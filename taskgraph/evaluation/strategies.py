@@ -142,9 +142,9 @@ def _surrogate(problem: Problem, runs: Runs):
 
 def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float, top_m: int = 2,
            epochs: int | None = None, z_samples: float | None = 1.0, single: bool = False,
-           finalists: int | None = None):
+           finalists: int | None = None, patience: int | None = None):
     """A check-run policy: proposals from ``proposer``, paired checks, the z rule."""
-    cfg = runs.config if epochs is None else runs.config.replace(epochs=epochs, patience=None)
+    cfg = runs.config if epochs is None else runs.config.replace(epochs=epochs, patience=patience)
     proposals: list[tuple[Any, str]] = []
     steps = 0
     used: set = set()
@@ -194,6 +194,10 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
                                                          single=True, z_samples=None)),
     "check:affinity1+single:3x:z2:strict": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
                                                           single=True, z_samples=2.0)),
+    "check:affinity1+single:3x30ep:p3:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
+                                                          single=True, epochs=30, patience=3)),
+    "check:affinity1+single:3x25ep:p3:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
+                                                          single=True, epochs=25, patience=3)),
     "check:affinity+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True)),
     "race:affinity+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
                                                  finalists=1)),

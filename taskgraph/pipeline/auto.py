@@ -42,6 +42,7 @@ from taskgraph.pipeline.stages import (
     Decision,
     GroupingPolicy,
     Runs,
+    candidates,
     check,
     decide,
     measure,
@@ -62,8 +63,10 @@ class Candidate:
         grouping: the grouping (the all-in-one reference has one group of every task).
         val_losses: each task's validation loss (mean over the check seeds), from its group's network.
         test_losses: the same on the test loader (None without one).
-        affinity_rank: 1-based rank by serving score (0: the all-in-one reference).
+        affinity_rank: 1-based rank by serving score (0: the all-in-one reference; -1: another
+            reference, such as single-task).
         val_totals, test_totals: per check seed, the sum of the task losses.
+        source: where the candidate came from (``"affinity #1"``, ``"single-task"``, ``"all-in-one"``).
     """
 
     grouping: Grouping
@@ -72,6 +75,7 @@ class Candidate:
     affinity_rank: int
     val_totals: tuple[float, ...] = ()
     test_totals: tuple[float, ...] | None = None
+    source: str = ""
 
     @property
     def val_loss(self) -> float:
@@ -86,7 +90,7 @@ class Candidate:
         return {"grouping": self.grouping.to_dict(), "val_losses": dict(self.val_losses),
                 "test_losses": None if self.test_losses is None else dict(self.test_losses),
                 "val_loss": self.val_loss, "test_loss": self.test_loss, "affinity_rank": self.affinity_rank,
-                "val_totals": list(self.val_totals),
+                "val_totals": list(self.val_totals), "source": self.source,
                 "test_totals": None if self.test_totals is None else list(self.test_totals)}
 
 
@@ -133,11 +137,11 @@ class AutoGroupResult:
 
     def summary(self) -> str:
         """A plain-text table of the candidates and how sure the choice is (lower losses are better)."""
-        lines = ["rank  val loss   test loss  score     groups      (mean task loss over check seeds; lower is better)"]
+        lines = ["candidate    seeds val loss   test loss  score     groups   (mean task loss; lower is better)"]
         for c in self.candidates:
             test = "" if c.test_loss is None else f"{c.test_loss:.4f}"
-            tag = "all-in-one" if c.affinity_rank == 0 else f"#{c.affinity_rank}"
-            lines.append(f"{tag:<5} {c.val_loss:<10.4f} {test:<10} {c.grouping.score:<9.4g} "
+            tag = c.source or ("all-in-one" if c.affinity_rank == 0 else f"#{c.affinity_rank}")
+            lines.append(f"{tag:<12} {len(c.val_totals):<5} {c.val_loss:<10.4f} {test:<10} {c.grouping.score:<9.4g} "
                          + " | ".join("{" + ", ".join(g) + "}" for g in c.grouping.groups))
         lines.append(self.decision.statement())
         return "\n".join(lines)
@@ -306,10 +310,10 @@ def auto_group(
         checked: list[CheckedCandidate] = []
         decision = unchecked(ranked[0].groups)
     else:
-        console.log(f"[bold]3/3[/] checking {len(ranked)} proposals and all-in-one over {policy.check_seeds} "
-                    f"paired seeds")
-        checked = check(runs, [(g.groups, f"affinity #{i}") for i, g in enumerate(ranked, 1)], policy,
-                        progress=not quiet, log=console.log)
+        console.log(f"[bold]3/3[/] checking {len(ranked)} proposals{', single-task' * bool(policy.references)} "
+                    f"and all-in-one over {policy.check_seeds} paired seeds")
+        checked = check(runs, candidates(ranked, policy, tasks.names), policy, progress=not quiet,
+                        log=console.log)
         decision = decide(checked, policy)
     seconds["checks"] = time.perf_counter() - t0
 
@@ -318,10 +322,10 @@ def auto_group(
                                  solver="all-in-one" if len(groups) == 1 else "given")
         return by_key.get(g.key(), (g, 0 if len(groups) == 1 else -1))
 
-    candidates = []
+    checked_rows = []
     for c in sorted(checked, key=lambda c: c.val_total):
         g, rank = grouping_of(c.groups)
-        candidates.append(Candidate(g, c.val_losses, c.test_losses, rank, c.val_totals, c.test_totals))
+        checked_rows.append(Candidate(g, c.val_losses, c.test_losses, rank, c.val_totals, c.test_totals, c.source))
     chosen = grouping_of(decision.groups)[0]
     pictures = {"affinity": Path(heatmap(matrix, out / "affinity.png")),
                 "grouping": out / "grouping.png", "hierarchy": out / "hierarchy.png"}
@@ -329,5 +333,5 @@ def auto_group(
     tree.plot(pictures["hierarchy"])
     console.log(f"[bold green]chosen[/]: {chosen}  (pictures in {out})")
     console.log(decision.statement())
-    return AutoGroupResult(chosen, decision, tuple(candidates), matrix, graph, tree, pictures, seconds,
+    return AutoGroupResult(chosen, decision, tuple(checked_rows), matrix, graph, tree, pictures, seconds,
                            steps + runs.steps)

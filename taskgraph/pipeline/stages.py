@@ -24,7 +24,7 @@ Example (a few seconds, so skipped in doctests):
     >>> from taskgraph.models import mlp
     >>> data = planted_clusters(n_tasks=4, n_clusters=2, n_samples=600, seed=0)
     >>> runs = Runs.from_data(lambda: mlp(32, (32,)), data)
-    >>> decision = run_policy(runs, GroupingPolicy(check_seeds=2))  # doctest: +SKIP
+    >>> decision, matrix, proposals, steps = run_policy(runs, GroupingPolicy(check_seeds=2))  # doctest: +SKIP
     >>> print(decision.statement())  # doctest: +SKIP
 """
 
@@ -626,13 +626,26 @@ def unchecked(groups, reason: str = "the policy runs no checks (check_seeds = 0)
     return Decision(c, None, (c,), math.nan, math.nan, (math.nan, math.nan), 0, DEFAULT_POLICY.confidence, reason)
 
 
+def checked_steps(runs: Runs, checked: Sequence[CheckedCandidate], policy: GroupingPolicy) -> int:
+    """Optimizer steps of the networks behind ``checked`` (each (group, seed) once)."""
+    cfg = policy.config or runs.config
+    used = {(g, policy.seed + i) for c in checked for g in c.groups for i in range(len(c.val_totals))}
+    return sum(runs.train_group(g, seed, config=cfg).steps for g, seed in used)  # cached: nothing retrains
+
+
 def run_policy(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, matrix=None, progress: bool = False,
-               log: Callable[[str], None] | None = None) -> tuple[Decision, Any, list]:
-    """Measure (unless ``matrix`` is given), propose, check and decide; ``(decision, matrix, proposals)``."""
+               log: Callable[[str], None] | None = None) -> tuple[Decision, Any, list, int]:
+    """Measure (unless ``matrix`` is given), propose, check and decide.
+
+    Returns:
+        ``(decision, matrix, proposals, steps)``: ``steps`` counts the affinity run's and every checked
+        network's optimizer steps.
+    """
+    steps = 0
     if matrix is None:
-        matrix, _ = measure(runs, policy, progress=progress)
+        matrix, steps = measure(runs, policy, progress=progress)
     ranked = propose(matrix, policy)
     if policy.check_seeds == 0:
-        return unchecked(ranked[0].groups), matrix, ranked
+        return unchecked(ranked[0].groups), matrix, ranked, steps
     checked = check(runs, candidates(ranked, policy, runs.tasks.names), policy, progress=progress, log=log)
-    return decide(checked, policy), matrix, ranked
+    return decide(checked, policy), matrix, ranked, steps + checked_steps(runs, checked, policy)

@@ -81,7 +81,7 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     import torch
     from optuna.artifacts import upload_artifact
 
-    from taskgraph.pipeline import GroupingPolicy, Runs, check, decide, measure, propose
+    from taskgraph.pipeline import DEFAULT_POLICY, Runs, candidates, check, decide, measure, propose
     from taskgraph.runners import stages
 
     attrs = study.user_attrs
@@ -98,10 +98,11 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     k = gp.k if gp is not None else 1
     af = spec.affinity
     train_cfg = spec.train_config()
-    policy = GroupingPolicy(estimator=af["estimator"], affinity_epochs=af["epochs"], every=af["every"],
-                            top_m=max(1, top_m), k=min(k, len(names)),
-                            check_seeds=af.get("check_seeds", 3) if top_m else 0, z=af.get("z", 2.0),
-                            seed=spec.seed, config=train_cfg)
+    # the default policy, with what the study file sets
+    policy = DEFAULT_POLICY.replace(estimator=af["estimator"], affinity_epochs=af["epochs"], every=af["every"],
+                                    k=min(k, len(names)), z=af.get("z", DEFAULT_POLICY.z),
+                                    check_seeds=af.get("check_seeds", DEFAULT_POLICY.check_seeds) if top_m else 0,
+                                    seed=spec.seed, config=train_cfg)
     runs = Runs.from_data(lambda: trunk.build(data.input_shape), data, train_cfg)
     log(f"prepare: all-in-one model with {policy.estimator} affinity on {len(names)} tasks ...")
     matrix, _ = measure(runs, policy)
@@ -110,7 +111,8 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     decision = None
     if top_m:
         seen = {json.dumps(sorted(sorted(g) for g in v)) for v in groupings.values()}
-        ranked = propose(matrix, policy)
+        # the search's choices: the space's top_m proposals; the checks: the policy's first top_m
+        ranked = propose(matrix, policy.replace(top_m=top_m))
         for r in ranked:
             key = json.dumps(sorted(sorted(g) for g in r.groups))
             if key in seen:
@@ -120,9 +122,9 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
             groupings[label] = [list(g) for g in r.groups]
             scores[label] = float(r.score) if math.isfinite(r.score) else None
         if policy.check_seeds:
-            log(f"prepare: checking {len(ranked)} proposals and all-in-one over {policy.check_seeds} paired seeds ...")
-            decision = decide(check(runs, [(g.groups, f"affinity #{i}") for i, g in enumerate(ranked, 1)], policy,
-                                    log=log), policy)
+            cands = candidates(ranked[:policy.top_m], policy, names)
+            log(f"prepare: checking {len(cands)} candidates and all-in-one over {policy.check_seeds} paired seeds ...")
+            decision = decide(check(runs, cands, policy, log=log), policy)
             log(f"prepare: {decision.statement()}")
     aio = runs.train_group(names, policy.seed)
     all_in_one = {"val": aio.val.to_dict(), "test": None if aio.test is None else aio.test.to_dict()}
