@@ -5,6 +5,8 @@ a :class:`Choice`: the partition, the optimizer steps it trained, its wall time 
 details. ``benchmarks/quality.py`` scores every strategy's choice against the same
 exhaustive ground truth. :data:`STRATEGIES` names them:
 
+- ``default``: :data:`taskgraph.pipeline.DEFAULT_POLICY`, run by the pipeline exactly as
+  ``auto_group`` and a study's prepare stage run it;
 - ``all-in-one``, ``single-task``: the two references (no training to decide);
 - ``affinity:<estimator>:<optimizer>``: the affinity's first partition (TAG's serving
   score) from one all-in-one run: ``exact`` (TAG lookahead), ``first_order``, ``cosine``;
@@ -18,8 +20,9 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
   too) and all-in-one trained over paired seeds; all-in-one is left only for a validation
   gain above ``z`` SE of the seeds and 1 SE counting the validation set's noise too
   (``:seeds``: the seeds' alone; ``:strict``: ``z`` SE of both; ``argmin`` with one seed: the
-  lowest validation total wins, the former default). ``race:``: every candidate trains one
-  seed, only the best and all-in-one the rest.
+  lowest validation total wins, the former default). These train every checked network with
+  the problem's own protocol (40 epochs, patience 5); the default caps them at 30 epochs with
+  patience 3. ``race:``: every candidate trains one seed, only the best and all-in-one the rest.
 
 Example (trains networks, so skipped in doctests):
     >>> from taskgraph.evaluation import PROBLEMS
@@ -39,7 +42,17 @@ import numpy as np
 
 from taskgraph.evaluation.problems import Problem
 from taskgraph.grouping.partitions import Partition, canonical, set_partitions
-from taskgraph.pipeline.stages import GroupingPolicy, Runs, check, decide, measure, propose, surrogate
+from taskgraph.pipeline.stages import (
+    DEFAULT_POLICY,
+    GroupingPolicy,
+    Runs,
+    check,
+    decide,
+    measure,
+    propose,
+    run_policy,
+    surrogate,
+)
 from taskgraph.training import Callback
 
 __all__ = ["EVAL_SEED", "STRATEGIES", "Choice", "runs_for"]
@@ -160,7 +173,8 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float,
         used |= {(s, EVAL_SEED, runs.config) for s in info["subsets"]}
         proposals += [(g, f"surrogate #{i}") for i, g in enumerate(ranked, 1)]
     policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED, z_samples=z_samples,
-                            references=("single-task",) if single else (), finalists=finalists)
+                            references=("single-task",) if single else (), finalists=finalists,
+                            check_epochs=None, check_patience=None)  # cfg as given
     if single:
         proposals.append((tuple((t,) for t in problem.tasks), "single-task"))
     checked = check(runs, proposals, policy)
@@ -172,7 +186,15 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float,
                                     "left_all_in_one": decision.left_all_in_one}
 
 
+def _default(problem: Problem, runs: Runs):
+    """The pipeline's :data:`~taskgraph.pipeline.DEFAULT_POLICY`, exactly as ``auto_group`` runs it."""
+    decision, _, _, steps = run_policy(runs, DEFAULT_POLICY.replace(seed=EVAL_SEED))
+    return decision.groups, steps, {"statement": decision.statement(), "diff": decision.diff, "se": decision.se,
+                                    "left_all_in_one": decision.left_all_in_one}
+
+
 STRATEGIES: dict[str, Callable[..., Choice]] = {
+    "default": _timed(_default),
     "all-in-one": _timed(_all_in_one),
     "single-task": _timed(_single_task),
     "affinity:exact:study": _timed(partial(_affinity, estimator="exact", optimizer="study")),
@@ -187,18 +209,10 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "check:affinity:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, z_samples=None)),
     "check:affinity:3x:z2:strict": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, z_samples=2.0)),
     "check:surrogate:3x:z2": _timed(partial(_check, proposer="surrogate", seeds=3, z=2.0)),
-    "check:both:3x:z2": _timed(partial(_check, proposer="both", seeds=3, z=2.0)),
     "check:affinity1+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
                                                    single=True)),
-    "check:affinity1+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
-                                                         single=True, z_samples=None)),
-    "check:affinity1+single:3x:z2:strict": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
-                                                          single=True, z_samples=2.0)),
-    "check:affinity1+single:3x30ep:p3:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
-                                                          single=True, epochs=30, patience=3)),
-    "check:affinity1+single:3x25ep:p3:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
-                                                          single=True, epochs=25, patience=3)),
-    "check:affinity+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True)),
     "race:affinity+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
                                                  finalists=1)),
+    "check:affinity1+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
+                                                         single=True, z_samples=None)),
 }

@@ -68,6 +68,9 @@ class GroupingPolicy:
         z: leave all-in-one only when the paired validation gain exceeds ``z`` standard errors of
             the seeds (SD of the per-seed differences / √S).
         references: candidates checked beside the affinity's proposals: ``"single-task"``.
+        check_epochs: the checked networks train at most this many epochs (None: the config's).
+        check_patience: they stop after this many epochs without a better validation loss
+            (None: the config's ``patience``).
         finalists: race the checks: every candidate trains with the first seed, and only the
             ``finalists`` best of them (and all-in-one) with the rest (None: every candidate
             trains with every seed).
@@ -83,14 +86,16 @@ class GroupingPolicy:
     estimator: str = "exact"
     affinity_epochs: int = 5
     every: int = 2
-    top_m: int = 3
+    top_m: int = 1
     k: int | None = None
     check_seeds: int = 3
     seed: int = 0
     z: float = 2.0
     z_samples: float | None = 1.0
-    references: tuple[str, ...] = ()
+    references: tuple[str, ...] = ("single-task",)
     finalists: int | None = None
+    check_epochs: int | None = 30
+    check_patience: int | None = 3
     confidence: float = 0.95
     config: TrainConfig | None = None
     affinity_config: TrainConfig | None = None
@@ -115,6 +120,10 @@ class GroupingPolicy:
         object.__setattr__(self, "references", tuple(self.references))
         if any(r != "single-task" for r in self.references):
             bad("references", "'references' may hold only 'single-task'", self.references)
+        for key in ("check_epochs", "check_patience"):
+            v = getattr(self, key)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                bad(key, f"'{key}' must be an int >= 1 or None", v)
         if self.finalists is not None and (not isinstance(self.finalists, int) or self.finalists < 1):
             bad("finalists", "'finalists' must be an int >= 1 or None", self.finalists)
         if self.z_samples is not None and not (self.z_samples >= 0 and math.isfinite(self.z_samples)):
@@ -124,6 +133,12 @@ class GroupingPolicy:
 
     def replace(self, **changes: Any) -> GroupingPolicy:
         return replace(self, **changes)
+
+    def check_config(self, base: TrainConfig) -> TrainConfig:
+        """The checked networks' training: ``base`` with the policy's epoch cap and patience."""
+        epochs = base.epochs if self.check_epochs is None else min(base.epochs, self.check_epochs)
+        patience = base.patience if self.check_patience is None else self.check_patience
+        return base.replace(epochs=epochs, patience=patience)
 
 
 #: the checked networks' training unless the caller gives one: Adam, early stopping on validation
@@ -482,7 +497,7 @@ def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]],
         if all(c != d for d, _ in todo):
             todo.append((c, source))
     seeds = list(range(policy.seed, policy.seed + policy.check_seeds))
-    cfg = policy.config or runs.config
+    cfg = policy.check_config(policy.config or runs.config)
     if policy.finalists is not None and len(todo) - 1 > policy.finalists and len(seeds) > 1:
         first = [_measured(runs, g, src, seeds[:1], cfg, order, progress) for g, src in todo]
         ahead = sorted(first[1:], key=lambda c: c.val_total)[:policy.finalists]
@@ -628,7 +643,7 @@ def unchecked(groups, reason: str = "the policy runs no checks (check_seeds = 0)
 
 def checked_steps(runs: Runs, checked: Sequence[CheckedCandidate], policy: GroupingPolicy) -> int:
     """Optimizer steps of the networks behind ``checked`` (each (group, seed) once)."""
-    cfg = policy.config or runs.config
+    cfg = policy.check_config(policy.config or runs.config)
     used = {(g, policy.seed + i) for c in checked for g in c.groups for i in range(len(c.val_totals))}
     return sum(runs.train_group(g, seed, config=cfg).steps for g, seed in used)  # cached: nothing retrains
 

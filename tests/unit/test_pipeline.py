@@ -63,6 +63,11 @@ def test_policy_values_are_validated():
         GroupingPolicy(references=("pairs",))
     with pytest.raises(ConfigError, match="'finalists' must be an int >= 1 or None"):
         GroupingPolicy(finalists=0)
+    with pytest.raises(ConfigError, match="'check_patience' must be an int >= 1 or None"):
+        GroupingPolicy(check_patience=0)
+    cfg = GroupingPolicy(check_epochs=30, check_patience=3).check_config(TrainConfig(epochs=40, patience=5))
+    assert (cfg.epochs, cfg.patience) == (30, 3)
+    assert GroupingPolicy().check_config(TrainConfig(epochs=8)).epochs == 8  # a cap, never more epochs
 
 
 def test_reseeding_gives_every_run_the_same_batch_order():
