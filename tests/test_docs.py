@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["getting-started.md", "data.md", "topologies.md", "weighting.md", "grouping.md", "../README.md"]
+PAGES = ["getting-started.md", "data.md", "topologies.md", "weighting.md", "grouping.md", "quality.md", "../README.md"]
 
 
 def blocks(page: str) -> list[str]:
