@@ -34,6 +34,7 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     import optuna
 
     from taskgraph.runners.prepare import prepare
+    from taskgraph.runners.samplers import make_sampler
     from taskgraph.runners.storage import (
         artifact_store,
         count_finished,
@@ -43,7 +44,6 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
         recover_interrupted,
     )
     from taskgraph.runners.trial import StudyContext, load_study_data
-    from taskgraph.search import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_study_data(spec)

@@ -398,7 +398,7 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-        from taskgraph.search import make_sampler
+        from taskgraph.runners.samplers import make_sampler
 
         ctx = run.ctx
         names = ctx.task_names

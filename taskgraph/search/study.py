@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from taskgraph.exceptions import ConfigError
+from taskgraph.runners.samplers import SAMPLERS, make_sampler
 from taskgraph.search._toml import Table, read_toml
 from taskgraph.search.space import SearchSpace
 
@@ -98,38 +99,6 @@ DATASET_BOUNDS: dict[str, tuple[int, int]] = {
 #: n_samples × dim at most (the features alone: 0.8 GB in float32)
 MAX_FEATURE_VALUES = 200_000_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _samplers():
-    import optuna
-
-    return {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "gp": optuna.samplers.GPSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-        "nsgaii": optuna.samplers.NSGAIISampler,
-        "qmc": optuna.samplers.QMCSampler,
-    }
-
-
-#: sampler names a study may use
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsgaii", "qmc")
-
-
-def make_sampler(name: str, options: Mapping[str, Any], seed: int, *, file: str | None = None):
-    """The Optuna sampler ``name`` with ``options`` and ``seed``."""
-    from taskgraph.registry import Registry
-
-    reg = Registry("sampler")
-    for n, cls in _samplers().items():
-        reg.register(n, cls)
-    cls = reg.get(name, file=file, key="search.sampler")
-    try:
-        return cls(seed=seed, **dict(options))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"sampler {name!r} does not take these options {sorted(options)}: {e}",
-                          file=file, key="search.sampler_options") from None
 
 
 def _try_sampler(sampler, name: str, options: Mapping[str, Any], *, file: str | None, n_objectives: int) -> None:
