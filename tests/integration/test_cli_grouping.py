@@ -41,5 +41,8 @@ def test_group_measures_and_checks(cli, tmp_path):
                 "-k", "2", "--top-m", "1", "--steps", "60", "--epochs", "2", "--out-dir", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
     result = json.loads((out / "auto_group.json").read_text())
-    assert len(result["candidates"]) == 2 and (out / "grouping.json").exists()
+    # the policy checks the affinity's first proposal and single-task against all-in-one
+    assert {c["source"] for c in result["candidates"]} == {"all-in-one", "affinity #1", "single-task"}
+    assert (out / "grouping.json").exists() and result["decision"]["seeds"] == 3
+    assert all(len(c["val_totals"]) == 3 for c in result["candidates"])
     assert {"affinity", "grouping", "hierarchy"} <= set(result["pictures"])
