@@ -124,27 +124,31 @@ def _curve_solver(solver: str | GroupingSolver, n: int, solver_params: dict) -> 
 
 
 def choose_k(matrix, *, k_max: int | None = None, variant: str = "overlap", solver: str | GroupingSolver = "auto",
-             gain_tolerance: float = 0.25, z: float = 1.0, names: Sequence[str] | None = None,
+             gain_tolerance: float = 0.1, z: float = 1.0, names: Sequence[str] | None = None,
              objective: Objective | None = None, seed: int = 0, **solver_params: Any) -> KChoice:
-    """Choose the number of groups: the elbow of the best score against k, above noise.
+    """Choose the number of groups: where the gain of one more group drops most sharply, above noise.
 
     With "at most k groups" the best score S(k) never falls as k grows, so the largest
-    k always "wins"; each group costs a network, though. Planted or real clusters
-    show as an elbow: each group up to the number of clusters adds about as much as
-    the ones before it, each group after adds little (it splits a cluster). The rule:
-    solve for every k from 1 to ``k_max`` (default :func:`default_k_max`,
-    ``min(n, max(8, ceil(2·√n)))``) and take the smallest k such that every further
-    group adds at most
+    k always "wins"; each group costs a network, though. Clusters show as an elbow:
+    each group up to the number of clusters separates one and gains much, each group
+    after it only splits a cluster and gains little. The rule: solve for every k from
+    1 to ``k_max`` (default :func:`default_k_max`, ``min(n, max(8, ceil(2·√n)))``),
+    let Δ(k) = S(k + 1) − S(k) be the gain of the (k + 1)-th group and
 
-        max(gain_tolerance · (S(k) - S(1)) / (k - 1),  N(k' + 1) - N(k') + z · SE(k' + 1))
+        floor(k) = max(N(k + 1) − N(k) + z · SE(k + 1),  gain_tolerance · max Δ)
 
-    — a small share of the average gain of the first k groups (a scale-free
-    elbow: it does not depend on n, on k_max or on the size of the affinities), or
-    what the same solver gains by fitting pure noise, ``N``, on a matrix drawn with
-    the entries' standard errors (a gap statistic after Tibshirani, Walther and
-    Hastie, 2001), plus ``z`` standard errors of the larger solution's score. k = 1
-    is chosen when no group adds more than the noise does. Without per-entry
-    standard errors (a plain array) only the elbow rule applies.
+    the gain that counts as nothing: what the same solver gains by fitting pure noise,
+    N, on a matrix drawn with the entries' standard errors (a gap statistic after
+    Tibshirani, Walther and Hastie, 2001), plus ``z`` standard errors of the larger
+    solution's score, or a small share of the largest gain. Then k is the elbow,
+
+        k = argmax Δ(k − 1) / max(Δ(k), floor(k))  over the k < k_max with Δ(k − 1) > floor(k − 1),
+
+    the sharpest drop in the gain of one more group (the ratio is free of the scale of
+    the affinities, of n and of k_max); k = 1 when no group gains more than its floor.
+    A fixed share of the whole gain (the rule before) cannot scale: at 100 tasks in 10
+    clusters each cluster's group brings a tenth of it. Without per-entry standard
+    errors (a plain array) N and SE are 0 and the floor is the share of the largest gain.
 
     Args:
         matrix: AffinityMatrix, problem or array (with ``names``).
@@ -153,8 +157,8 @@ def choose_k(matrix, *, k_max: int | None = None, variant: str = "overlap", solv
         solver: solver name or instance. By name, beyond 20 tasks the curve is solved
             by the scalable solver with lighter settings (3 restarts, 1 kick) than its
             defaults; pass ``solver_params`` or an instance to choose them.
-        gain_tolerance: the share of the average gain per group so far below which one
-            more group is not worth it.
+        gain_tolerance: the share of the largest gain of one group below which a gain
+            counts as nothing.
         z: how many standard errors count as noise.
         seed: seed of the noise matrix.
 
@@ -196,19 +200,31 @@ def choose_k(matrix, *, k_max: int | None = None, variant: str = "overlap", solv
         noise = _curve(null, ks, slv if isinstance(slv, ScalableSolver) else ScalableSolver(**_CURVE_SCALABLE))[0]
     else:
         noise = [0.0] * len(ks)
-    steps = np.diff(scores)
-    allowed_noise = np.maximum(np.diff(noise), 0.0) + z * np.asarray(ses[1:])
-    slack = 1e-12 * (1 + abs(scores[-1]))
-    chosen = ks[-1]
-    for i, k in enumerate(ks[:-1]):
-        mean_gain = (scores[i] - scores[0]) / (k - ks[0]) if i > 0 else 0.0
-        if np.all(steps[i:] <= np.maximum(allowed_noise[i:], gain_tolerance * mean_gain) + slack):
-            chosen = k
-            break
-    rule = (f"smallest k such that every further group gains <= max({gain_tolerance:g}·(S(k) - S({ks[0]}))/(k - "
-            f"{ks[0]}), noise gain + {z:g}·SE), k <= {ks[-1]}")
+    chosen = _elbow(ks, scores, ses, noise, gain_tolerance, z)
+    rule = (f"k maximising gain(k-1)/max(gain(k), floor) for k <= {ks[-1]}, floor = max(noise gain + {z:g}·SE, "
+            f"{gain_tolerance:g}·largest gain); 1 when no gain exceeds its floor")
     return KChoice(chosen, tuple(ks), tuple(float(s) for s in scores), tuple(float(s) for s in ses), rule,
                    tuple(float(s) for s in noise))
+
+
+def _elbow(ks: Sequence[int], scores: Sequence[float], ses: Sequence[float], noise: Sequence[float],
+           gain_tolerance: float, z: float) -> int:
+    """The k after which the gain of one more group drops most sharply (see :func:`choose_k`)."""
+    gain = np.diff(np.asarray(scores, float))
+    if gain.size == 0:
+        return ks[0]
+    floor = np.maximum(np.diff(np.asarray(noise, float)), 0.0) + z * np.asarray(ses[1:], float)
+    floor = np.maximum(floor, gain_tolerance * gain.max()) + 1e-12 * (1 + abs(scores[-1]))
+    real = gain > floor
+    if not real.any():
+        return ks[0]
+    if len(ks) == 2:
+        return ks[1]
+    ratio = np.full(len(ks), -np.inf)
+    for i in range(1, len(ks) - 1):  # candidate ks[i]: its own group was real, the next one's gain is compared
+        if real[i - 1]:
+            ratio[i] = gain[i - 1] / max(gain[i], floor[i])
+    return ks[int(np.argmax(ratio))]
 
 
 def group_tasks(
@@ -232,9 +248,8 @@ def group_tasks(
         matrix: an :class:`~taskgraph.affinity.AffinityMatrix` (``mean[j, t]`` = Z_{j→t}),
             a :class:`~taskgraph.grouping.objective.GroupingProblem`, or an (n, n) array with ``names``.
         k: the most groups; None chooses it with :func:`choose_k` (the elbow of the best
-            score against k, up to ``min(n, max(8, ceil(2·√n)))``: the smallest k after which
-            each further group adds under a quarter of the average gain per group so far, or
-            no more than fitting noise does).
+            score against k, up to ``min(n, max(8, ceil(2·√n)))``: where the gain of one more
+            group drops most sharply, counting gains no larger than fitting noise as none).
         variant: ``"overlap"`` (TAG: a task may be in several groups, served by its best)
             or ``"partition"``.
         solver: ``"auto"`` (exact up to 20 tasks, else scalable), ``"exact"``, ``"brute"``,

@@ -103,3 +103,43 @@ def test_a_warm_start_of_the_wrong_length_is_refused():
     p = GroupingProblem.from_array(np.zeros((4, 4)), k=2)
     with pytest.raises(GroupingError, match=r"every start must be 4 labels, one per task, got shapes \[\(3,\)\]"):
         ScalableSolver().solve(p, starts=[np.zeros(3, int)])
+
+
+def _kinked_curve(k0: int, k_max: int, *, before: float, after: float, rng) -> np.ndarray:
+    """S(1..k_max): gains of about ``before`` per group up to k0, then about ``after`` (10% jitter)."""
+    gains = np.where(np.arange(1, k_max) < k0, before, after) * rng.uniform(0.9, 1.1, k_max - 1)
+    return np.concatenate([[0.0], np.cumsum(gains)])
+
+
+@pytest.mark.parametrize("k0", [2, 3, 5, 10, 20])
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e3])
+def test_the_elbow_is_the_kink_of_the_curve_at_any_scale(k0, scale):
+    from taskgraph.grouping.api import _elbow
+
+    rng = np.random.default_rng(k0)
+    k_max = max(8, 2 * k0)
+    ks = list(range(1, k_max + 1))
+    scores = scale * _kinked_curve(k0, k_max, before=1.0, after=0.25, rng=rng)
+    zeros = [0.0] * k_max
+    assert _elbow(ks, scores, zeros, zeros, 0.1, 1.0) == k0
+    # the same with a noise curve and standard errors below the gains after the kink
+    noise = scale * np.cumsum(np.full(k_max, 0.05))
+    ses = scale * np.full(k_max, 0.05)
+    assert _elbow(ks, scores, ses, noise, 0.1, 1.0) == k0
+
+
+def test_gains_within_noise_give_one_group():
+    from taskgraph.grouping.api import _elbow
+
+    ks = list(range(1, 9))
+    scores = np.cumsum([0.0] + [0.01] * 7)
+    assert _elbow(ks, scores, [0.02] * 8, np.cumsum([0.0] + [0.005] * 7), 0.1, 1.0) == 1
+    assert _elbow(ks, scores, [0.02] * 8, np.cumsum([0.0] + [0.005] * 7), 0.1, 0.0) > 1  # z = 0: noise gain only
+
+
+def test_tiny_gains_at_the_tail_are_no_elbow():
+    from taskgraph.grouping.api import _elbow
+
+    ks = list(range(1, 9))
+    scores = np.cumsum([0.0, 1.0, 1.0, 0.3, 0.3, 0.3, 1e-6, 1e-9])  # the kink is at 3, not at the tail
+    assert _elbow(ks, scores, [0.0] * 8, [0.0] * 8, 0.1, 1.0) == 3
