@@ -557,9 +557,16 @@ class Decision:
             return f"chosen {_fmt(self.groups)} without check runs: {self.reason}"
         lo, hi = self.interval
         rel = 100.0 * self.diff / self.all_in_one.val_total if self.all_in_one.val_total else math.nan
-        return (f"chosen {_fmt(self.groups)} ({self.chosen.source}): validation total {self.diff:+.4f} vs "
-                f"all-in-one ({rel:+.2f}%, lower is better), {self.confidence:.0%} interval [{lo:+.4f}, {hi:+.4f}] "
-                f"over {self.seeds} paired seeds; {self.reason}")
+        figures = (f"validation total {self.diff:+.4f} vs all-in-one ({rel:+.2f}%, lower is better), "
+                   f"{self.confidence:.0%} interval [{lo:+.4f}, {hi:+.4f}] over {self.seeds} paired seeds")
+        if self.left_all_in_one:
+            return f"chosen {_fmt(self.groups)} ({self.chosen.source}): {figures}; {self.reason}"
+        best = next((c for c in self.candidates if c is not self.all_in_one and len(c.val_totals) == self.seeds),
+                    None)
+        if best is None:
+            return f"chosen {_fmt(self.groups)} (all-in-one): {self.reason}"
+        return (f"chosen {_fmt(self.groups)} (all-in-one); the best alternative, {_fmt(best.groups)} "
+                f"({best.source}): {figures}; {self.reason}")
 
     def to_dict(self) -> dict:
         return {"groups": [list(g) for g in self.groups], "source": self.chosen.source, "diff": self.diff,
@@ -576,7 +583,8 @@ def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float) -> tupl
     The seeds' error is the SD of the per-seed differences / √S (initialisation and batch order).
     The total adds, in quadrature and when per-sample shares were measured, the validation set's
     own: the SD over samples of the seed-averaged per-sample difference / √N (a gap that only this
-    finite set shows would not carry to new data).
+    finite set shows would not carry to new data). The interval's t quantile takes the
+    Welch-Satterthwaite degrees of freedom of that sum (S − 1 with the seeds' error alone).
     """
     from scipy import stats
 
@@ -585,12 +593,16 @@ def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float) -> tupl
     if len(d) < 2:
         return mean, math.nan, math.nan, (math.nan, math.nan)
     var_seeds = float(d.var(ddof=1)) / len(d)
-    var = var_seeds
+    var, df = var_seeds, float(len(d) - 1)
     if a.val_samples is not None and b.val_samples is not None:
         per_sample = (a.val_samples - b.val_samples).mean(axis=0)
-        var += float(per_sample.var(ddof=1)) / len(per_sample)
+        var_samples = float(per_sample.var(ddof=1)) / len(per_sample)
+        var = var_seeds + var_samples
+        # Welch-Satterthwaite: the degrees of freedom of a sum of two variance estimates
+        denom = var_seeds**2 / (len(d) - 1) + var_samples**2 / (len(per_sample) - 1)
+        df = var**2 / denom if denom > 0 else df
     se = math.sqrt(var)
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1)) * se
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
     return mean, math.sqrt(var_seeds), se, (mean - half, mean + half)
 
 
