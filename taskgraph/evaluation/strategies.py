@@ -18,9 +18,9 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
   :mod:`taskgraph.pipeline`: the proposer's top partitions (``affinity`` top 2, ``affinity1``
   top 1, ``surrogate``, ``both``, ``sgd-affinity``; ``+single``: the single-task partition
   too) and all-in-one trained over paired seeds; all-in-one is left only for a validation
-  gain above ``z`` SE of the seeds and 1 SE counting the validation set's noise too
-  (``:seeds``: the seeds' alone; ``:strict``: ``z`` SE of both; ``argmin`` with one seed: the
-  lowest validation total wins, the former default). These train every checked network with
+  gain above ``z`` SE of the seeds and ``z`` SE counting the validation set's noise too
+  (``:seeds``: the seeds' alone; ``:samples1``: only 1 SE with the set's noise; ``argmin``
+  with one seed: the lowest validation total wins, the former default). These train every checked network with
   the problem's own protocol (40 epochs, patience 5); the default caps them at 30 epochs with
   patience 3. ``race:``: every candidate trains one seed, only the best and all-in-one the rest.
 
@@ -154,7 +154,7 @@ def _surrogate(problem: Problem, runs: Runs):
 
 
 def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float, top_m: int = 2,
-           epochs: int | None = None, z_samples: float | None = 1.0, single: bool = False,
+           epochs: int | None = None, z_samples: float | None = 2.0, single: bool = False,
            finalists: int | None = None, patience: int | None = None):
     """A check-run policy: proposals from ``proposer``, paired checks, the z rule."""
     cfg = runs.config if epochs is None else runs.config.replace(epochs=epochs, patience=patience)
@@ -207,7 +207,6 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
                                                        epochs=10)),
     "check:affinity:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0)),
     "check:affinity:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, z_samples=None)),
-    "check:affinity:3x:z2:strict": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, z_samples=2.0)),
     "check:surrogate:3x:z2": _timed(partial(_check, proposer="surrogate", seeds=3, z=2.0)),
     "check:affinity1+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
                                                    single=True)),
@@ -215,4 +214,6 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
                                                  finalists=1)),
     "check:affinity1+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
                                                          single=True, z_samples=None)),
+    "check:affinity1+single:3x:z2:samples1": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
+                                                            single=True, z_samples=1.0)),
 }
