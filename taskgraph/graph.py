@@ -192,7 +192,9 @@ class TaskGraph:
         clusters show apart at a glance. A line joins a pair when its symmetrised
         affinity S_ij = (Z_ij + Z_ji)/2 is sure of its sign (see :meth:`pair_edges`):
         solid green when the two tasks help each other, dashed red when they hurt
-        each other (negative transfer); width ∝ |S|; only the ``max_edges`` strongest.
+        each other (negative transfer); width ∝ |S|; each task's two strongest such
+        pairs, at most ``max_edges`` of them (strongest first), so that weak clusters
+        show too.
         The direction of each effect is the heatmap's to show
         (:func:`taskgraph.affinity.plots.heatmap`).
 
@@ -234,7 +236,7 @@ class TaskGraph:
                 placed.append(members)
         placed += [[t] for t in names if t not in seen]
         pos, centres, radii = _group_layout(placed)
-        edges = self.pair_edges(uncertain=uncertain)[:max_edges]
+        edges = _strongest_per_task(self.pair_edges(uncertain=uncertain), per_task=2)[:max_edges]
         smax = max((abs(e[2]) for e in edges), default=1.0) or 1.0
         fig, ax = new_figure((min(max(5.0, 0.35 * n + 3.5), 16.0),) * 2)
         for gi, (c, r) in enumerate(zip(centres, radii)):
@@ -262,8 +264,9 @@ class TaskGraph:
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles),
                   fontsize=7, frameon=False)
         n_sure = len(self.pair_edges())
-        ax.set_title(title or (f"task graph: the {len(edges)} strongest of {n_sure} pairs whose "
-                               f"{self.matrix.confidence:.0%} CI of S = (Z_ij + Z_ji)/2 excludes 0; "
+        ax.set_title(title or (f"task graph: {len(edges)} of the {n_sure} pairs whose "
+                               f"{self.matrix.confidence:.0%} CI of S = (Z_ij + Z_ji)/2 excludes 0 (each task's "
+                               f"2 strongest); "
                                f"{'groups given' if given else 'groups: average-linkage cut'}"), fontsize=9)
         pad = [r + 0.3 for r in radii]
         ax.set_xlim(min(c[0] - p for c, p in zip(centres, pad)), max(c[0] + p for c, p in zip(centres, pad)))
@@ -277,6 +280,18 @@ class TaskGraph:
     def __repr__(self) -> str:
         return (f"TaskGraph({len(self.names)} tasks, {len(self.positive_edges())} positive, "
                 f"{len(self.negative_edges())} negative edges)")
+
+
+def _strongest_per_task(pairs: list, per_task: int) -> list:
+    """The pairs (strongest first) that are among the ``per_task`` strongest of either of their tasks."""
+    count: dict[str, int] = {}
+    out = []
+    for a, b, w, rel in pairs:
+        if count.get(a, 0) < per_task or count.get(b, 0) < per_task:
+            out.append((a, b, w, rel))
+            count[a] = count.get(a, 0) + 1
+            count[b] = count.get(b, 0) + 1
+    return out
 
 
 def _group_layout(groups: list[list[str]]):

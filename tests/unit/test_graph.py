@@ -147,3 +147,13 @@ def test_draw_options_write_a_png(tmp_path, matrix, kw):
 def test_draw_refuses_bad_groups_and_edge_counts(tmp_path, matrix, kw, message):
     with pytest.raises(AffinityError, match=message):
         TaskGraph.from_affinity(matrix).draw(tmp_path / "g.png", **kw)
+
+
+def test_each_task_keeps_its_strongest_pairs():
+    from taskgraph.graph import _strongest_per_task
+
+    pairs = [("a", "b", 0.9, "positive"), ("a", "c", 0.8, "positive"), ("b", "c", 0.7, "positive"),
+             ("a", "d", 0.6, "positive"), ("c", "d", -0.1, "negative")]
+    # a, b and c have two pairs each by the third; (a, d) still counts as d's first, (c, d) as d's second
+    assert _strongest_per_task(pairs, per_task=2) == pairs
+    assert _strongest_per_task(pairs, per_task=1) == [pairs[0], pairs[1], pairs[3]]
