@@ -32,7 +32,7 @@ def test_all_in_one_is_kept_unless_the_paired_gain_exceeds_z_standard_errors():
     assert "kept all-in-one" in d.reason and "affinity #1" in d.reason and "2 SE of the seeds" in d.reason
     assert d.statement().startswith("chosen {a, b, c} (all-in-one); the best alternative, {a, b} | {c} (affinity #1)")
     # the same evidence clears a bar of one SE
-    assert decide([aio, noisy], GroupingPolicy(z=1.0)).chosen is noisy
+    assert decide([aio, noisy], GroupingPolicy(z=1.0, z_samples=1.0)).chosen is noisy
     # a consistent gain (paired differences -0.1, -0.11, -0.09) leaves all-in-one, whatever the spread of totals
     clear = cand(SPLIT, [0.90, 0.99, 0.81], "affinity #2")
     d = decide([aio, noisy, clear], GroupingPolicy(z=2.0))
