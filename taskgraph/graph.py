@@ -37,7 +37,7 @@ import networkx as nx
 import numpy as np
 
 from taskgraph.affinity.matrix import AffinityMatrix
-from taskgraph.affinity.plots import symmetrised
+from taskgraph.affinity.plots import PALETTE, linkage_groups, new_figure, save_figure, symmetrised
 from taskgraph.exceptions import AffinityError
 
 __all__ = ["TaskGraph"]
@@ -214,8 +214,6 @@ class TaskGraph:
         """
         from matplotlib.lines import Line2D
         from matplotlib.patches import Circle
-
-        from taskgraph.affinity.plots import PALETTE, linkage_groups, new_figure, save_figure
 
         names = self.names
         n = len(names)

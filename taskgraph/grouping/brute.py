@@ -31,6 +31,7 @@ import numpy as np
 
 from taskgraph.exceptions import GroupingError
 from taskgraph.grouping.base import SOLVERS, GroupingSolver, check_top_m
+from taskgraph.grouping.columns import mask_of
 from taskgraph.grouping.objective import GroupingProblem
 from taskgraph.grouping.value import Grouping
 
@@ -133,8 +134,6 @@ class BruteForceSolver(GroupingSolver):
 
     # -------------------------------------------------------- partition
     def _partition(self, problem: GroupingProblem, top_m: int):
-        from taskgraph.grouping.columns import mask_of
-
         n, o = problem.n, problem.objective
         # Stirling numbers bound the count; Bell(n) is a safe over-estimate
         bell = [1]

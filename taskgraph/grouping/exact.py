@@ -43,6 +43,7 @@ from taskgraph.exceptions import GroupingError
 from taskgraph.grouping.base import SOLVERS, GroupingSolver, check_top_m
 from taskgraph.grouping.columns import all_values, best_groups, members, popcount
 from taskgraph.grouping.objective import GroupingProblem
+from taskgraph.grouping.scalable import ScalableSolver
 from taskgraph.grouping.value import Grouping
 
 __all__ = ["ExactSolver", "SolveStats"]
@@ -192,8 +193,6 @@ class ExactSolver(GroupingSolver):
         n, o = problem.n, problem.objective
         has_budget = o.budget is not None
         # start: a heuristic solution (scalable solver) so the restricted LP is feasible
-        from taskgraph.grouping.scalable import ScalableSolver
-
         start = ScalableSolver(restarts=2, seed=0).solve(problem)[0]
         start_cols = np.array(sorted(set(self._columns_of(problem, cols, start))), dtype=np.int64)
         active = set(start_cols.tolist())
