@@ -106,8 +106,8 @@ class TaskGraph:
         """Unordered pairs (in matrix order) with positive edges both ways."""
         pos = set(self.positive_edges())
         idx = {n: k for k, n in enumerate(self.names)}
-        return sorted({tuple(sorted((a, b), key=idx.__getitem__)) for a, b in pos if (b, a) in pos},
-                      key=lambda p: (idx[p[0]], idx[p[1]]))
+        pairs = {(a, b) if idx[a] < idx[b] else (b, a) for a, b in pos if (b, a) in pos}
+        return sorted(pairs, key=lambda p: (idx[p[0]], idx[p[1]]))
 
     def symmetric(self) -> np.ndarray:
         """S = (Z + Zᵀ) / 2 with a zero diagonal; a missing direction uses the other one, both missing 0."""
@@ -218,8 +218,9 @@ class TaskGraph:
         names = self.names
         n = len(names)
         given = groups is not None
-        groups = [tuple(g) for g in getattr(groups, "groups", groups)] if given else list(linkage_groups(self.matrix))
-        unknown = sorted({t for g in groups for t in g} - set(names))
+        chosen = [tuple(g) for g in getattr(groups, "groups", groups)] if groups is not None else \
+            list(linkage_groups(self.matrix))
+        unknown = sorted({t for g in chosen for t in g} - set(names))
         if unknown:
             raise AffinityError(f"draw: groups must name tasks of the graph, {list(names)}; unknown {unknown}")
         max_edges = max(3, (3 * n) // 2) if max_edges is None else max_edges
@@ -227,7 +228,7 @@ class TaskGraph:
             raise AffinityError(f"draw: max_edges >= 0 must hold, got {max_edges}")
         placed: list[list[str]] = []
         seen: set[str] = set()
-        for g in groups:
+        for g in chosen:
             members = [t for t in g if t not in seen]
             seen |= set(members)
             if members:
@@ -253,7 +254,7 @@ class TaskGraph:
         ax.scatter(xy[:, 0], xy[:, 1], s=520 if n <= 30 else 120, zorder=2, edgecolors="0.2",
                    c=[PALETTE[group_of[t] % len(PALETTE)] for t in names])
         for t in names:
-            ax.text(*pos[t], t, ha="center", va="center", fontsize=8 if n <= 30 else 5, zorder=3,
+            ax.text(pos[t][0], pos[t][1], t, ha="center", va="center", fontsize=8 if n <= 30 else 5, zorder=3,
                     color="white", fontweight="bold")
         handles = [Line2D([], [], color=style["positive"][0], lw=2.5, label="help each other (S > 0)"),
                    Line2D([], [], color=style["negative"][0], lw=2.5, ls="--", label="hurt each other (S < 0)")]

@@ -157,9 +157,9 @@ class BruteForceSolver(GroupingSolver):
         for blocks in set_partitions(n, problem.k):
             if o.budget is not None and problem.cost(blocks) > o.budget + 1e-9:
                 continue
-            v = sum(block_value(b) for b in blocks)
-            if np.isfinite(v):
-                top.push_many(np.array([v]), lambda _i, b=blocks: tuple(b))
+            total = sum(block_value(b) for b in blocks)
+            if np.isfinite(total):
+                top.push_many(np.array([total]), lambda _i, b=blocks: tuple(b))
         return top.best()
 
     # ---------------------------------------------------------- overlap

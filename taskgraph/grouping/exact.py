@@ -207,8 +207,8 @@ class ExactSolver(GroupingSolver):
             A_eq = _hstack(A_eq, csc_matrix(np.eye(n)))
             c = np.concatenate([-cols.value[idx], np.full(n, penalty)])
             ub_rows = [np.concatenate([np.ones(len(idx)), np.zeros(n)])]
-            b_ub = [problem.k]
-            if has_budget:
+            b_ub: list[float] = [float(problem.k)]
+            if o.budget is not None:
                 ub_rows.append(np.concatenate([cols.cost[idx], np.zeros(n)]))
                 b_ub.append(o.budget)
             res = linprog(c, A_ub=np.array(ub_rows), b_ub=np.array(b_ub), A_eq=A_eq, b_eq=np.ones(n),

@@ -584,7 +584,8 @@ class _Repair:
             gain = gv[0] - st.val[b]
             if best is None or gain > best[0]:
                 best = (gain, b)
-        st.merge(min(s, best[1]), max(s, best[1]))
+        if best is not None:  # always: repair only joins a singleton when there are two sets or more
+            st.merge(min(s, best[1]), max(s, best[1]))
 
     @staticmethod
     def run(st: _State) -> None:
@@ -702,9 +703,10 @@ class ScalableSolver(GroupingSolver):
             for _ in range(self.recombine):
                 if time.perf_counter() > deadline:
                     break
-                st = _recombine(problem, columns, deadline)
-                if st is None:
+                found = _recombine(problem, columns, deadline)
+                if found is None:
                     break
+                st = found
                 before = max(v for v, _ in pool.values())
                 improve(st, self.kicks)
                 if max(v for v, _ in pool.values()) <= before + _EPS * (1 + abs(before)):

@@ -86,7 +86,7 @@ class Grouping:
             raise GroupingError(f"Grouping: every task must be in a group; not served: {missing}")
         obj = self.objective
         if obj.variant == "partition" and sum(map(len, sets)) != len(names):
-            twice = sorted({x for x in names if sum(x in s for s in sets) > 1}, key=index.get)
+            twice = sorted({x for x in names if sum(x in s for s in sets) > 1}, key=index.__getitem__)
             raise GroupingError(f"Grouping: the partition variant needs disjoint groups; "
                                 f"task(s) {twice} are in several")
         if not obj.allow_singletons:
@@ -98,7 +98,7 @@ class Grouping:
             raise GroupingError(f"Grouping: the score must be finite, got {self.score}")
         # canonical order: members by task index, groups by their member indices
         keyed = sorted(range(len(groups)), key=lambda i: tuple(sorted(index[x] for x in groups[i])))
-        canon = tuple(tuple(sorted(groups[i], key=index.get)) for i in keyed)
+        canon = tuple(tuple(sorted(groups[i], key=index.__getitem__)) for i in keyed)
         serving = tuple(self.serving)
         if serving:
             if len(serving) != len(names):
