@@ -14,13 +14,14 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
 - ``group-lookahead``: TAG's higher-order score: the lookahead with each candidate group's
   summed gradient, every partition scored by the sum of its tasks' scores;
 - ``surrogate``: :func:`taskgraph.pipeline.surrogate` (Li et al. 2023) on 2n random subsets;
-- ``check:<proposer>:<seeds>x:z<z>[:seeds|:strict]``: the check-run policies of
+- ``check:<proposer>:<seeds>x[:seeds|:z2]``: the check-run policies of
   :mod:`taskgraph.pipeline`: the proposer's top partitions (``affinity`` top 2, ``affinity1``
   top 1, ``surrogate``, ``both``, ``sgd-affinity``; ``+single``: the single-task partition
-  too) and all-in-one trained over paired seeds; all-in-one is left only for a validation
-  gain above ``z`` SE of the seeds and ``z`` SE counting the validation set's noise too
-  (``:seeds``: the seeds' alone; ``:samples1``: only 1 SE with the set's noise; ``argmin``
-  with one seed: the lowest validation total wins, the former default). These train every checked network with
+  too) and all-in-one trained over paired seeds; all-in-one is left only when the 95%
+  t-intervals of the validation gain exclude 0 with the seeds' error and with the
+  validation set's noise added (``:seeds``: the seeds' alone; ``:z2``: fixed bars of 2 SE
+  instead of the t quantiles; ``argmin`` with one seed: the lowest validation total wins,
+  the former default). These train every checked network with
   the problem's own protocol (40 epochs, patience 5); the default caps them at 30 epochs with
   patience 3. ``race:``: every candidate trains one seed, only the best and all-in-one the rest.
 
@@ -153,9 +154,9 @@ def _surrogate(problem: Problem, runs: Runs):
     return ranked[0], info["steps"], {"subsets": len(info["subsets"])}
 
 
-def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float, top_m: int = 2,
-           epochs: int | None = None, z_samples: float | None = 2.0, single: bool = False,
-           finalists: int | None = None, patience: int | None = None):
+def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float | None = None, top_m: int = 2,
+           epochs: int | None = None, z_samples: float | None = None, single: bool = False,
+           finalists: int | None = None, patience: int | None = None, samples: bool = True):
     """A check-run policy: proposals from ``proposer``, paired checks, the z rule."""
     cfg = runs.config if epochs is None else runs.config.replace(epochs=epochs, patience=patience)
     proposals: list[tuple[Any, str]] = []
@@ -172,7 +173,7 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float,
         ranked, info = surrogate(runs, seed=EVAL_SEED, top_m=top_m)
         used |= {(s, EVAL_SEED, runs.config) for s in info["subsets"]}
         proposals += [(g, f"surrogate #{i}") for i, g in enumerate(ranked, 1)]
-    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED, z_samples=z_samples,
+    policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED, z_samples=z_samples, samples=samples,
                             references=("single-task",) if single else (), finalists=finalists,
                             check_epochs=None, check_patience=None)  # cfg as given
     if single:
@@ -205,15 +206,13 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "surrogate": _timed(_surrogate),
     "check:sgd-affinity:1x10ep:argmin": _timed(partial(_check, proposer="sgd-affinity", seeds=1, z=0.0, top_m=3,
                                                        epochs=10)),
-    "check:affinity:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0)),
-    "check:affinity:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, z_samples=None)),
-    "check:surrogate:3x:z2": _timed(partial(_check, proposer="surrogate", seeds=3, z=2.0)),
-    "check:affinity1+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
-                                                   single=True)),
-    "race:affinity+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, single=True,
-                                                 finalists=1)),
-    "check:affinity1+single:3x:z2:seeds": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
-                                                         single=True, z_samples=None)),
-    "check:affinity1+single:3x:z2:samples1": _timed(partial(_check, proposer="affinity", seeds=3, z=2.0, top_m=1,
-                                                            single=True, z_samples=1.0)),
+    "check:affinity:3x": _timed(partial(_check, proposer="affinity", seeds=3)),
+    "check:affinity:3x:seeds": _timed(partial(_check, proposer="affinity", seeds=3, samples=False)),
+    "check:surrogate:3x": _timed(partial(_check, proposer="surrogate", seeds=3)),
+    "check:affinity1+single:3x": _timed(partial(_check, proposer="affinity", seeds=3, top_m=1, single=True)),
+    "check:affinity1+single:3x:seeds": _timed(partial(_check, proposer="affinity", seeds=3, top_m=1, single=True,
+                                                      samples=False)),
+    "check:affinity1+single:3x:z2": _timed(partial(_check, proposer="affinity", seeds=3, top_m=1, single=True,
+                                                   z=2.0, z_samples=2.0)),
+    "race:affinity+single:3x": _timed(partial(_check, proposer="affinity", seeds=3, single=True, finalists=1)),
 }

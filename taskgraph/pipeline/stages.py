@@ -66,7 +66,8 @@ class GroupingPolicy:
             proposal is taken without evidence and the decision says so; 1: no standard error,
             any gain leaves all-in-one).
         z: leave all-in-one only when the paired validation gain exceeds ``z`` standard errors of
-            the seeds (SD of the per-seed differences / √S).
+            the seeds (SD of the per-seed differences / √S); None: the two-sided ``confidence``
+            t quantile with S − 1 degrees of freedom (4.30 for 3 seeds at 95%).
         references: candidates checked beside the affinity's proposals: ``"single-task"``.
         check_epochs: the checked networks train at most this many epochs (None: the config's).
         check_patience: they stop after this many epochs without a better validation loss
@@ -75,9 +76,11 @@ class GroupingPolicy:
             ``finalists`` best of them (and all-in-one) with the rest (None: every candidate
             trains with every seed).
         z_samples: also require the gain to exceed ``z_samples`` standard errors that count the
-            validation set's own sampling noise beside the seeds' (None: the seeds' alone). With
-            1 instead of 2, a partition whose validation gain did not carry to test was chosen on
-            one of the quality problems (docs/quality.md).
+            validation set's own sampling noise beside the seeds'; None: the ``confidence`` t
+            quantile with the Welch-Satterthwaite degrees of freedom. Fixed multiples of 1 or 2
+            with the seeds' 2 chose, on one quality problem, a partition whose validation gain
+            did not carry to test (docs/quality.md).
+        samples: count the validation set's noise at all (False: the seeds' test alone).
         confidence: the level of the reported t-interval.
         config: every checked network's training (None: the caller's); its ``patience``
             stops each network early on validation.
@@ -92,8 +95,9 @@ class GroupingPolicy:
     k: int | None = None
     check_seeds: int = 3
     seed: int = 0
-    z: float = 2.0
-    z_samples: float | None = 2.0
+    z: float | None = None
+    z_samples: float | None = None
+    samples: bool = True
     references: tuple[str, ...] = ("single-task",)
     finalists: int | None = None
     check_epochs: int | None = 30
@@ -117,8 +121,8 @@ class GroupingPolicy:
         if not isinstance(self.check_seeds, int) or self.check_seeds < 0:
             bad("check_seeds", "'check_seeds' must be an int >= 0 (0: no checks; a paired standard error needs 2)",
                 self.check_seeds)
-        if not (self.z >= 0 and math.isfinite(self.z)):
-            bad("z", "'z' must be finite and >= 0", self.z)
+        if self.z is not None and not (self.z >= 0 and math.isfinite(self.z)):
+            bad("z", "'z' must be finite and >= 0, or None", self.z)
         object.__setattr__(self, "references", tuple(self.references))
         if any(r != "single-task" for r in self.references):
             bad("references", "'references' may hold only 'single-task'", self.references)
@@ -577,10 +581,10 @@ class Decision:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
 
-def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float) -> tuple[float, float, float,
-                                                                                 tuple[float, float]]:
+def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float, samples: bool = True
+            ) -> tuple[float, float, float, tuple[float, float], float]:
     """``a − b`` validation totals: mean over seeds, the seeds' standard error, the total standard
-    error and the total's t-interval.
+    error, the total's t-interval and its degrees of freedom.
 
     The seeds' error is the SD of the per-seed differences / √S (initialisation and batch order).
     The total adds, in quadrature and when per-sample shares were measured, the validation set's
@@ -593,10 +597,10 @@ def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float) -> tupl
     d = np.asarray(a.val_totals, float) - np.asarray(b.val_totals, float)
     mean = float(d.mean())
     if len(d) < 2:
-        return mean, math.nan, math.nan, (math.nan, math.nan)
+        return mean, math.nan, math.nan, (math.nan, math.nan), 0.0
     var_seeds = float(d.var(ddof=1)) / len(d)
     var, df = var_seeds, float(len(d) - 1)
-    if a.val_samples is not None and b.val_samples is not None:
+    if samples and a.val_samples is not None and b.val_samples is not None:
         per_sample = (a.val_samples - b.val_samples).mean(axis=0)
         var_samples = float(per_sample.var(ddof=1)) / len(per_sample)
         var = var_seeds + var_samples
@@ -605,46 +609,75 @@ def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float) -> tupl
         df = var**2 / denom if denom > 0 else df
     se = math.sqrt(var)
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-    return mean, math.sqrt(var_seeds), se, (mean - half, mean + half)
+    return mean, math.sqrt(var_seeds), se, (mean - half, mean + half), df
 
 
 def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT_POLICY) -> Decision:
     """Keep all-in-one unless a candidate's paired validation gain is clear of the noise.
 
-    A candidate clears the bar when its gain over all-in-one (mean over the paired seeds)
-    exceeds ``policy.z`` standard errors of the seeds (it replicates across initialisations
-    and batch orders) and ``policy.z_samples`` standard errors that also count the validation
-    set's own sampling noise (it is not carried by a few validation samples). Among the
-    candidates that clear it, the lowest mean validation total wins. Candidates a race stopped
-    after one seed are not compared. With one seed there is no standard error and any gain
-    clears the bar.
+    A candidate clears the bar when its gain over all-in-one (mean over the paired seeds) lies
+    outside the two-sided ``policy.confidence`` t-interval twice: with the seeds' standard
+    error alone (S − 1 degrees of freedom: it replicates across initialisations and batch
+    orders; 4.30 SE with 3 seeds at 95%) and with the validation set's own sampling noise
+    added (Welch-Satterthwaite degrees of freedom: it is not carried by a few validation
+    samples). ``policy.z`` / ``policy.z_samples`` replace those quantiles by fixed multiples;
+    ``policy.samples=False`` drops the second test. Among the candidates that clear the bar,
+    the one with the fewest networks whose validation total is within one standard error of
+    the lowest wins (the one-standard-error rule: a gain inside the noise does not pay for more
+    networks). Candidates a race stopped after one seed are not compared. With one seed there
+    is no standard error and any gain clears the bar.
     """
+    from scipy import stats
+
     ranked = tuple(sorted(checked, key=lambda c: c.val_total))
     aio = next(c for c in checked if c.source == "all-in-one")
     n = len(aio.val_totals)
-    others = [(c, *_paired(c, aio, policy.confidence)) for c in ranked if c is not aio and len(c.val_totals) == n]
+    others = [(c, *_paired(c, aio, policy.confidence, policy.samples)) for c in ranked
+              if c is not aio and len(c.val_totals) == n]
 
-    def clears(d: float, se_seeds: float, se: float) -> bool:
+    def quantile(z: float | None, df: float) -> float:
+        return z if z is not None else float(stats.t.ppf(0.5 + policy.confidence / 2, df))
+
+    bar_seeds = quantile(policy.z, n - 1) if n > 1 else 0.0
+
+    def clears(d: float, se_seeds: float, se: float, df: float) -> bool:
         if d >= 0:
             return False
         if n < 2:
             return True
-        return -d > policy.z * se_seeds and (policy.z_samples is None or -d > policy.z_samples * se)
+        return -d > bar_seeds * se_seeds and (not policy.samples or -d > quantile(policy.z_samples, df) * se)
 
-    winners = [o for o in others if clears(o[1], o[2], o[3])]
+    def sig(d: float, se_seeds: float, se: float) -> str:
+        if n < 2 or not se_seeds > 0:
+            return "one seed: no standard error" if n < 2 else "no spread over the seeds"
+        return f"{-d / se_seeds:.1f} SE of the seeds" + (f", {-d / se:.1f} with the validation set's noise"
+                                                         if policy.samples and se > 0 else "")
+
+    winners = [o for o in others if clears(o[1], o[2], o[3], o[5])]
     if winners:
-        chosen, d, se_seeds, se, iv = winners[0]
-        sig = (f"{-d / se_seeds:.1f} SE of the seeds, {-d / se:.1f} with the validation set's noise"
-               if n > 1 and se > 0 and se_seeds > 0 else "one seed: no standard error")
-        return Decision(chosen, aio, ranked, d, se, iv, n, policy.confidence, f"it beats all-in-one by {sig}")
+        # the one-standard-error rule: the fewest networks among the winners within 1 SE of the best
+        best = winners[0][0]
+
+        def near(c: CheckedCandidate) -> bool:
+            if c is best or n < 2:
+                return c is best
+            d, _, se, _, _ = _paired(c, best, policy.confidence, policy.samples)
+            return d <= se
+
+        chosen, d, se_seeds, se, iv, _ = min((o for o in winners if near(o[0])),
+                                             key=lambda o: (len(o[0].groups), o[0].val_total))
+        fewer = "" if chosen is best else f"; the fewest networks within 1 SE of the best ({best.source})"
+        return Decision(chosen, aio, ranked, d, se, iv, n, policy.confidence,
+                        f"it beats all-in-one by {sig(d, se_seeds, se)}{fewer}")
     if not others:
         return Decision(aio, aio, ranked, 0.0, 0.0, (0.0, 0.0), n, policy.confidence,
                         "all-in-one was the only candidate")
-    best, d, se_seeds, se, iv = others[0]
-    need = f"{policy.z:g} SE of the seeds" + ("" if policy.z_samples is None else
-                                              f" and {policy.z_samples:g} SE with the validation set's noise")
-    reason = (f"kept all-in-one: the best alternative ({best.source}, {d:+.4f}; SE {se_seeds:.4f} of the seeds, "
-              f"{se:.4f} with the validation set's) does not beat it by {need}")
+    best, d, se_seeds, se, iv, df = others[0]
+    need = (f"{bar_seeds:.2f} SE of the seeds"
+            + (f" and {quantile(policy.z_samples, df):.2f} SE with the validation set's noise" if policy.samples
+               else ""))
+    reason = (f"kept all-in-one: the best alternative ({best.source}) is ahead by {sig(d, se_seeds, se)}, not by "
+              f"{need}")
     return Decision(aio, aio, ranked, d, se, iv, n, policy.confidence, reason)
 
 

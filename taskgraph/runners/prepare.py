@@ -100,7 +100,7 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     train_cfg = spec.train_config()
     # the default policy, with what the study file sets
     policy = DEFAULT_POLICY.replace(estimator=af["estimator"], affinity_epochs=af["epochs"], every=af["every"],
-                                    k=min(k, len(names)), z=af.get("z", DEFAULT_POLICY.z),
+                                    k=min(k, len(names)), z=af.get("z"),
                                     check_seeds=af.get("check_seeds", DEFAULT_POLICY.check_seeds) if top_m else 0,
                                     seed=spec.seed, config=train_cfg)
     runs = Runs.from_data(lambda: trunk.build(data.input_shape), data, train_cfg)

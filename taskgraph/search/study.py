@@ -44,7 +44,7 @@ Layout (every table but ``[dataset]`` and ``[search]`` optional)::
     every = 1
     epochs = 3
     check_seeds = 3                # paired seeds per checked network (0: no check runs)
-    z = 2.0                        # leave all-in-one only past z paired standard errors
+    # z = 4.3                      # leave all-in-one only past z SE of the seeds (default: the 95% t quantile)
 
     [storage]
     url = "sqlite:///runs/quickstart/study.db"  # any Optuna RDB URL
@@ -332,7 +332,7 @@ class StudySpec:
                     "epochs": af.int("epochs", epochs, low=1),
                     # the pipeline's checks: paired seeds per checked network (0: none), and the z rule
                     "check_seeds": af.int("check_seeds", 3, low=0),
-                    "z": af.float("z", 2.0, low=0.0)}
+                    "z": af.float("z", None, low=0.0)}
         af.check_unknown()
 
         run_dir = (Path(runs_root) / name).resolve()

@@ -22,20 +22,20 @@ def cand(groups, totals, source):
     return CheckedCandidate(groups, source, tuple(totals), None, {"a": 0.0, "b": 0.0, "c": 0.0}, None)
 
 
-def test_all_in_one_is_kept_unless_the_paired_gain_exceeds_z_standard_errors():
+def test_all_in_one_is_kept_unless_the_paired_gain_clears_the_t_interval():
     aio = cand(AIO, [1.00, 1.10, 0.90], "all-in-one")
     # lower on average by 0.02 but with per-seed differences -0.05, +0.01, -0.02: SE 0.0173 -> 1.15 SE
     noisy = cand(SPLIT, [0.95, 1.11, 0.88], "affinity #1")
-    d = decide([aio, noisy], GroupingPolicy(z=2.0))
+    d = decide([aio, noisy])  # the default: 95% t quantiles (4.30 SE with 3 seeds)
     assert d.chosen is aio and not d.left_all_in_one  # without per-sample shares: the seeds' noise alone
     assert d.diff == pytest.approx(-0.02) and d.se == pytest.approx(np.std([-0.05, 0.01, -0.02], ddof=1) / math.sqrt(3))
-    assert "kept all-in-one" in d.reason and "affinity #1" in d.reason and "2 SE of the seeds" in d.reason
+    assert "kept all-in-one" in d.reason and "affinity #1" in d.reason and "not by 4.30 SE of the seeds" in d.reason
     assert d.statement().startswith("chosen {a, b, c} (all-in-one); the best alternative, {a, b} | {c} (affinity #1)")
     # the same evidence clears a bar of one SE
     assert decide([aio, noisy], GroupingPolicy(z=1.0, z_samples=1.0)).chosen is noisy
     # a consistent gain (paired differences -0.1, -0.11, -0.09) leaves all-in-one, whatever the spread of totals
     clear = cand(SPLIT, [0.90, 0.99, 0.81], "affinity #2")
-    d = decide([aio, noisy, clear], GroupingPolicy(z=2.0))
+    d = decide([aio, noisy, clear])
     assert d.chosen is clear and d.left_all_in_one
     lo, hi = d.interval
     assert lo < d.diff < hi < 0  # the 95% interval excludes 0
@@ -133,7 +133,7 @@ def test_a_gain_that_only_a_few_validation_samples_show_does_not_count():
     assert d.se == pytest.approx(se) and 0.05 < se  # under 1 SE once the set's noise counts
     assert "with the validation set's" in d.reason
     # the seeds alone would have left all-in-one
-    assert decide([aio, cand_], GroupingPolicy(z=2.0, z_samples=None)).chosen is cand_
+    assert decide([aio, cand_], GroupingPolicy(z=2.0, samples=False)).chosen is cand_
     # the same gain spread over every sample clears the bar
     even = base - 0.05 + np.array([[0.001], [0.0], [-0.001]])
     spread = CheckedCandidate(SPLIT, "affinity #1", tuple(even.mean(1)), None, {}, None, even)
@@ -143,7 +143,7 @@ def test_a_gain_that_only_a_few_validation_samples_show_does_not_count():
 def test_a_race_trains_losers_one_seed_and_never_chooses_them():
     runs = _runs()
     names = runs.tasks.names
-    policy = GroupingPolicy(check_seeds=3, finalists=1, z=0.0, z_samples=None)
+    policy = GroupingPolicy(check_seeds=3, finalists=1, z=0.0, samples=False)
     cands = [([names[:2], names[2:]], "a"), ([names[:1], names[1:]], "b"), ([[t] for t in names], "single-task")]
     checked = check(runs, cands, policy)
     seeds = {c.source: len(c.val_totals) for c in checked}
@@ -152,3 +152,13 @@ def test_a_race_trains_losers_one_seed_and_never_chooses_them():
     first_seed = {c.source: c.val_totals[0] for c in checked if c.source != "all-in-one"}
     assert first_seed[finalist.source] == min(first_seed.values())  # the best on the first seed went on
     assert decide(checked, policy).chosen.source in ("all-in-one", finalist.source)
+
+
+def test_within_one_standard_error_of_the_best_the_fewest_networks_win():
+    aio = cand(AIO, [1.0, 1.0, 1.0], "all-in-one")
+    pairs = cand(SPLIT, [0.80, 0.82, 0.78], "affinity #1")  # two networks
+    single = cand((("a",), ("b",), ("c",)), [0.79, 0.83, 0.775], "single-task")  # three; lower by 0.0017 ± 0.006
+    d = decide([aio, pairs, single])
+    assert d.chosen is pairs and "fewest networks within 1 SE of the best (single-task)" in d.reason
+    clearly = cand((("a",), ("b",), ("c",)), [0.70, 0.72, 0.68], "single-task")  # lower by 0.1 every seed
+    assert decide([aio, pairs, clearly]).chosen is clearly
