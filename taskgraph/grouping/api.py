@@ -45,8 +45,9 @@ def resolve_solver(solver: str | GroupingSolver, n: int, **params: Any) -> Group
 def default_k_max(n: int) -> int:
     """The largest k :func:`choose_k` tries by default: ``min(n, max(8, ceil(2·√n)))``.
 
-    Planted or real clusters of a few tasks each give about √n groups at most in
-    the settings this engine meets; twice that leaves room to see the curve flatten.
+    Twice √n (and at least 8, the bound before): room for √n clusters of √n tasks
+    each and for the curve to flatten after them, at one solve per k. Pass ``k_max``
+    for more clusters than that.
     """
     return min(n, max(8, math.ceil(2 * math.sqrt(n))))
 
