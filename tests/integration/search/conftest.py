@@ -27,10 +27,15 @@ def free_port() -> int:
 
 def tiny_study(directory: Path, name: str, *, space: str | Path = "default.toml", trials: int = 4, epochs: int = 2,
                objective: str = "val_loss", sampler: str = "tpe", extra: str = "", early: str = "asha",
-               n_samples: int = 400, storage: str | None = None) -> Path:
-    """Write a tiny study file (4 planted-cluster tasks, a small trunk) and return its path."""
+               n_samples: int = 400, storage: str | None = None, check_seeds: int | None = None) -> Path:
+    """Write a tiny study file (4 planted-cluster tasks, a small trunk) and return its path.
+
+    ``check_seeds`` sets the prepare stage's paired check seeds (default: the policy's; 0 skips the
+    checks where a test is about the trials, not the grouping decision).
+    """
     space_path = Path(space) if Path(space).is_absolute() else ROOT / "search_spaces" / space
     storage_block = f'[storage]\nurl = "{storage}"\n' if storage else ""
+    check_line = "" if check_seeds is None else f"check_seeds = {check_seeds}\n"
     text = f"""
 name = "{name}"
 seed = 0
@@ -54,7 +59,7 @@ lr = 0.01
 batch_size = 64
 [affinity]
 every = 2
-[resources]
+{check_line}[resources]
 cpus = 1
 concurrent = 2
 {storage_block}{extra}
