@@ -327,7 +327,7 @@ def auto_group(
         g, rank = grouping_of(c.groups)
         checked_rows.append(Candidate(g, c.val_losses, c.test_losses, rank, c.val_totals, c.test_totals, c.source))
     chosen = grouping_of(decision.groups)[0]
-    pictures = {"affinity": Path(heatmap(matrix, out / "affinity.png")),
+    pictures = {"affinity": Path(heatmap(matrix, out / "affinity.png", groups=chosen.groups)),
                 "grouping": out / "grouping.png", "hierarchy": out / "hierarchy.png"}
     chosen.plot(matrix, pictures["grouping"])
     tree.plot(pictures["hierarchy"])

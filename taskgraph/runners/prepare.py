@@ -132,8 +132,10 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     single = stages.single_task_baselines(data, trunk, train_cfg, cache_dir=Path(spec.run_dir).parent / "_baselines")
     affinity = matrix.to_dict()
     with tempfile.TemporaryDirectory() as d:
-        files = [(stages.draw_heatmap(matrix, Path(d) / "affinity_heatmap.png"), "image/png"),
-                 (stages.draw_graph(matrix, Path(d) / "task_graph.png"), "image/png")]
+        # framed by the decision's partition, else the affinity's first proposal
+        shown = decision.groups if decision is not None else (ranked[0].groups if top_m else None)
+        files = [(stages.draw_heatmap(matrix, Path(d) / "affinity_heatmap.png", shown), "image/png"),
+                 (stages.draw_graph(matrix, Path(d) / "task_graph.png", shown), "image/png")]
         mp = Path(d) / "affinity.json"
         mp.write_text(json.dumps(affinity, indent=1))
         files.append((mp, "application/json"))

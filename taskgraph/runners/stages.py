@@ -150,17 +150,17 @@ def make_weighting(name: str, params: Mapping[str, Any]):
 
 # --- affinity and grouping ------------------------------------------------------------------
 
-def draw_heatmap(matrix, path: Path) -> Path:
-    """The affinity heatmap PNG (mean with confidence intervals)."""
-    matrix.heatmap(path)
+def draw_heatmap(matrix, path: Path, groups=None) -> Path:
+    """The affinity heatmap PNG (mean with confidence intervals), tasks ordered and framed by ``groups``."""
+    matrix.heatmap(path, **({"groups": groups} if groups else {}))
     return path
 
 
-def draw_graph(matrix, path: Path) -> Path:
-    """The task-graph PNG."""
+def draw_graph(matrix, path: Path, groups=None) -> Path:
+    """The task-graph PNG, laid out by ``groups``."""
     from taskgraph.graph import TaskGraph
 
-    TaskGraph.from_affinity(matrix).draw(path)
+    TaskGraph.from_affinity(matrix).draw(path, groups=groups)
     return path
 
 
