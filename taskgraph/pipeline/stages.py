@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from taskgraph.exceptions import ConfigError, GroupingError
-from taskgraph.grouping.partitions import set_partitions
+from taskgraph.grouping.partitions import canonical, set_partitions
 from taskgraph.tasks import TaskSet
 from taskgraph.training import Evaluation, TrainConfig, seed_everything, train
 
@@ -489,14 +489,9 @@ def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]],
     if policy.check_seeds < 1:
         raise GroupingError(f"check: the policy's 'check_seeds' must be >= 1 to check, got {policy.check_seeds}")
     order = {t: i for i, t in enumerate(runs.tasks.names)}
-
-    def canon(groups) -> Groups:
-        gs = [tuple(sorted(g, key=order.__getitem__)) for g in groups]
-        return tuple(sorted(gs, key=lambda g: order[g[0]]))
-
-    todo: list[tuple[Groups, str]] = [(canon([runs.tasks.names]), "all-in-one")]
+    todo: list[tuple[Groups, str]] = [(canonical([runs.tasks.names], order=runs.tasks.names), "all-in-one")]
     for groups, source in candidates:
-        c = canon(groups)
+        c = canonical(groups, order=runs.tasks.names)
         if sorted(t for g in c for t in g) != sorted(runs.tasks.names):
             raise GroupingError(f"check: a candidate must be a partition of the tasks {list(runs.tasks.names)}, "
                                 f"got {[list(g) for g in c]} ({source})")
