@@ -75,9 +75,6 @@ class Table:
     def error(self, name: str | None, message: str) -> ConfigError:
         return ConfigError(message, file=self.file, key=self.key(name) if name else (self.prefix or None))
 
-    def has(self, name: str) -> bool:
-        return name in self.data
-
     def raw(self, name: str, default: Any = MISSING, *, expect: str = "a value") -> Any:
         self._used.add(name)
         if name not in self.data:
