@@ -58,7 +58,7 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     seed = driver_seed(spec.seed, n_trials=n_before, nonce=nonce)
     sampler = make_sampler(spec.sampler, spec.sampler_options, seed, file=spec.file)
     study = create_or_load_study(spec, storage, n_tasks=len(data.tasks), resume=resume, join=join,
-                                 sampler=sampler, pruner=pruner)
+                                 sampler=sampler, pruner=pruner, task_names=list(data.tasks.names))
     recovered = recover_interrupted(study) if resume else []
     if recovered:
         log(f"resume: trial(s) {recovered} were left running by a dead driver: marked FAIL and queued again")

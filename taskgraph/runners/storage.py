@@ -250,9 +250,26 @@ def _package_versions() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def metric_names(objective: str, task_names) -> list[str]:
+    """What the study's objective values are, for the dashboard (lower is better for all of them).
+
+    Example:
+        >>> metric_names("per_task", ["a", "b"])
+        ['val_loss[a]', 'val_loss[b]']
+        >>> metric_names("delta_m", ["a", "b"])
+        ['val_delta_m_pct']
+    """
+    if objective == "per_task":
+        return [f"val_loss[{t}]" for t in task_names]
+    return ["val_delta_m_pct" if objective == "delta_m" else "val_loss"]
+
+
 def create_or_load_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False, sampler=None,
-                         pruner=None):
+                         pruner=None, task_names=None):
     """Create the study, or load it when resuming/joining (its definition must match the file).
+
+    A new study names its objective values (Optuna's ``set_metric_names``), so the dashboard
+    shows ``val_loss`` rather than "Objective 0"; ``task_names`` name the per-task values.
 
     Raises:
         StorageError: the study exists and neither ``resume`` nor ``join`` was asked, or
@@ -278,6 +295,7 @@ def create_or_load_study(spec, storage, *, n_tasks: int, resume: bool, join: boo
                 f"[{spec.file}, key 'name']")
     else:
         study.set_user_attr("fingerprint", spec.fingerprint())
+        study.set_metric_names(metric_names(spec.objective, task_names or [f"task{i}" for i in range(n_tasks)]))
         study.set_user_attr("config", spec.to_dict())
         study.set_user_attr("versions", package_versions())
     return study

@@ -33,7 +33,9 @@ def test_local_run_records_every_trial_with_attrs_and_artifacts(tmp_path, study_
     assert all(t.state in FINISHED for t in trials)
     assert any(t.state == TrialState.COMPLETE for t in trials)
     ua = study.user_attrs
+    assert study.metric_names == ["val_loss"]  # the dashboard names the objective, not "Objective 0"
     assert ua["prepared"] is True and ua["task_names"] == ["t0", "t1", "t2", "t3"]
+    assert ua["grouping_decision"]["seeds"] == 3 and "lower is better" in ua["grouping_decision"]["statement"]
     assert set(ua["groupings"]) >= {"all-in-one", "single-task"}
     assert set(ua["baselines"]["single_task"]["test"]["metrics"]) == {"t0", "t1", "t2", "t3"}
     study_files = {m.filename for m in get_all_artifact_meta(study)}

@@ -121,6 +121,7 @@ def test_run_with_the_ray_backend_on_a_cluster_multi_objective(tmp_path, study_f
     url = f"sqlite:///{tmp_path / 'runs' / 'pareto' / 'study.db'}"
     study = _check_study(url, "pareto", 4, 2, tmp_path / "runs" / "pareto" / "artifacts")
     assert len(study.directions) == 4
+    assert study.metric_names == ["val_loss[t0]", "val_loss[t1]", "val_loss[t2]", "val_loss[t3]"]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert all(len(t.values) == 4 for t in complete)
     assert 1 <= len(study.best_trials) <= len(complete)
