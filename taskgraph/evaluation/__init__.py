@@ -9,9 +9,10 @@
 See ``docs/quality.md``.
 """
 
-from taskgraph.evaluation.exhaust import all_subsets, exhaust, read_records, train_subset
+from taskgraph.evaluation.exhaust import exhaust, read_records, train_subset
 from taskgraph.evaluation.problems import MAX_TASKS, PROBLEMS, Problem
-from taskgraph.evaluation.table import Assessment, GroundTruth, canonical, set_partitions
+from taskgraph.evaluation.table import Assessment, GroundTruth
+from taskgraph.grouping.partitions import all_subsets, canonical, set_partitions
 
 __all__ = ["MAX_TASKS", "PROBLEMS", "Assessment", "GroundTruth", "Problem", "all_subsets", "canonical", "exhaust",
            "read_records", "set_partitions", "train_subset"]

@@ -20,7 +20,6 @@ Example (a few seconds, so skipped in doctests):
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -30,18 +29,11 @@ from pathlib import Path
 from taskgraph.evaluation.problems import Problem
 from taskgraph.evaluation.table import GroundTruth
 from taskgraph.exceptions import ConfigError, TaskGraphError
+from taskgraph.grouping.partitions import all_subsets
+from taskgraph.models import MultiTaskModel
+from taskgraph.training import fit, seed_everything
 
 __all__ = ["all_subsets", "exhaust", "read_records", "train_subset"]
-
-
-def all_subsets(tasks: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every non-empty subset of ``tasks`` (in task order), smallest first.
-
-    Example:
-        >>> all_subsets(["a", "b", "c"])
-        [('a',), ('b',), ('c',), ('a', 'b'), ('a', 'c'), ('b', 'c'), ('a', 'b', 'c')]
-    """
-    return [c for r in range(1, len(tasks) + 1) for c in itertools.combinations(tasks, r)]
 
 
 def train_subset(problem: Problem, subset: Sequence[str], seed: int, *, threads: int | None = 1) -> dict:
@@ -52,9 +44,6 @@ def train_subset(problem: Problem, subset: Sequence[str], seed: int, *, threads:
         "best_epoch", "epochs", "steps", "seconds"}`` (losses and metrics per task).
     """
     import torch
-
-    from taskgraph.models import MultiTaskModel
-    from taskgraph.training import fit, seed_everything
 
     data = problem.data().subset_tasks(list(subset))
     config = problem.config.replace(seed=int(seed))

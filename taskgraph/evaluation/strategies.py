@@ -41,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from taskgraph.affinity import group_lookahead
 from taskgraph.evaluation.problems import Problem
-from taskgraph.grouping.partitions import Partition, canonical, set_partitions
+from taskgraph.grouping.partitions import Partition, all_subsets, canonical, set_partitions
 from taskgraph.pipeline.stages import (
     DEFAULT_POLICY,
     GroupingPolicy,
@@ -54,7 +55,7 @@ from taskgraph.pipeline.stages import (
     run_policy,
     surrogate,
 )
-from taskgraph.training import Callback
+from taskgraph.training import Callback, seed_everything, train
 
 __all__ = ["EVAL_SEED", "STRATEGIES", "Choice", "runs_for"]
 
@@ -122,16 +123,11 @@ class _GroupLookahead(Callback):
         self.groups, self.every, self.samples = [list(g) for g in groups], every, []
 
     def on_step_begin(self, state, batch) -> None:
-        from taskgraph.affinity import group_lookahead
-
         if state.step % self.every == 0:
             self.samples.append(group_lookahead(state.model, state.optimizer, batch, state.tasks, self.groups))
 
 
 def _group_lookahead(problem: Problem, runs: Runs):
-    from taskgraph.evaluation.exhaust import all_subsets
-    from taskgraph.training import seed_everything, train
-
     subsets = all_subsets(problem.tasks)
     cb = _GroupLookahead(subsets)
     cfg = runs.config.replace(epochs=5, patience=None, seed=EVAL_SEED)

@@ -37,7 +37,7 @@ from functools import cached_property
 import numpy as np
 
 from taskgraph.exceptions import TaskGraphError
-from taskgraph.grouping.partitions import Partition, canonical, set_partitions
+from taskgraph.grouping.partitions import Partition, all_subsets, canonical, set_partitions
 
 __all__ = ["Assessment", "GroundTruth", "Partition", "canonical", "set_partitions"]
 
@@ -118,8 +118,6 @@ class GroundTruth:
             key = (canonical([r["subset"]], order=tasks)[0], int(r["seed"]))
             if key[1] in seeds:
                 by[key] = r
-        from taskgraph.evaluation.exhaust import all_subsets
-
         missing = [(s, k) for k in seeds for s in all_subsets(tasks) if (s, k) not in by]
         if missing:
             s, k = missing[0]

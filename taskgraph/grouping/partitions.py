@@ -10,8 +10,9 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import combinations
 
-__all__ = ["Partition", "canonical", "set_partitions"]
+__all__ = ["Partition", "all_subsets", "canonical", "set_partitions"]
 
 Partition = tuple[tuple[str, ...], ...]
 
@@ -41,3 +42,13 @@ def canonical(groups: Iterable[Iterable[str]], *, order: Sequence[str]) -> Parti
     pos = {t: i for i, t in enumerate(order)}
     gs = [tuple(sorted(g, key=pos.__getitem__)) for g in groups]
     return tuple(sorted(gs, key=lambda g: pos[g[0]]))
+
+
+def all_subsets(tasks: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``tasks`` (in task order), smallest first.
+
+    Example:
+        >>> all_subsets(["a", "b", "c"])
+        [('a',), ('b',), ('c',), ('a', 'b'), ('a', 'c'), ('b', 'c'), ('a', 'b', 'c')]
+    """
+    return [c for r in range(1, len(tasks) + 1) for c in combinations(tasks, r)]
