@@ -48,6 +48,7 @@ from taskgraph.pipeline.stages import (
     DEFAULT_POLICY,
     GroupingPolicy,
     Runs,
+    candidates,
     check,
     decide,
     measure,
@@ -172,22 +173,24 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float 
     policy = GroupingPolicy(check_seeds=seeds, z=z, config=cfg, seed=EVAL_SEED, z_samples=z_samples, samples=samples,
                             references=("single-task",) if single else (), finalists=finalists,
                             check_epochs=None, check_patience=None)  # cfg as given
-    if single:
-        proposals.append((tuple((t,) for t in problem.tasks), "single-task"))
+    proposals += candidates([], policy, problem.tasks)  # the policy's references (single-task)
     checked = check(runs, proposals, policy)
     decision = decide(checked, policy)
     seeds_used = range(policy.seed, policy.seed + seeds)
     used |= {(g, s, cfg) for c in checked for g in c.groups for s in list(seeds_used)[:len(c.val_totals)]}
     steps += sum(runs.train_group(g, s, config=c).steps for g, s, c in used)  # cached: no retraining; each network once
-    return decision.groups, steps, {"statement": decision.statement(), "diff": decision.diff, "se": decision.se,
-                                    "left_all_in_one": decision.left_all_in_one}
+    return decision.groups, steps, _decision_info(decision)
+
+
+def _decision_info(decision) -> dict:
+    return {"statement": decision.statement(), "diff": decision.diff, "se": decision.se,
+            "left_all_in_one": decision.left_all_in_one}
 
 
 def _default(problem: Problem, runs: Runs):
     """The pipeline's :data:`~taskgraph.pipeline.DEFAULT_POLICY`, exactly as ``auto_group`` runs it."""
     decision, _, _, steps = run_policy(runs, DEFAULT_POLICY.replace(seed=EVAL_SEED))
-    return decision.groups, steps, {"statement": decision.statement(), "diff": decision.diff, "se": decision.se,
-                                    "left_all_in_one": decision.left_all_in_one}
+    return decision.groups, steps, _decision_info(decision)
 
 
 STRATEGIES: dict[str, Callable[..., Choice]] = {

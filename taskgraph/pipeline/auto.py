@@ -32,9 +32,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from taskgraph.data.base import unpack_batch
 from taskgraph.exceptions import GroupingError
+from taskgraph.graph import TaskGraph
+from taskgraph.grouping.base import SOLVERS
+from taskgraph.grouping.hierarchy import hierarchy
 from taskgraph.grouping.objective import Objective
 from taskgraph.grouping.value import Grouping
+from taskgraph.models import MultiTaskModel
 from taskgraph.pipeline.stages import (
     DEFAULT_CHECK_CONFIG,
     DEFAULT_POLICY,
@@ -154,15 +159,11 @@ class AutoGroupResult:
 
 
 def _first_input_shape(loader) -> tuple[int, ...]:
-    from taskgraph.data.base import unpack_batch
-
     x, _, _ = unpack_batch(next(iter(loader)))
     return tuple(x.shape[1:])
 
 
 def _builder(model, tasks: TaskSet, input_shape, data, train_loader) -> Callable[[TaskSet], nn.Module]:
-    from taskgraph.models import MultiTaskModel
-
     if isinstance(model, MultiTaskModel):
         if tuple(model.task_names) != tuple(tasks.names):
             raise GroupingError(f"auto_group: the model's tasks {list(model.task_names)} must be the task set's "
@@ -244,10 +245,7 @@ def auto_group(
     """
     from rich.console import Console
 
-    from taskgraph.affinity.plots import heatmap
-    from taskgraph.graph import TaskGraph
-    from taskgraph.grouping.base import SOLVERS
-    from taskgraph.grouping.hierarchy import hierarchy
+    from taskgraph.affinity.plots import heatmap  # on use: drawing pulls in matplotlib
 
     console = Console(stderr=True, quiet=quiet)
     if variant != "partition":

@@ -39,8 +39,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from taskgraph.affinity import measure_affinity
+from taskgraph.data.base import unpack_batch
 from taskgraph.exceptions import ConfigError, GroupingError
+from taskgraph.grouping import group_tasks
 from taskgraph.grouping.partitions import canonical, set_partitions
+from taskgraph.models import MultiTaskModel
 from taskgraph.tasks import TaskSet
 from taskgraph.training import Evaluation, TrainConfig, seed_everything, train
 
@@ -196,8 +200,6 @@ class GroupRun(NamedTuple):
 @torch.no_grad()
 def sample_shares(model: nn.Module, loader, tasks: TaskSet) -> np.ndarray:
     """Each sample's share of the summed per-task mean losses (see :class:`GroupRun`), in loader order."""
-    from taskgraph.data.base import unpack_batch
-
     dev = next(model.parameters()).device
     was = model.training
     model.eval()
@@ -245,8 +247,6 @@ class Runs:
     @classmethod
     def from_data(cls, trunk: Callable[[], nn.Module], data, config: TrainConfig | None = None) -> Runs:
         """Runs over a :class:`~taskgraph.data.MultiTaskData`'s splits with a trunk factory."""
-        from taskgraph.models import MultiTaskModel
-
         config = config or DEFAULT_CHECK_CONFIG
         tr, va, te = data.loaders(config.batch_size, seed=config.seed)
         return cls(lambda sub: MultiTaskModel(trunk(), sub, input_shape=data.input_shape), data.tasks, tr, va, te,
@@ -259,8 +259,6 @@ class Runs:
         Raises:
             GroupingError: a loader is empty or lacks a task's labels.
         """
-        from taskgraph.data.base import unpack_batch
-
         for name, loader in (("train_loader", self.train_loader), ("val_loader", self.val_loader),
                              ("test_loader", self.test_loader)):
             if loader is None:
@@ -314,8 +312,6 @@ def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, progress: bo
     learning rate) for ``policy.affinity_epochs`` epochs, so the lookahead is the update the
     networks really take.
     """
-    from taskgraph.affinity import measure_affinity
-
     if policy.affinity_config is not None:
         cfg = policy.affinity_config.replace(seed=policy.seed)
     else:
@@ -334,8 +330,6 @@ def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, progress: bo
 def propose(matrix, policy: GroupingPolicy = DEFAULT_POLICY, *, singletons: str = "allow",
             budget: float | None = None, solver: str = "auto") -> list:
     """The affinity's top partitions (:class:`~taskgraph.grouping.value.Grouping`), best first."""
-    from taskgraph.grouping import group_tasks
-
     return group_tasks(matrix, k=policy.k, top_m=policy.top_m, variant="partition", singletons=singletons,
                        budget=budget, solver=solver)
 
@@ -394,8 +388,6 @@ def surrogate(runs: Runs, *, m: int | None = None, seed: int = 0, config: TrainC
     if n <= 8:
         ranked = sorted(set_partitions(names), key=predicted)[:top_m]
     else:
-        from taskgraph.grouping import group_tasks
-
         z = -theta.T / np.maximum(np.abs(base), 1e-12)[None, :]
         ranked = [tuple(tuple(g) for g in gr.groups)
                   for gr in group_tasks(z, names=names, k=None, top_m=top_m, variant="partition", singletons="allow")]
