@@ -5,7 +5,7 @@
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= ray,dashboard,data,postgres,dev
+EXTRAS     ?= ray,dashboard,data,postgres,dev,docs
 STAMP      := $(VENV)/.taskgraph-installed
 BIN        := $(VENV)/bin
 
