@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 
 from taskgraph.exceptions import GroupingError
 from taskgraph.grouping.base import GroupingSolver, check_top_m, make_solver
+from taskgraph.grouping.exact import ExactSolver
 from taskgraph.grouping.objective import GroupingProblem, Objective, as_problem
 from taskgraph.grouping.scalable import ScalableSolver
 from taskgraph.grouping.value import Grouping
@@ -32,13 +34,25 @@ AUTO_EXACT_MAX_TASKS = 20
 
 
 def resolve_solver(solver: str | GroupingSolver, n: int, **params: Any) -> GroupingSolver:
-    """A solver instance from a name (``"auto"``: exact up to 20 tasks, else scalable) or an instance."""
+    """A solver instance from a name (``"auto"``: exact up to 20 tasks, else scalable) or an instance.
+
+    With ``"auto"`` the parameters go to whichever solver it picks, less those that solver does not
+    take (``fallback`` is the exact solver's alone; ``time_limit`` both take), so one set of settings
+    serves either. A named solver gets them all: a parameter it does not take is a GroupingError.
+
+    Example:
+        >>> resolve_solver("auto", 30, time_limit=5.0, fallback="scalable").time_limit
+        5.0
+    """
     if isinstance(solver, GroupingSolver):
         if params:
             raise GroupingError(f"solver parameters {sorted(params)} need a solver name, not an instance")
         return solver
     if solver == "auto":
-        solver = "exact" if n <= AUTO_EXACT_MAX_TASKS else "scalable"
+        cls = ExactSolver if n <= AUTO_EXACT_MAX_TASKS else ScalableSolver
+        solver = cls.name
+        taken = inspect.signature(cls).parameters
+        params = {k: v for k, v in params.items() if k in taken}
     return make_solver(solver, **params)
 
 
@@ -261,7 +275,11 @@ def group_tasks(
         budget: total network cost allowed (None: no budget); ``group_cost`` per group of
             >= 2 tasks, ``singleton_cost`` per lone-task network (Standley et al. 2020).
         names: task names for a plain array.
-        **solver_params: passed to the solver's constructor (e.g. ``seed``, ``time_limit``).
+        **solver_params: passed to the solver's constructor (e.g. ``seed``, ``time_limit``; with
+            ``solver="auto"`` only those the chosen solver takes). The exact solver's
+            ``time_limit`` (default 120 s) falls back to the scalable solver unless
+            ``fallback="raise"``: its groupings then carry the bound proven so far
+            (``bound - score`` is the gap) and ``optimal=False`` unless they reach it.
 
     Returns:
         Up to ``top_m`` :class:`~taskgraph.grouping.value.Grouping` values, best first

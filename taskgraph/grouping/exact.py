@@ -34,6 +34,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -46,7 +48,12 @@ from taskgraph.grouping.objective import GroupingProblem
 from taskgraph.grouping.scalable import ScalableSolver
 from taskgraph.grouping.value import Grouping
 
-__all__ = ["ExactSolver", "SolveStats"]
+__all__ = ["FALLBACKS", "ExactSolver", "SolveStats"]
+
+#: what the exact solver does when its time limit ends the search before the optimum is proven
+FALLBACKS = ("scalable", "raise")
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,21 @@ class SolveStats:
     milp_columns: int
     milp_solves: int
     seconds: float
+    #: True when the time limit ended the search and the scalable solver's answer was returned
+    timed_out: bool = False
+    #: a proven upper bound on the best score when the search was cut short (None: none known)
+    bound: float | None = None
+    #: ``bound - best score`` after a fallback (0 when the optimum was proven; None: no bound known)
+    gap: float | None = None
+
+
+class _TimeUp(Exception):
+    """The time limit ended the search: what was proven and found until then."""
+
+    def __init__(self, bound: float | None, found: list[tuple[float, list[int]]]):
+        super().__init__("time limit")
+        self.bound = bound
+        self.found = found
 
 
 @dataclass
@@ -114,24 +136,36 @@ class ExactSolver(GroupingSolver):
     Args:
         max_tasks: refuse larger problems (the column table has 2^n rows; 22 tasks ≈ 4·10^6).
         full_milp_tasks: up to this many tasks the MILP sees every column directly.
-        time_limit: seconds for each HiGHS MILP call (None: no limit). A run that hits it
-            raises rather than return an unproven answer (use the scalable solver then).
+        time_limit: seconds the whole solve may take (column generation and every HiGHS MILP
+            call share them; None: no limit).
+        fallback: what happens when the time limit ends the search before the optimum is
+            proven: ``"scalable"`` (default) returns the scalable solver's groupings (merged with
+            any the MILP found), marked ``optimal=False`` unless they reach the proven bound, with
+            that bound on each grouping (``bound - score`` is the gap; also in
+            :class:`SolveStats` and a logged warning); ``"raise"`` raises :class:`GroupingError`.
         columns_per_round: columns added per column-generation round.
 
     Raises (from :meth:`solve`):
-        GroupingError: too many tasks, a time limit hit, or no feasible grouping.
+        GroupingError: too many tasks, a time limit hit with ``fallback="raise"``, or no feasible grouping.
     """
 
     name = "exact"
 
     def __init__(self, max_tasks: int = 22, full_milp_tasks: int = 12, time_limit: float | None = 120.0,
-                 columns_per_round: int = 200):
+                 columns_per_round: int = 200, fallback: str = "scalable"):
         if not 1 <= max_tasks <= 26:
             raise GroupingError(f"ExactSolver: 1 <= max_tasks <= 26 must hold, got {max_tasks}")
+        if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, int | float)
+                                       or not (math.isfinite(time_limit) and time_limit > 0)):
+            raise GroupingError(f"ExactSolver: 'time_limit' must be a finite number of seconds > 0 or None, "
+                                f"got {time_limit!r}")
+        if fallback not in FALLBACKS:
+            raise GroupingError(f"ExactSolver: 'fallback' must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
         self.max_tasks = int(max_tasks)
         self.full_milp_tasks = int(full_milp_tasks)
-        self.time_limit = time_limit
+        self.time_limit = None if time_limit is None else float(time_limit)
         self.columns_per_round = int(columns_per_round)
+        self.fallback = fallback
 
     # ---------------------------------------------------------------- API
     def solve(self, problem: GroupingProblem, *, top_m: int = 1) -> list[Grouping]:
@@ -144,16 +178,27 @@ class ExactSolver(GroupingSolver):
             raise GroupingError(f"the exact solver handles at most max_tasks={self.max_tasks} tasks, got "
                                 f"{problem.n}; use solver='scalable'")
         t0 = time.perf_counter()
+        deadline = None if self.time_limit is None else t0 + self.time_limit
+        try:
+            return self._solve(problem, top_m, t0, deadline)
+        except _TimeUp as up:
+            if self.fallback == "raise":
+                raise GroupingError(f"the exact solver hit its time limit ({self.time_limit:g} s) without a proven "
+                                    "optimum; raise time_limit, set fallback='scalable' or use solver='scalable'") \
+                    from None
+            return self._fall_back(problem, top_m, up, t0)
+
+    def _solve(self, problem: GroupingProblem, top_m: int, t0: float, deadline: float | None):
         cols = _columns(problem)
         feasible = np.isfinite(cols.value)
         if problem.objective.budget is not None:
             feasible &= cols.cost <= problem.objective.budget + 1e-9
         if problem.n <= self.full_milp_tasks:
             cand = np.nonzero(feasible)[0]
-            sols, _, solves = self._top_m(problem, cols, cand, top_m)
+            sols, _, solves = self._top_m(problem, cols, cand, top_m, deadline, proves=True)
             lp_bound, iters = None, 0
         else:
-            lp_bound, rc, iters, start_cols = self._column_generation(problem, cols, feasible)
+            lp_bound, rc, iters, start_cols = self._column_generation(problem, cols, feasible, deadline)
             scale = 1.0 + abs(lp_bound)
             delta = 1e-3 * scale
             solves = 0
@@ -161,7 +206,10 @@ class ExactSolver(GroupingSolver):
                 # the heuristic start's columns always join: they hold a feasible integer solution
                 cand = np.union1d(np.nonzero(feasible & (rc >= -delta - 1e-7 * scale))[0],
                                   start_cols[feasible[start_cols]])
-                sols, distinct, s = self._top_m(problem, cols, cand, top_m)
+                try:
+                    sols, distinct, s = self._top_m(problem, cols, cand, top_m, deadline, proves=False)
+                except _TimeUp as up:  # the LP bound holds whatever the MILP reached
+                    raise _TimeUp(lp_bound, up.found) from None
                 solves += s
                 if distinct == top_m and lp_bound - sols[-1][0] <= delta:
                     break
@@ -182,11 +230,37 @@ class ExactSolver(GroupingSolver):
         best = max(ranked[0].score, sols[0][0])
         ranked = [_with(g, bound=max(bound, best), optimal=abs(g.score - best) <= 1e-9 * (1 + abs(best)))
                   for g in ranked]
-        stats = SolveStats(len(cols), lp_bound, iters, len(cand), solves, time.perf_counter() - t0)
+        stats = SolveStats(len(cols), lp_bound, iters, len(cand), solves, time.perf_counter() - t0,
+                           bound=max(bound, best), gap=0.0)
         return ranked[:top_m], stats
 
+    def _fall_back(self, problem: GroupingProblem, top_m: int, up: _TimeUp, t0: float):
+        """The scalable solver's groupings (with any the MILP found), carrying the bound proven so far."""
+        cols = _columns(problem) if up.found else None
+        out: dict[frozenset, Grouping] = {}
+        for _, chosen in up.found:
+            assert cols is not None
+            g = Grouping.from_indices(problem, [members(cols.group(c)) for c in chosen], solver=self.name)
+            out.setdefault(g.key(), g)
+        for g in ScalableSolver(seed=0).solve(problem, top_m=top_m):
+            out.setdefault(g.key(), _with(g, solver="scalable (exact solver timed out)"))
+        ranked = sorted(out.values(), key=lambda g: -g.score)[:top_m]
+        best = ranked[0].score
+        bound = None if up.bound is None or not math.isfinite(up.bound) else max(float(up.bound), best)
+        tol = 1e-9 * (1 + abs(best))
+        ranked = [_with(g, bound=bound, optimal=bound is not None and g.score >= bound - tol) for g in ranked]
+        gap = None if bound is None else bound - best
+        _log.warning("the exact solver hit its time limit (%g s) without a proven optimum; returning the scalable "
+                     "solver's best (score %.6g, %s)", self.time_limit, best,
+                     "no bound known" if bound is None else f"bound {bound:.6g}, gap {gap:.3g}")
+        stats = SolveStats(0 if cols is None else len(cols), bound, 0, 0, 0, time.perf_counter() - t0, timed_out=True,
+                           bound=bound,
+                           gap=gap)
+        return ranked, stats
+
     # ------------------------------------------------------------ the LP
-    def _column_generation(self, problem: GroupingProblem, cols: _Columns, feasible: np.ndarray):
+    def _column_generation(self, problem: GroupingProblem, cols: _Columns, feasible: np.ndarray,
+                           deadline: float | None = None):
         from scipy.optimize import linprog
         from scipy.sparse import csc_matrix
 
@@ -200,6 +274,8 @@ class ExactSolver(GroupingSolver):
         penalty = 10.0 * (np.abs(problem.Z).sum() + abs(o.singleton_value) * n + 1.0)
         iters = 0
         while True:
+            if deadline is not None and time.perf_counter() > deadline:
+                raise _TimeUp(None, [])
             iters += 1
             idx = np.array(sorted(active))
             A_eq = _membership(cols.served[idx], n)
@@ -252,9 +328,15 @@ class ExactSolver(GroupingSolver):
         return out
 
     # ---------------------------------------------------------- the MILP
-    def _top_m(self, problem: GroupingProblem, cols: _Columns, cand: np.ndarray, top_m: int):
+    def _top_m(self, problem: GroupingProblem, cols: _Columns, cand: np.ndarray, top_m: int,
+               deadline: float | None = None, *, proves: bool = False):
         """Best column solutions over ``cand`` by value, with no-good cuts, until ``top_m`` distinct
-        groupings (as sets of groups) are found or none is left."""
+        groupings (as sets of groups) are found or none is left.
+
+        Raises:
+            _TimeUp: the deadline passed; with ``proves`` (``cand`` holds every feasible column)
+                its bound is the first MILP's optimum, or its dual bound when that call was cut short.
+        """
         from scipy.optimize import Bounds, LinearConstraint, milp
         from scipy.sparse import csr_matrix, vstack
 
@@ -270,10 +352,13 @@ class ExactSolver(GroupingSolver):
         found: list[tuple[float, list[int]]] = []
         keys: set[frozenset] = set()
         solves = 0
-        options = {"mip_rel_gap": 0.0, "presolve": True}
-        if self.time_limit is not None:
-            options["time_limit"] = float(self.time_limit)
+        options: dict = {"mip_rel_gap": 0.0, "presolve": True}
         while len(keys) < top_m:
+            if deadline is not None:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise _TimeUp(found[0][0] if proves and found else None, found)
+                options["time_limit"] = left
             cons = list(rows)
             if cuts:
                 C = vstack([csr_matrix(c[None, :]) for c in cuts])
@@ -281,9 +366,16 @@ class ExactSolver(GroupingSolver):
             res = milp(-cols.value[cand], constraints=cons, integrality=np.ones(len(cand)),
                        bounds=Bounds(0, 1), options=options)
             solves += 1
-            if res.status == 1:
-                raise GroupingError(f"the exact solver hit its time limit ({self.time_limit} s) without a "
-                                    "proven optimum; raise time_limit or use solver='scalable'")
+            if res.status == 1:  # HiGHS stopped at the time limit, perhaps with an unproven incumbent
+                bound = None
+                if proves and found:  # the first call finished: its value is the optimum
+                    bound = found[0][0]
+                elif proves:  # the first call was cut short: HiGHS's dual bound (of the minimisation)
+                    dual = getattr(res, "mip_dual_bound", None)
+                    bound = -float(dual) if dual is not None and math.isfinite(dual) else None
+                if res.x is not None:
+                    found.append((float(-res.fun), [int(cand[i]) for i in np.nonzero(res.x > 0.5)[0]]))
+                raise _TimeUp(bound, found)
             if res.x is None or res.status != 0:
                 break
             chosen = np.nonzero(res.x > 0.5)[0]
