@@ -1,15 +1,22 @@
 """The Ray Tune runner: parallel trials, ASHA early stopping, Optuna's storage as the record.
 
 A ``tune.Tuner`` runs the trial function (:func:`taskgraph.runners.trial.run_trial`)
-with per-trial resources; :class:`StudySearcher`, a subclass of Ray's
-``OptunaSearch``, asks the study's sampler for configurations (define-by-run,
-so conditional parameters work) and writes every trial into the study's
-storage. The subclass exists because a Tune callback runs only after
-``OptunaSearch`` has closed the Optuna trial; the hook here runs before, so it
-can set the user attrs, upload the artifacts, and give each trial its true
-state: COMPLETE when it trained to the end, PRUNED when ASHA (Li et al.,
-"A System for Massively Parallel Hyperparameter Tuning", MLSys 2020) stopped it,
-FAIL with its reason when it raised.
+with per-trial resources and a stock scheduler (``ASHAScheduler``, Li et al.,
+"A System for Massively Parallel Hyperparameter Tuning", MLSys 2020, or
+``FIFOScheduler``). :class:`StudySearcher` (built by :func:`make_searcher`), a
+Tune ``Searcher`` of taskgraph's own, asks the study for configurations with
+Optuna's public ``study.ask``/``study.tell`` (define-by-run, so conditional
+parameters work), writes each trial's curve as intermediate values and closes
+it with its true state: COMPLETE when it trained to the end, PRUNED when ASHA
+stopped it, FAIL with its reason when it raised. A trial whose Ray worker or
+node died reaches the searcher without a result; :class:`StudyCallback`, a
+public Tune ``Callback``, then records Ray's reason (``on_trial_error``) and
+prints a line per finished trial.
+
+Ctrl-C stops the driver as it stops the local runner: the running trials are
+recorded FAIL ``interrupted: ...`` and the command exits 130 (Tune's own SIGINT
+handler, which would keep the trials RUNNING for ``Tuner.restore``, is turned
+off with its public ``TUNE_DISABLE_SIGINT_HANDLER``).
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from taskgraph.runners.common import Progress, RunSummary, open_run, summarize
+from taskgraph.runners.trial import PRELOAD_MODULES
 
-__all__ = ["PRELOAD_MODULES", "RAY_ENV_DEFAULTS", "init_ray", "run_ray"]
+__all__ = ["PRELOAD_MODULES", "RAY_ENV_DEFAULTS", "check_resources", "init_ray", "make_searcher", "run_ray"]
 
 #: environment Ray needs here: loopback only, no token auth, no usage stats
 RAY_ENV_DEFAULTS = {
@@ -33,14 +41,12 @@ RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # Tune's default result loggers include TensorBoard's, which says to install TensorBoard when it is
+    # missing; the runner adds the JSON logger (each trial's result.json) itself
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 
 
-#: what a trial's worker imports before its first trial (torch.optim's first optimizer imports
-#: torch._dynamo, about 1.2 s); a local Ray started here has its prestarted workers import them
-#: while the study is prepared, instead of each slot's first trial
-PRELOAD_MODULES = ("torch", "torch._dynamo", "ray.tune", "taskgraph.runners.trial", "taskgraph.runners.stages",
-                   "taskgraph.training")
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, preload: bool = True) -> bool:
@@ -65,18 +71,87 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, preload
     return True
 
 
+def _machine_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _local_cpus(spec) -> int | None:
     """CPUs for a local Ray that runs only ``spec``: what its slots use, at most the machine's.
 
     Ray boots one worker per CPU and a preloaded worker holds about 0.3 GB; CPUs beyond
     ``concurrent × cpus`` would only hold idle workers.
     """
-    try:
-        here = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        here = os.cpu_count() or 1
     want = math.ceil(spec.concurrent * spec.cpus)
-    return max(1, min(here, want)) if want > 0 else None
+    return max(1, min(_machine_cpus(), want)) if want > 0 else None
+
+
+def check_resources(spec, nodes: list[dict], *, where: str) -> float:
+    """Check that one trial's ``resources.cpus``/``gpus`` fit on one node; return the GPUs a trial gets.
+
+    Ray places a trial on a single node, so a trial that asks for more than every node
+    offers waits forever; this says so at once instead. ``gpus`` asked of a cluster without
+    any GPU is not an error: the trials run on CPU (0 is returned, the run says so).
+
+    Args:
+        spec: the study (``cpus``, ``gpus``, ``file``).
+        nodes: each alive node's resources (``ray.nodes()[i]["Resources"]``: ``{"CPU": 2.0, ...}``).
+        where: the cluster, for the message (``"the local Ray (this machine)"``, an address).
+
+    Raises:
+        ConfigError: naming ``resources.cpus`` or ``resources.gpus``, what one node offers and what was asked.
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> check_resources(NS(cpus=1, gpus=0.5, file="s.toml"), [{"CPU": 2.0, "GPU": 1.0}], where="here")
+        0.5
+        >>> from taskgraph.exceptions import ConfigError
+        >>> try:
+        ...     check_resources(NS(cpus=3, gpus=0, file="s.toml"), [{"CPU": 2.0}, {"CPU": 1.0}], where="here")
+        ... except ConfigError as e:
+        ...     print(e)
+        'resources.cpus' must be at most the CPUs that one node of here offers (2); got 3: a trial runs on one \
+node, and would wait forever [s.toml, key 'resources.cpus']
+    """
+    from taskgraph.exceptions import ConfigError
+
+    most = {k: max((float(n.get(k, 0)) for n in nodes), default=0.0) for k in ("CPU", "GPU")}
+    if spec.cpus > most["CPU"]:
+        raise ConfigError(f"'resources.cpus' must be at most the CPUs that one node of {where} offers "
+                          f"({most['CPU']:g}); got {spec.cpus:g}: a trial runs on one node, and would wait forever",
+                          file=spec.file, key="resources.cpus")
+    if not spec.gpus or most["GPU"] == 0:
+        return 0.0
+    if spec.gpus > most["GPU"]:
+        raise ConfigError(f"'resources.gpus' must be at most the GPUs that one node of {where} offers "
+                          f"({most['GPU']:g}); got {spec.gpus:g}: a trial runs on one node, and would wait forever",
+                          file=spec.file, key="resources.gpus")
+    return float(spec.gpus)
+
+
+def _cluster_nodes() -> list[dict]:
+    """Each alive node's resources, from Ray's public ``ray.nodes()``."""
+    import ray
+
+    return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def tune_actor_env() -> dict | None:
+    """Tune's environment for every trial actor, or None where this Ray has none: the one private hook.
+
+    Ray Tune 2.60 keeps it in a private module (imported below); the canary test in
+    ``tests/unit/runners/test_ray_prestart.py`` fails when a Ray release moves or changes
+    it. Everything else of Ray and Optuna that taskgraph uses is public.
+    """
+    try:
+        from ray.tune.execution import class_cache  # private: see the docstring
+    except ImportError:
+        return None
+    env = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+    return env if isinstance(env, dict) else None
 
 
 @contextlib.contextmanager
@@ -84,24 +159,38 @@ def _prestarted_workers():
     """Let Tune's trial actors start in the worker processes Ray has already booted.
 
     Ray hands an actor a prestarted (idle, never used) worker only when the actor asks for
-    no runtime environment of its own. Tune gives every trial actor one: ``env_vars`` with
-    ``PL_DISABLE_FORK=1``, for PyTorch Lightning, which taskgraph does not use. Without it
-    each slot's first trial starts in a worker that booted while the study was prepared,
-    about 3 s sooner on a 2-core machine (``docs/cluster.md``). The variable lives in a
-    private module of Ray Tune; where it is missing, nothing changes. Restored on exit.
+    no runtime environment of its own. Tune gives every trial actor one (:func:`tune_actor_env`):
+    ``env_vars`` with ``PL_DISABLE_FORK=1``, for PyTorch Lightning, which taskgraph does not
+    use. Without it each slot's first trial starts in a worker that booted while the study
+    was prepared (``docs/cluster.md`` has the figures). Where the hook is missing, nothing
+    changes. Restored on exit.
     """
-    try:
-        from ray.tune.execution.class_cache import DEFAULT_ENV_VARS
-    except ImportError:  # another Ray: keep its defaults
+    env = tune_actor_env()
+    if env is None:  # another Ray: keep its defaults
         yield
         return
-    saved = dict(DEFAULT_ENV_VARS)
-    DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+    saved = dict(env)
+    env.pop("PL_DISABLE_FORK", None)
     try:
         yield
     finally:
-        DEFAULT_ENV_VARS.clear()
-        DEFAULT_ENV_VARS.update(saved)
+        env.clear()
+        env.update(saved)
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Set environment variables for the block; put back what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 #: a searcher whose sampler proposed only configurations the study already holds this many times in a row stops
@@ -139,12 +228,14 @@ def _trainable(config: dict, ctx) -> None:
     Reports at ASHA's rungs (:func:`report_epochs`), at least every :data:`LIVE_REPORT_S`
     seconds, and at its end; each report's ``curve`` holds the ``[epoch, objective]`` pairs
     since the report before, which the searcher writes as the Optuna trial's intermediate
-    values. The last report carries the record.
+    values. The last report carries the record and the Ray node that ran the trial.
     """
+    import ray
     from ray import tune
 
     from taskgraph.runners.trial import run_trial
 
+    node = ray.get_runtime_context().get_node_id()  # recorded as the trial's ray_node
     spec = ctx.spec
     total = spec.epochs
     names = ctx.task_names
@@ -169,14 +260,15 @@ def _trainable(config: dict, ctx) -> None:
         record, model = run_trial(ctx, dict(config), report=report, threads=max(1, int(spec.cpus)))
     except Exception as e:
         failed = {"epoch": total, "objective": math.inf, "failed": 1, "fail_reason": f"{type(e).__name__}: {e}",
-                  "curve": curve}
+                  "curve": curve, "node": node}
         failed.update({f"loss.{n}": math.inf for n in names})
         tune.report(failed)
         return
     import torch
     from ray.tune import Checkpoint
 
-    final = {**last, "epoch": total, "finished": 1, "record": json.dumps(record.to_dict()), "curve": curve}
+    final = {**last, "epoch": total, "finished": 1, "record": json.dumps(record.to_dict()), "curve": curve,
+             "node": node}
     if spec.multi_objective:
         final.update({f"loss.{n}": float(v) for n, v in zip(names, record.values)})
     final.setdefault("objective", float(sum(record.values) / len(record.values)))
@@ -186,46 +278,34 @@ def _trainable(config: dict, ctx) -> None:
         tune.report(final, checkpoint=Checkpoint.from_directory(d))
 
 
-def _error_text(trial) -> str:
-    """One line on why a Ray trial errored (a dead worker, a raise outside the trial's own try).
+def error_reason(trial) -> str:
+    """One line on why a Ray trial errored (a dead worker or node, a raise outside the trial's own try).
 
-    ``RayTrialError: <Ray's message>``, from the error file Tune writes for the trial before
-    it tells the scheduler and the searcher (e.g. "The actor died unexpectedly ... Worker exit
-    type: SYSTEM_ERROR ..." for a worker the OOM killer took).
+    ``RayTrialError: <Ray's message>``, from the exception Tune kept for the trial (its public
+    ``Trial.get_pickled_error``/``get_error``), e.g. "The actor died unexpectedly ... Worker
+    exit type: SYSTEM_ERROR ..." for a worker the OOM killer took.
     """
     text = ""
     try:
-        if trial.error_file and Path(trial.error_file).is_file():
-            # the file keeps every failure of the trial; the last one is this one
-            last = Path(trial.error_file).read_text(errors="replace").rsplit("Failure # ", 1)[-1]
-            text = last.split("\n", 1)[1] if "\n" in last else last
-    except OSError:
-        pass
+        err = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # the trial's folder is gone: say what is known
+        err = None
+    if err is not None:
+        cause = getattr(err, "cause", None)  # a RayTaskError wraps what the trial raised
+        text = f"{type(cause).__name__}: {cause}" if isinstance(cause, Exception) else str(err)
     text = " ".join(text.split())
     if not text:
         return "RayTrialError: the Ray trial raised or its worker died; see the Ray logs"
     return f"RayTrialError: {text}"[:500]
 
 
-class _KeepErrors:
-    """Scheduler mixin: keeps each errored trial's reason for the searcher.
-
-    Tune calls the scheduler's ``on_trial_error`` (with the trial, its error file written)
-    right before the searcher's ``on_trial_complete(error=True)`` (with only the trial's id).
-    """
-
-    errors: dict[str, str]
-
-    def on_trial_error(self, tune_controller, trial):
-        self.errors[trial.trial_id] = _error_text(trial)
-        super().on_trial_error(tune_controller, trial)
-
-
-def _searcher_class():
+def make_searcher(study, ctx, store, *, budget: int, log: Callable[[str], None] = print):
+    """A :class:`StudySearcher` over ``study`` (built here: Ray Tune is imported only when the runner runs)."""
     from optuna.trial import TrialState
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search import Searcher
 
     from taskgraph.runners.storage import (
+        INTERRUPTED,
         TrialRecord,
         budget_ahead,
         find_duplicate,
@@ -236,18 +316,28 @@ def _searcher_class():
     )
     from taskgraph.runners.trial import start_attrs
 
-    class StudySearcher(OptunaSearch):
-        """``OptunaSearch`` that records each trial's attrs, artifacts and true state in the study."""
+    class StudySearcher(Searcher):
+        """A Tune ``Searcher`` over Optuna's ask/tell: one Optuna trial per Tune trial, closed with its true state.
 
-        def __init__(self, *args, ctx, store, budget: int, errors: dict | None = None, log=print, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._errors = {} if errors is None else errors  # trial id -> reason, filled by _KeepErrors
-            self._ctx = ctx
-            self._store = store
-            self._budget = budget  # the study's: shared by every driver
-            self._log = log
+        Attributes:
+            live: Tune trial id → its Optuna trial, from :meth:`suggest` until the trial is told.
+            numbers: Tune trial id → Optuna trial number, for every trial it started.
+        """
+
+        def __init__(self):
+            multi = ctx.spec.multi_objective
+            names = ctx.task_names
+            super().__init__(metric=[f"loss.{n}" for n in names] if multi else "objective",
+                             mode=["min"] * len(names) if multi else "min")
+            self.study = study
+            self.ctx = ctx
+            self.store = store
+            self.budget = budget  # the study's: shared by every driver
+            self.log = log
+            self.labels = ctx.grouping_labels()
+            self.live: dict = {}
             self.numbers: dict[str, int] = {}
-            self._reported: set[tuple[str, int]] = set()
+            self.reported: set[tuple[str, int]] = set()
 
         def suggest(self, trial_id):
             """A configuration the study does not hold yet, while the study's budget lasts (as the local runner).
@@ -256,34 +346,34 @@ def _searcher_class():
             the study already holds, is closed as FAIL ``skipped: ...`` (it never counts).
             """
             for _ in range(MAX_REPEATS):
-                if budget_ahead(self._ot_study) >= self._budget:
-                    return OptunaSearch.FINISHED
-                config = super().suggest(trial_id)
-                ot = self._ot_trials.get(trial_id)
-                if config is None or ot is None:
-                    return config
-                if budget_ahead(self._ot_study, ot.number) >= self._budget:  # another driver asked first
-                    del self._ot_trials[trial_id]
-                    record_skip(ot, "the study's budget was already held by other drivers' trials",
-                                study=self._ot_study)
-                    return OptunaSearch.FINISHED
-                dup = find_duplicate(self._ot_study, ot.params, number=ot.number)
+                if budget_ahead(self.study) >= self.budget:
+                    return Searcher.FINISHED
+                ot = self.study.ask()
+                if budget_ahead(self.study, ot.number) >= self.budget:  # another driver asked first
+                    record_skip(ot, "the study's budget was already held by other drivers' trials", study=self.study)
+                    return Searcher.FINISHED
+                try:
+                    params = self.ctx.spec.space.suggest(ot, tasks=self.ctx.task_names, groupings=self.labels)
+                except BaseException:
+                    record_skip(ot, "no configuration was drawn", study=self.study)
+                    raise
+                dup = find_duplicate(self.study, params, number=ot.number)
                 if dup is None:
+                    self.live[trial_id] = ot
                     self.numbers[trial_id] = ot.number
-                    record_start(ot, start_attrs(self._ctx, ot.params))
-                    return config
-                del self._ot_trials[trial_id]  # ask again
-                record_skip(ot, f"the sampler proposed trial {dup}'s configuration again", study=self._ot_study)
-            self._log(f"ray runner: the sampler proposed only configurations the study already holds, {MAX_REPEATS} "
-                      f"times in a row: the search space looks exhausted; no more trials are started")
-            return OptunaSearch.FINISHED
+                    record_start(ot, start_attrs(self.ctx, params))
+                    return dict(params)
+                record_skip(ot, f"the sampler proposed trial {dup}'s configuration again", study=self.study)
+            self.log(f"ray runner: the sampler proposed only configurations the study already holds, {MAX_REPEATS} "
+                     f"times in a row: the search space looks exhausted; no more trials are started")
+            return Searcher.FINISHED
 
         def __getstate__(self):
-            # Tune pickles the searcher into its experiment folder (tuner.pkl, for Tuner.restore, which
-            # taskgraph does not use: --resume reads the study's storage). The storage, the Optuna study
-            # and its trials hold the storage URL with its password: they stay on the driver.
+            # Tune pickles the search algorithm into its experiment folder (tuner.pkl, for Tuner.restore, which
+            # taskgraph does not use: --resume reads the study's storage). The study and its trials hold the
+            # storage URL with its password: they stay on the driver.
             state = self.__dict__.copy()
-            state.update(_storage=None, _ot_study=None, _ot_trials={}, _log=None)
+            state.update(study=None, store=None, ctx=None, log=None, live={})
             return state
 
         def save(self, checkpoint_path):
@@ -294,81 +384,111 @@ def _searcher_class():
             pass
 
         def on_trial_result(self, trial_id, result):
-            # the epochs since the trial's last report (its curve), as Optuna intermediate values
-            if trial_id in self._completed_trials or self._ctx.spec.multi_objective:
-                return
-            ot = self._ot_trials.get(trial_id)
+            """Write the epochs since the trial's last report (its ``curve``) as Optuna intermediate values."""
+            ot = self.live.get(trial_id)
             if ot is None:
+                return
+            if self.ctx.spec.multi_objective:
                 return
             for epoch, value in result.get("curve") or ():
                 key = (trial_id, int(epoch))
-                if key not in self._reported and math.isfinite(value):
+                if key not in self.reported and math.isfinite(value):
                     ot.report(float(value), key[1])
-                    self._reported.add(key)
+                    self.reported.add(key)
 
         def on_trial_complete(self, trial_id, result=None, error=False):
-            ot = self._ot_trials.get(trial_id)
-            if ot is None or trial_id in self._completed_trials:
+            """Close the trial: COMPLETE with its record, FAIL with its reason, PRUNED when ASHA stopped it.
+
+            A trial Ray reports as errored (``error``) stays open: :meth:`fail`, called by
+            :class:`StudyCallback` right after this, records Ray's reason.
+            """
+            ot = self.live.get(trial_id)
+            if ot is None or error:
                 return
             result = result or {}
             state, values = TrialState.PRUNED, None
-            if not error:
-                # when the scheduler decides STOP (ASHA's cut, or max_t reached) Tune skips on_trial_result;
-                # a failed trial's report carries the curve it trained before it failed
-                self.on_trial_result(trial_id, result)
+            # when the scheduler decides STOP (ASHA's cut, or max_t reached) Tune skips on_trial_result;
+            # a failed trial's report carries the curve it trained before it failed
+            self.on_trial_result(trial_id, result)
             try:
-                if error:
-                    record_failure(ot, self._errors.pop(trial_id, "RayTrialError: the Ray trial raised or its worker "
-                                                                  "died; see the Ray logs"))
-                    state = TrialState.FAIL
-                elif result.get("failed"):
+                if result.get("node"):
+                    ot.set_user_attr("ray_node", str(result["node"]))
+                if result.get("failed"):
                     record_failure(ot, str(result.get("fail_reason", "failed")))
                     state = TrialState.FAIL
                 elif result.get("finished"):
                     record = TrialRecord.from_dict(json.loads(result["record"]))
-                    record_success(ot, record, self._store)
+                    record_success(ot, record, self.store)
                     state, values = TrialState.COMPLETE, record.values
                 # else: ASHA stopped it before its last epoch -> PRUNED
             except Exception as e:  # recording must never lose the trial
                 record_failure(ot, f"recording failed: {type(e).__name__}: {e}")
                 state, values = TrialState.FAIL, None
+            self.close(trial_id, state, values)
+
+        def fail(self, trial_id, reason: str) -> None:
+            """Close a trial still open as FAIL with ``reason`` (Ray's, or ``interrupted: ...``)."""
+            ot = self.live.get(trial_id)
+            if ot is None:
+                return
+            try:
+                record_failure(ot, reason)
+            except Exception as e:  # e.g. another driver closed it: tell() below skips it
+                self.log(f"ray runner: trial {ot.number}: its failure could not be recorded ({type(e).__name__}: "
+                         f"{e}); reason: {reason}")
+            self.close(trial_id, TrialState.FAIL, None)
+
+        def interrupt(self, why: str) -> list[int]:
+            """Close every trial still open as FAIL ``interrupted: <why>``; return their numbers."""
+            numbers = sorted(ot.number for ot in self.live.values())
+            for trial_id in list(self.live):
+                self.fail(trial_id, f"{INTERRUPTED} {why}")
+            return numbers
+
+        def close(self, trial_id, state, values) -> None:
+            """Tell the study the trial's end (once; a trial another driver already closed is left as it is)."""
+            ot = self.live.pop(trial_id)
             if values is not None and len(values) == 1:
                 values = values[0]
-            self._ot_study.tell(ot, values, state=state)
-            self._completed_trials.add(trial_id)
+            self.study.tell(ot, values, state=state, skip_if_finished=True)
 
-    return StudySearcher
+    return StudySearcher()
 
 
-def _progress_callback(searcher, study, progress):
-    """A Tune callback printing progress (driver-side only: it pickles to nothing)."""
+def _study_callback(searcher, progress):
+    """The run's Tune callback (driver-side only: it pickles to nothing)."""
     from ray import tune
 
-    class ProgressCallback(tune.Callback):
-        def __init__(self, *live):
-            self.live = live
+    class StudyCallback(tune.Callback):
+        """Records errored trials' reasons in the study (``on_trial_error``); prints a line per finished trial."""
+
+        def __init__(self, searcher, progress):
+            self.searcher = searcher
+            self.progress = progress
 
         def __getstate__(self):
             return {}
 
         def __setstate__(self, state):
-            self.live = None
+            self.searcher = self.progress = None
 
-        def _done(self, trial):
-            if not self.live:
+        def finished(self, trial) -> None:
+            if self.searcher is None:
                 return
-            s, st, pr = self.live
-            number = s.numbers.get(trial.trial_id)
+            number = self.searcher.numbers.get(trial.trial_id)
             if number is not None:
-                pr.trial_finished(st, st.get_trials(deepcopy=False)[number])
+                study = self.searcher.study
+                self.progress.trial_finished(study, study.get_trials(deepcopy=False)[number])
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._done(trial)
+            self.finished(trial)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._done(trial)
+            if self.searcher is not None:
+                self.searcher.fail(trial.trial_id, error_reason(trial))
+            self.finished(trial)
 
-    return ProgressCallback(searcher, study, progress)
+    return StudyCallback(searcher, progress)
 
 
 def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | None = None,
@@ -383,47 +503,43 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
 
     Returns:
         A :class:`RunSummary` (``errors`` lists trials Ray itself reported as errored).
+
+    Raises:
+        ConfigError: ``resources.cpus``/``gpus`` above what one node of the cluster offers, before
+            the study is created.
+        KeyboardInterrupt: Ctrl-C; the running trials are recorded FAIL ``interrupted: ...`` first.
     """
     t0 = time.perf_counter()
+    connect = address or os.environ.get("RAY_ADDRESS")
+    if not connect:  # a local Ray: the machine is the cluster, checked before Ray starts
+        check_resources(spec, [{"CPU": _machine_cpus()}], where="a local Ray (this machine)")
     # Ray boots (its own processes, the workers it prestarts) while the study is prepared; started
     # after the preparation, its start-up competed with the first trial of every slot
     started = init_ray(address, num_cpus=_local_cpus(spec))  # num_cpus: only for a local Ray started here
     import ray
 
     try:
+        gpus = check_resources(spec, _cluster_nodes(),
+                               where=f"the Ray cluster at {connect}" if connect else "a local Ray (this machine)")
         run = open_run(spec, resume=resume, join=join, log=log)
         if run.remaining == 0:
             log(f"study {spec.name!r} already has {spec.trials} finished trial(s); nothing to run")
             return summarize(run, time.perf_counter() - t0)
         from ray import tune
+        from ray.tune.logger import JsonLoggerCallback
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-        from taskgraph.runners.samplers import make_sampler
-
         ctx = run.ctx
-        names = ctx.task_names
-        multi = spec.multi_objective
-        trial_errors: dict[str, str] = {}
-        searcher = _searcher_class()(
-            space=spec.space.define_by_run(tasks=names, groupings=ctx.grouping_labels()),
-            metric=[f"loss.{n}" for n in names] if multi else "objective",
-            mode=["min"] * len(names) if multi else "min",
-            sampler=make_sampler(spec.sampler, spec.sampler_options, run.sampler_seed, file=spec.file),
-            study_name=spec.name, storage=run.storage, ctx=ctx, store=run.store,
-            budget=spec.trials, errors=trial_errors, log=log)
+        searcher = make_searcher(run.study, ctx, run.store, budget=spec.trials, log=log)
         if spec.early_stopping == "asha" and spec.epochs > spec.grace_epochs:
-            scheduler = type("ASHAKeepingErrors", (_KeepErrors, ASHAScheduler), {})(
-                time_attr="epoch", metric="objective", mode="min", max_t=spec.epochs,
-                grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
+            scheduler = ASHAScheduler(time_attr="epoch", metric="objective", mode="min", max_t=spec.epochs,
+                                      grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
         else:
-            scheduler = type("FIFOKeepingErrors", (_KeepErrors, FIFOScheduler), {})()
-        scheduler.errors = trial_errors
-        gpus = spec.gpus if spec.gpus and ray.cluster_resources().get("GPU", 0) > 0 else 0
+            scheduler = FIFOScheduler()
         if spec.gpus and not gpus:
             log(f"ray runner: no GPU in the cluster; trials run on CPU ({spec.gpus} GPU per trial asked)")
         trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), {"cpu": spec.cpus, "gpu": gpus})
         progress = Progress(spec, run.spec.trials - run.remaining, console=console)
-        study = run.study
 
         log(f"ray runner: {run.remaining} trial(s), {spec.concurrent} at a time, {spec.cpus:g} CPU"
             f"{f' + {gpus:g} GPU' if gpus else ''} each, ASHA={'on' if spec.early_stopping == 'asha' else 'off'}")
@@ -436,13 +552,26 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(Path(spec.run_dir) / "ray"),
                 verbose=0,
-                callbacks=[_progress_callback(searcher, study, progress)],
+                # each trial's result.json; Tune's other default loggers are off (RAY_ENV_DEFAULTS)
+                callbacks=[_study_callback(searcher, progress), JsonLoggerCallback()],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        with _prestarted_workers():
-            grid = tuner.fit()
+        # Ctrl-C raises KeyboardInterrupt here instead of Tune's handler keeping the trials for Tuner.restore
+        with _environ(TUNE_DISABLE_SIGINT_HANDLER="1"), _prestarted_workers():
+            try:
+                grid = tuner.fit()
+            except KeyboardInterrupt:
+                stopped = searcher.interrupt("the driver was interrupted")
+                log(f"ray runner: interrupted; trial(s) {stopped} recorded FAIL (interrupted)")
+                raise
+            except BaseException as e:
+                searcher.interrupt(f"the driver stopped on {type(e).__name__}: {e}")
+                raise
+        left = searcher.interrupt("Tune ended the run before the trial finished")
+        if left:
+            log(f"ray runner: trial(s) {left} were still open when Tune ended; recorded FAIL (interrupted)")
         errors = [f"{type(e).__name__}: {e}".splitlines()[0] for e in grid.errors]
     finally:
         if started:

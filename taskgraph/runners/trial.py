@@ -27,7 +27,19 @@ from typing import Any
 
 from taskgraph.runners.storage import TrialRecord, package_versions
 
-__all__ = ["StudyContext", "objective_values", "run_trial", "start_attrs"]
+__all__ = ["PRELOAD_MODULES", "StudyContext", "objective_values", "run_trial", "start_attrs"]
+
+#: what a trial's worker imports before its first trial (the first optimizer of a process imports
+#: torch's compiler, about 1.2 s); a local Ray the Ray runner starts has its prestarted workers import them
+#: while the study is prepared, instead of each slot's first trial
+PRELOAD_MODULES = (
+    "torch",
+    "torch._dynamo",
+    "ray.tune",
+    "taskgraph.runners.trial",
+    "taskgraph.runners.stages",
+    "taskgraph.training",
+)
 
 Reporter = Callable[[int, list[float], dict], None]
 
