@@ -89,7 +89,8 @@ class EqualWeighting(LossWeighting):
 
     name: ClassVar[str] = "equal"
 
-    def backward(self, losses, model, state, *, step, epoch):
+    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module, state: Any, *, step: int,
+                 epoch: int) -> dict[str, float]:
         total = torch.stack(list(losses.values())).sum()
         total.backward()
         return dict.fromkeys(losses, 1.0)

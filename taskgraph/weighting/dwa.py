@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from taskgraph.exceptions import ConfigError
 from taskgraph.weighting.base import LossWeighting, stack_losses
@@ -73,10 +74,11 @@ class DynamicWeightAverage(LossWeighting):
             raise ConfigError(f"DynamicWeightAverage: 'temperature' must be finite and > 0, got "
                               f"{self.temperature!r}", key="temperature")
 
-    def init_state(self, task_names, model) -> DWAState:
+    def init_state(self, task_names: Sequence[str], model: nn.Module) -> DWAState:
         return DWAState(tuple(task_names), weights=[1.0] * len(task_names))
 
-    def backward(self, losses, model, state: DWAState, *, step, epoch):
+    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module, state: DWAState, *, step: int,
+                 epoch: int) -> dict[str, float]:
         vec = stack_losses(losses, state.names)
         w = torch.tensor(state.weights, dtype=vec.dtype, device=vec.device)
         (w * vec).sum().backward()

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -72,14 +73,15 @@ class FAMO(LossWeighting):
             if not ok or v != v or v == float("inf"):
                 raise ConfigError(f"FAMO: '{key}' must be finite and {must}, got {v!r}", key=key)
 
-    def init_state(self, task_names, model) -> FAMOState:
+    def init_state(self, task_names: Sequence[str], model: nn.Module) -> FAMOState:
         names = tuple(task_names)
         p = next(model.parameters(), None) if model is not None else None
         dev = p.device if p is not None else torch.device("cpu")
         xi = nn.Parameter(torch.zeros(len(names), device=dev))
         return FAMOState(names, xi, torch.optim.Adam([xi], lr=self.lr, weight_decay=self.gamma))
 
-    def backward(self, losses, model, state: FAMOState, *, step, epoch):
+    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module, state: FAMOState, *, step: int,
+                 epoch: int) -> dict[str, float]:
         vec = stack_losses(losses, state.names)
         now = vec.detach().clamp_min(0) + self.eps
         if state.previous is not None:

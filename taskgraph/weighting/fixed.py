@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from taskgraph.exceptions import ConfigError
 from taskgraph.weighting.base import LossWeighting, stack_losses
@@ -55,6 +56,7 @@ class FixedWeighting(LossWeighting):
 
     def __post_init__(self) -> None:
         w = self.weights
+        items: list[tuple[str | int, Any]]  # checked below
         if isinstance(w, Mapping):
             items = [(str(k), v) for k, v in w.items()]
         elif isinstance(w, Sequence) and not isinstance(w, str):
@@ -93,10 +95,11 @@ class FixedWeighting(LossWeighting):
                               f"got {len(self.weights)}", key="weights")
         return dict(zip(names, self.weights))
 
-    def init_state(self, task_names, model):
+    def init_state(self, task_names: Sequence[str], model: nn.Module) -> dict[str, float]:
         return self.resolve(task_names)
 
-    def backward(self, losses, model, state, *, step, epoch):
+    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module, state: dict[str, float], *, step: int,
+                 epoch: int) -> dict[str, float]:
         names = list(state)
         vec = stack_losses(losses, names)
         w = torch.tensor([state[n] for n in names], dtype=vec.dtype, device=vec.device)

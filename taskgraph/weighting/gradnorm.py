@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -85,14 +86,15 @@ class GradNorm(LossWeighting):
             if not ok or v != v or v == float("inf"):
                 raise ConfigError(f"GradNorm: '{key}' must be finite and {must}, got {v!r}", key=key)
 
-    def init_state(self, task_names, model) -> GradNormState:
+    def init_state(self, task_names: Sequence[str], model: nn.Module) -> GradNormState:
         names = tuple(task_names)
         p = next(model.parameters(), None) if model is not None else None
         dev = p.device if p is not None else torch.device("cpu")
         w = nn.Parameter(torch.ones(len(names), device=dev))
         return GradNormState(names, w, torch.optim.Adam([w], lr=self.lr))
 
-    def backward(self, losses, model, state: GradNormState, *, step, epoch):
+    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module, state: GradNormState, *, step: int,
+                 epoch: int) -> dict[str, float]:
         vec = stack_losses(losses, state.names)
         used = state.weights.detach().clone()
         shared = shared_parameter_list(model, "GradNorm")
@@ -109,6 +111,8 @@ class GradNorm(LossWeighting):
         k = len(state.names)
         w = state.weights
         g = w * grad_norms.to(w.dtype)
+        if state.initial is None:  # called before any backward: these losses are the reference L(0)
+            state.initial = losses.detach().clamp_min(1e-12)
         ratio = losses.to(w.dtype) / state.initial.to(w.dtype)
         rel = ratio / ratio.mean().clamp_min(1e-12)
         target = (g.mean() * rel.pow(self.alpha)).detach()

@@ -19,11 +19,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from taskgraph.exceptions import ConfigError
 from taskgraph.gradients import flat_per_task_gradients
@@ -96,10 +97,11 @@ class PCGrad(LossWeighting):
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"PCGrad: 'seed' must be an int >= 0, got {self.seed!r}", key="seed")
 
-    def init_state(self, task_names, model) -> PCGradState:
+    def init_state(self, task_names: Sequence[str], model: nn.Module) -> PCGradState:
         return PCGradState(tuple(task_names), torch.Generator().manual_seed(self.seed))
 
-    def backward(self, losses, model, state: PCGradState, *, step, epoch):
+    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module, state: PCGradState, *, step: int,
+                 epoch: int) -> dict[str, float]:
         vec = stack_losses(losses, state.names)
         shared = shared_parameter_list(model, "PCGrad")
         n = len(state.names)

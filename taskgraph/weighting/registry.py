@@ -65,7 +65,7 @@ def make_weighting(name: str, *, file: str | None = None, **params: Any) -> Loss
         ConfigError: a parameter the weighting does not take, or a value it rejects.
     """
     cls = WEIGHTINGS.get(name, file=file, key="weighting")
-    fields = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+    fields: list[str] = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
     extra = sorted(set(params) - set(fields))
     if extra:
         raise ConfigError(f"weighting {name!r} takes the parameters {fields}, got unknown {extra}",

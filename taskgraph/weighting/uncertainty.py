@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -78,7 +78,8 @@ class UncertaintyWeighting(LossWeighting):
     def extra_parameters(self, state: UncertaintyState) -> list[nn.Parameter]:
         return [state.log_vars]
 
-    def backward(self, losses, model, state: UncertaintyState, *, step, epoch):
+    def backward(self, losses: Mapping[str, torch.Tensor], model: nn.Module, state: UncertaintyState, *, step: int,
+                 epoch: int) -> dict[str, float]:
         vec = stack_losses(losses, state.names)
         precision = state.factors.to(vec.dtype) * torch.exp(-state.log_vars.to(vec.dtype))
         (precision * vec + 0.5 * state.log_vars).sum().backward()
