@@ -73,7 +73,7 @@ class Baselines:
     val: Evaluation
     test: Evaluation
     seconds: float
-    key_fields: dict = dataclasses.field(default_factory=dict, compare=False)
+    key_fields: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def _split(self, split: str) -> Evaluation:
         if split not in ("val", "test"):
@@ -130,7 +130,7 @@ def clear_memory_cache() -> None:
 
 
 def single_task_baselines(data: MultiTaskData, trunk_spec: TrunkSpec, config: TrainConfig, *,
-                          cache_dir: str | os.PathLike | None = None, progress: bool = False) -> Baselines:
+                          cache_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> Baselines:
     """Single-task evaluations of every task of ``data``, from the cache when there.
 
     Args:

@@ -40,7 +40,8 @@ def per_task_gradients(losses: torch.Tensor, params: Sequence[torch.Tensor], *,
                  for g, p in zip(grads, params))
 
 
-def flat_per_task_gradients(losses: torch.Tensor, params: Sequence[torch.Tensor], **kwargs) -> torch.Tensor:
+def flat_per_task_gradients(losses: torch.Tensor, params: Sequence[torch.Tensor], *,
+                            retain_graph: bool = False, create_graph: bool = False) -> torch.Tensor:
     """:func:`per_task_gradients` concatenated into one (n, P) matrix."""
-    gs = per_task_gradients(losses, params, **kwargs)
+    gs = per_task_gradients(losses, params, retain_graph=retain_graph, create_graph=create_graph)
     return torch.cat([g.reshape(g.shape[0], -1) for g in gs], dim=1)

@@ -32,6 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -43,7 +44,7 @@ from taskgraph.exceptions import AffinityError
 __all__ = ["TaskGraph"]
 
 
-def _num(v) -> float | None:
+def _num(v: Any) -> float | None:
     v = float(v)
     return v if np.isfinite(v) else None
 
@@ -124,7 +125,7 @@ class TaskGraph:
         return g
 
     # -------------------------------------------------------------------- I/O
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready: nodes, edges with attributes, and the matrix."""
         return {
             "nodes": [{"name": n, **d} for n, d in self.graph.nodes(data=True)],
@@ -281,10 +282,10 @@ class TaskGraph:
                 f"{len(self.negative_edges())} negative edges)")
 
 
-def _strongest_per_task(pairs: list, per_task: int) -> list:
+def _strongest_per_task(pairs: list[tuple[str, str, float, str]], per_task: int) -> list[tuple[str, str, float, str]]:
     """The pairs (strongest first) that are among the ``per_task`` strongest of either of their tasks."""
     count: dict[str, int] = {}
-    out = []
+    out: list[tuple[str, str, float, str]] = []
     for a, b, w, rel in pairs:
         if count.get(a, 0) < per_task or count.get(b, 0) < per_task:
             out.append((a, b, w, rel))
@@ -293,7 +294,8 @@ def _strongest_per_task(pairs: list, per_task: int) -> list:
     return out
 
 
-def _group_layout(groups: list[list[str]]):
+def _group_layout(groups: list[list[str]]
+                  ) -> tuple[dict[str, tuple[float, float]], list[tuple[float, float]], list[float]]:
     """Positions: each group's tasks on a small circle, the group centres on a large one.
 
     Returns ``(pos, centres, radii)``: name → (x, y), and each group's centre and radius.
@@ -307,7 +309,7 @@ def _group_layout(groups: list[list[str]]):
         need = max(radii[i] + radii[(i + 1) % count] for i in range(count)) + 0.45
         ring = max(1.0, need / (2 * math.sin(math.pi / count)))
     pos: dict[str, tuple[float, float]] = {}
-    centres = []
+    centres: list[tuple[float, float]] = []
     for gi, g in enumerate(groups):
         phi = 2 * math.pi * gi / count + math.pi / 2
         c = (ring * math.cos(phi), ring * math.sin(phi))

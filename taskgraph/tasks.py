@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -225,7 +225,13 @@ class TaskSet(Sequence[Task]):
     def __iter__(self) -> Iterator[Task]:
         return iter(self._tasks)
 
-    def __getitem__(self, key):  # type: ignore[override]
+    @overload
+    def __getitem__(self, key: int | str) -> Task: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> tuple[Task, ...]: ...
+
+    def __getitem__(self, key: int | str | slice) -> Task | tuple[Task, ...]:
         if isinstance(key, str):
             try:
                 return self._by_name[key]
@@ -262,14 +268,14 @@ class TaskSet(Sequence[Task]):
         self.check_names(names)
         return TaskSet(self._by_name[n] for n in names)
 
-    def to_dict(self) -> list[dict]:
+    def to_dict(self) -> list[dict[str, Any]]:
         return [
             {"name": t.name, "kind": t.kind, "metric": t.metric, "num_classes": t.num_classes}
             for t in self._tasks
         ]
 
     @classmethod
-    def from_dict(cls, items: Sequence[Mapping]) -> TaskSet:
+    def from_dict(cls, items: Sequence[Mapping[str, Any]]) -> TaskSet:
         return cls(
             Task(
                 name=d["name"],

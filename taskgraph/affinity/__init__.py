@@ -9,6 +9,8 @@ See ``docs/affinity.md``. The public names:
 - :func:`naive_lookahead` — the slow reference definition.
 """
 
+from typing import Any
+
 from taskgraph.affinity.estimators import (
     ESTIMATORS,
     AffinityEstimator,
@@ -30,7 +32,7 @@ _LAZY = {"DEFAULT_BUDGET", "DEFAULT_CONTROL", "DEFAULT_CONTROL_SHARE", "DEFAULT_
          "Schedule", "measure_affinity"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         from taskgraph.affinity import tracker
 

@@ -63,7 +63,7 @@ def infer_out_features(trunk: nn.Module, input_shape: Sequence[int]) -> int:
 
 def linear_heads(tasks: TaskSet, in_features: int, hidden: int | None = None) -> nn.ModuleDict:
     """One head per task: linear, or a one-hidden-layer MLP when ``hidden`` is set."""
-    heads = {}
+    heads: dict[str, nn.Module] = {}
     for t in tasks:
         if hidden:
             heads[t.name] = nn.Sequential(
@@ -93,7 +93,7 @@ class MultiTaskModel(nn.Module):
         trunk: nn.Module,
         tasks: TaskSet,
         *,
-        heads: Mapping[str, nn.Module] | None = None,
+        heads: Mapping[str, nn.Module] | nn.ModuleDict | None = None,
         input_shape: Sequence[int] | None = None,
         head_hidden: int | None = None,
     ):
@@ -120,7 +120,8 @@ class MultiTaskModel(nn.Module):
         return self.tasks.names
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x)
+        z: torch.Tensor = self.trunk(x)
+        return z
 
     def heads_forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: self.heads[n](z) for n in self.tasks.names}

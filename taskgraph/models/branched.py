@@ -39,7 +39,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,7 @@ from taskgraph.tasks import TaskSet
 __all__ = ["Branched", "BranchedModel", "Tree", "normalize_tree", "tree_from_linkage"]
 
 #: a task hierarchy: a task name (leaf) or a tuple of sub-trees
-Tree = str | tuple
+Tree = str | tuple[Any, ...]
 
 
 def tree_from_linkage(z: np.ndarray, names: Sequence[str]) -> Tree:
@@ -79,9 +79,10 @@ def tree_from_linkage(z: np.ndarray, names: Sequence[str]) -> Tree:
         raise ModelError(f"hierarchy: a linkage matrix for {len(names)} names must be a valid scipy linkage of "
                          f"shape ({len(names) - 1}, 4), got shape {tuple(z.shape)}")
 
-    def walk(node) -> Tree:
+    def walk(node: Any) -> Tree:  # a scipy ClusterNode
         if node.is_leaf():
-            return names[node.id]
+            leaf: str = names[node.id]
+            return leaf
         return (walk(node.get_left()), walk(node.get_right()))
 
     return walk(to_tree(z))
@@ -122,7 +123,7 @@ def normalize_tree(hierarchy: Any, tasks: TaskSet, grouping: Any = None) -> Tree
     else:
         tree = _collapse(hierarchy, where)
     leaves = _leaves(tree)
-    unknown = sorted({n for n in leaves if n not in tasks})
+    unknown = sorted({n for n in leaves if n not in tasks.names})
     if unknown:
         raise ModelError(f"{where}: every leaf must be a task of the task set; unknown task(s) {unknown}; "
                          f"known tasks: {', '.join(tasks.names)}")
@@ -200,7 +201,8 @@ class BranchedModel(TopologyModel):
         head_hidden: hidden width of heads (0: linear).
     """
 
-    def __init__(self, tasks: TaskSet, tree: Tree, branch_depths: Sequence[int], make_stages,
+    def __init__(self, tasks: TaskSet, tree: Tree, branch_depths: Sequence[int],
+                 make_stages: Callable[[], Sequence[nn.Module]],
                  input_shape: Sequence[int], *, head_hidden: int = 0):
         super().__init__()
         self.tasks = tasks

@@ -23,9 +23,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -80,7 +80,8 @@ class HardSharingModel(TopologyModel):
         head_hidden: hidden width of heads (0: linear).
     """
 
-    def __init__(self, tasks: TaskSet, groups: Sequence[Sequence[str]], make_trunk, input_shape: Sequence[int],
+    def __init__(self, tasks: TaskSet, groups: Sequence[Sequence[str]],
+                 make_trunk: Callable[[], nn.Module], input_shape: Sequence[int],
                  *, head_hidden: int = 0):
         super().__init__()
         self.tasks = tasks
@@ -101,7 +102,8 @@ class HardSharingModel(TopologyModel):
         return {n: out[n] for n in self.tasks.names}
 
     def module_tasks(self) -> Iterator[tuple[str, nn.Module, frozenset[str]]]:
-        for i, (g, m) in enumerate(zip(self.groups_names, self.groups)):
+        groups = cast("Sequence[MultiTaskModel]", self.groups)  # a ModuleList of MultiTaskModel
+        for i, (g, m) in enumerate(zip(self.groups_names, groups)):
             yield f"groups.{i}.trunk", m.trunk, frozenset(g)
             for n in g:
                 yield f"groups.{i}.heads.{n}", m.heads[n], frozenset((n,))

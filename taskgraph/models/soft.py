@@ -27,9 +27,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -96,14 +96,15 @@ class CrossStitchModel(TopologyModel):
         head_hidden: hidden width of heads (0: linear).
     """
 
-    def __init__(self, tasks: TaskSet, groups: Sequence[Sequence[str]], make_stages, input_shape: Sequence[int],
+    def __init__(self, tasks: TaskSet, groups: Sequence[Sequence[str]],
+                 make_stages: Callable[[], Sequence[nn.Module]], input_shape: Sequence[int],
                  *, self_weight: float = 0.9, head_hidden: int = 0):
         super().__init__()
         self.tasks = tasks
         self.groups_names = tuple(tuple(g) for g in groups)
         c = len(self.groups_names)
         self.columns = nn.ModuleList(nn.ModuleList(make_stages()) for _ in range(c))
-        n_stages = len(self.columns[0])
+        n_stages = len(self._columns()[0])
         off = (1.0 - self_weight) / (c - 1) if c > 1 else 0.0
         init = torch.full((c, c), off)
         init.fill_diagonal_(self_weight if c > 1 else 1.0)
@@ -113,20 +114,26 @@ class CrossStitchModel(TopologyModel):
         self.heads = _heads(tasks.names, tasks, infer_out_features(probe, input_shape), head_hidden)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        xs = [x] * len(self.columns)
-        n_stages = len(self.columns[0])
+        columns = self._columns()
+        xs = [x] * len(columns)
+        n_stages = len(columns[0])
         for s in range(n_stages):
-            xs = [col[s](h) for col, h in zip(self.columns, xs)]
+            xs = [col[s](h) for col, h in zip(columns, xs)]
             if s < n_stages - 1:
                 stacked = torch.stack(xs)  # (C, B, ...)
                 mixed = torch.tensordot(self.alphas[s], stacked, dims=([1], [0]))
                 xs = list(mixed.unbind(0))
         return {n: self.heads[n](xs[self.column_of[n]]) for n in self.tasks.names}
 
+    def _columns(self) -> Sequence[nn.ModuleList]:
+        """The columns, typed (a ModuleList of one ModuleList of stages per group)."""
+        return cast("Sequence[nn.ModuleList]", self.columns)
+
     def module_tasks(self) -> Iterator[tuple[str, nn.Module, frozenset[str]]]:
         everyone = frozenset(self.tasks.names)
-        last = len(self.columns[0]) - 1
-        for i, (g, col) in enumerate(zip(self.groups_names, self.columns)):
+        columns = self._columns()
+        last = len(columns[0]) - 1
+        for i, (g, col) in enumerate(zip(self.groups_names, columns)):
             for s, stage in enumerate(col):
                 # a stage before the last feeds a stitch, hence every column; the last feeds its own heads only
                 yield f"columns.{i}.{s}", stage, everyone if s < last else frozenset(g)
@@ -181,8 +188,8 @@ class MMoEModel(TopologyModel):
         head_hidden: hidden width of towers (0: linear heads).
     """
 
-    def __init__(self, tasks: TaskSet, make_trunk, input_shape: Sequence[int], *, n_experts: int = 4,
-                 head_hidden: int = 0):
+    def __init__(self, tasks: TaskSet, make_trunk: Callable[[], nn.Module], input_shape: Sequence[int], *,
+                 n_experts: int = 4, head_hidden: int = 0):
         super().__init__()
         self.tasks = tasks
         self.experts = nn.ModuleList(make_trunk() for _ in range(n_experts))

@@ -139,7 +139,7 @@ class TopologySpec(ABC):
 
 def _heads(task_names: Sequence[str], tasks: TaskSet, in_features: int, head_hidden: int) -> nn.ModuleDict:
     """One head per task name: linear, or Linear-ReLU-Linear when ``head_hidden`` > 0."""
-    out = {}
+    out: dict[str, nn.Module] = {}
     for n in task_names:
         t = tasks[n]
         if head_hidden:

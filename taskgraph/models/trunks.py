@@ -10,8 +10,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -77,11 +78,11 @@ class TrunkSpec:
             raise ModelError(f"TrunkSpec(kind='cnn') needs (C, H, W) inputs, got {tuple(input_shape)}")
         return small_cnn(int(input_shape[0]), self.hidden, self.out_features)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "hidden": list(self.hidden), "out_features": self.out_features,
                 "dropout": self.dropout}
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrunkSpec:
+    def from_dict(cls, d: Mapping[str, Any]) -> TrunkSpec:
         return cls(kind=d.get("kind", "mlp"), hidden=tuple(d.get("hidden", (256, 256, 128))),
                    out_features=int(d.get("out_features", 64)), dropout=float(d.get("dropout", 0.0)))
