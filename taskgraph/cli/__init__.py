@@ -11,6 +11,8 @@ import importlib.util
 
 import click
 
+from taskgraph.exceptions import ConfigError, TaskGraphError
+
 # command name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "datasets": ("taskgraph.cli.train", "datasets_cmd", "List the bundled datasets."),
@@ -41,6 +43,14 @@ class LazyGroup(click.Group):
         module, attr, _ = COMMANDS[cmd_name]
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context):
+        """Run the subcommand; a TaskGraphError becomes one ``error: ...`` line and exit 1 (2 for a ConfigError)."""
+        try:
+            return super().invoke(ctx)
+        except TaskGraphError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2 if isinstance(e, ConfigError) else 1)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
         if rows:
@@ -48,18 +58,33 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG = """\b
+Results go to stdout; logs and progress to stderr (a progress bar only on a terminal).
+Exit status: 0 done; 1 the run failed; 2 usage error (a bad option or argument, or an
+invalid study or search-space file)."""
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(package_name="taskgraph-mtl")
 def cli() -> None:
     """taskgraph: measure task affinity, group tasks, search multi-task models."""
+    import rich
+    from rich.console import Console
+
+    # Progress bars (taskgraph.training) draw on rich's global console: send it to stderr, and
+    # silence it when stderr is not a terminal, where a bar would leave a blank line per bar.
+    rich.reconfigure(stderr=True, quiet=not Console(stderr=True).is_terminal)
 
 
 def main() -> None:
-    """Console-script entry point: TaskGraphError becomes a one-line message, exit 2."""
-    from taskgraph.exceptions import TaskGraphError
+    """Console-script entry point (``taskgraph``): exit status as in the group's epilog.
 
+    A :class:`~taskgraph.exceptions.TaskGraphError` is one ``error: ...`` line on stderr and exit 1,
+    or exit 2 when it is a :class:`~taskgraph.exceptions.ConfigError` (an invalid study file,
+    search space or option); click's usage errors exit 2; Ctrl-C exits 130.
+    """
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)  # returns ctx.exit()'s code instead of raising
     except click.exceptions.Abort:
         raise SystemExit(130) from None
     except click.ClickException as e:
@@ -67,6 +92,5 @@ def main() -> None:
         raise SystemExit(e.exit_code) from None
     except click.exceptions.Exit as e:
         raise SystemExit(e.exit_code) from None
-    except TaskGraphError as e:
-        click.echo(f"error: {e}", err=True)
-        raise SystemExit(2) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

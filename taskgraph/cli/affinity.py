@@ -2,18 +2,59 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
-from taskgraph.cli.common import dataset_option, load_cli_dataset, parse_widths, print_table
+from taskgraph.cli.common import (
+    dataset_option,
+    load_cli_dataset,
+    log,
+    parse_widths,
+    print_table,
+    show_progress,
+)
+
+# the names of taskgraph.affinity.ESTIMATORS (a unit test keeps them equal; importing the registry here
+# would import torch for `taskgraph affinity --help`)
+ESTIMATOR_CHOICES = ("exact", "first_order", "cosine")
+
+
+def matrix_rows(matrix) -> tuple[int, list[list[str]]]:
+    """The table of an :class:`~taskgraph.affinity.AffinityMatrix` for the console: ``(exponent, rows)``.
+
+    Every mean is shown as ``mean × 10^-exponent`` with one decimal (the largest |mean| lands in
+    [1, 10)), so a cell is at most 6 characters and 9 tasks fit in 80 columns; ``*`` marks a
+    confidence interval that excludes 0 and ``–`` an unmeasured pair. The intervals themselves
+    are in ``affinity.json``.
+    """
+    import numpy as np
+
+    finite = np.abs(matrix.mean[np.isfinite(matrix.mean)])
+    top = float(finite.max()) if finite.size else 0.0
+    exponent = -math.floor(math.log10(top)) if top > 0 else 0
+    lo, hi = matrix.ci_low, matrix.ci_high
+    rows = []
+    for i, a in enumerate(matrix.names):
+        row = [a]
+        for j in range(matrix.n):
+            m = matrix.mean[i, j]
+            if not np.isfinite(m):
+                row.append("–")
+                continue
+            star = "*" if (lo[i, j] > 0 or hi[i, j] < 0) else ""
+            row.append(f"{m * 10.0 ** exponent:+.1f}{star}")
+        rows.append(row)
+    return exponent, rows
 
 
 @click.command("affinity")
 @click.argument("dataset")
 @dataset_option
-@click.option("--estimator", default="exact", show_default=True,
-              help="exact (TAG lookahead), first_order or cosine.")
+@click.option("--estimator", default="exact", show_default=True, type=click.Choice(ESTIMATOR_CHOICES),
+              help="exact: TAG's lookahead (one extra forward per task); first_order: its gradient-product "
+                   "approximation; cosine: gradient cosine similarity.")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(min=1),
               help="Training steps to measure over.")
 @click.option("--every", type=click.IntRange(min=1), default=None,
@@ -22,11 +63,14 @@ from taskgraph.cli.common import dataset_option, load_cli_dataset, parse_widths,
               help="Share of wall time spent measuring (default 0.2 when --every is not given).")
 @click.option("--start", default=0, show_default=True, type=click.IntRange(min=0),
               help="First step that may be measured.")
-@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "adamw", "sgd"]))
-@click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--hidden", default="256,128", show_default=True, help="MLP trunk widths (CNN for image data).")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "adamw", "sgd"]),
+              help="Optimizer of the training run (the lookahead uses its update).")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Learning rate.")
+@click.option("--hidden", default="256,128", show_default=True,
+              help="MLP trunk widths, comma-separated (image data always gets a small CNN).")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1), help="Batch size.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the initialisation and batch order.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="affinity-out", show_default=True,
               help="Folder for heatmap.png, graph.png, affinity.json, graph.json, graph.graphml.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -34,9 +78,10 @@ def affinity_cmd(dataset, options, estimator, steps, every, budget, start, optim
                  seed, out_dir, quiet):
     """Train on DATASET while measuring task affinity Z(i→j); print and draw it.
 
-    Z(i→j) > 0: a step on task i's gradient lowers task j's loss. The table shows
-    mean ± confidence-interval half-width; * marks entries whose interval excludes
-    zero. Negative-transfer edges (interval entirely below zero) are listed.
+    Z(i→j) > 0: a step on task i's gradient lowers task j's loss. The table (stdout)
+    shows each mean, scaled by the power of ten in its title; * marks entries whose
+    confidence interval excludes zero (the intervals are in affinity.json).
+    Negative-transfer edges (interval entirely below zero) are listed.
     """
     import torch
 
@@ -52,15 +97,18 @@ def affinity_cmd(dataset, options, estimator, steps, every, budget, start, optim
     seed_everything(seed)
     model = MultiTaskModel(spec.build(data.input_shape), data.tasks, input_shape=data.input_shape)
     loader = data.train.loader(batch_size, shuffle=True, seed=seed)
-    click.echo(f"{data.name}: {len(data.tasks)} tasks, {len(data.train)} train samples, trunk {spec.kind} "
-               f"{spec.hidden}, {optimizer} lr={lr}, estimator {est.name}, {steps} steps")
+    log(f"{data.name}: {len(data.tasks)} tasks, {len(data.train)} train samples, trunk {spec.kind} "
+        f"{spec.hidden}, {optimizer} lr={lr}, estimator {est.name}, {steps} steps")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     matrix = measure_affinity(model, data.tasks, loader, estimator=est, steps=steps, every=every, budget=budget,
-                              start=start, config=cfg, progress=not quiet)
+                              start=start, config=cfg, progress=show_progress(quiet))
     graph = TaskGraph.from_affinity(matrix)
     sched = matrix.schedule
-    print_table(f"{data.name}: Z(i→j), row i helps column j ({sched.get('measured_steps')} measured steps, "
-                f"{matrix.confidence:.0%} CI)", ["i \\ j", *matrix.names], matrix.summary_rows())
+    exponent, rows = matrix_rows(matrix)
+    scale = f" ×10^-{exponent}" if exponent > 0 else (f" ×10^{-exponent}" if exponent < 0 else "")
+    print_table(f"{data.name}: Z(i→j){scale}, row i helps column j", ["i \\ j", *matrix.names], rows,
+                caption=f"* {matrix.confidence:.0%} CI excludes 0 ({sched.get('measured_steps')} measured steps; "
+                        f"intervals in affinity.json)")
     neg = graph.negative_edges()
     click.echo("negative transfer (CI below 0): " + (", ".join(f"{a}→{b}" for a, b in neg) or "none"))
     mutual = graph.mutual_pairs()

@@ -1,16 +1,35 @@
-"""Helpers shared by CLI commands: dataset options, tables."""
+"""Helpers shared by CLI commands: dataset options, tables, where output goes.
+
+The conventions every command follows:
+
+- results (tables, the chosen grouping, the best trial, files written) go to **stdout**;
+- logs and progress go to **stderr** (:func:`log`, :func:`stderr_console`), and a progress
+  bar is drawn only when stderr is a terminal, so a piped or redirected run has no bar
+  remnants or blank lines;
+- exit status 0 on success, 1 when the run failed (a :class:`~taskgraph.exceptions.TaskGraphError`
+  other than a configuration error, a failed trial, a failed job), 2 for a usage error (a bad
+  option or argument, or an invalid study or search-space file).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from taskgraph.exceptions import ConfigError
 
 
 def parse_options(pairs: Sequence[str]) -> dict:
-    """``["n_tasks=9", "relation=opposed"]`` → ``{"n_tasks": 9, "relation": "opposed"}``."""
+    """``["n_tasks=9", "relation=opposed"]`` → ``{"n_tasks": 9, "relation": "opposed"}``.
+
+    Example:
+        >>> parse_options(["n_tasks=9", "relation=opposed", "noise=0.5"])
+        {'n_tasks': 9, 'relation': 'opposed', 'noise': 0.5}
+    """
     import tomllib
 
     out = {}
@@ -26,21 +45,39 @@ def parse_options(pairs: Sequence[str]) -> dict:
 
 
 def load_cli_dataset(name: str, pairs: Sequence[str]):
-    """The dataset ``name`` with the ``--option`` pairs, checked (types, sizes, seeds) before any data is made."""
+    """The dataset ``name`` with the ``--option`` pairs, checked (types, sizes, seeds) before any data is made.
+
+    A bad name or option is a usage error (exit 2), named after the argument or option.
+    """
     from taskgraph.data import load_dataset
     from taskgraph.search.study import check_dataset_options
 
-    options = parse_options(pairs)
-    check_dataset_options(name, options, key="--option", sep=" ")
-    return load_dataset(name, key="DATASET", **options)
+    try:
+        options = parse_options(pairs)
+        check_dataset_options(name, options, key="--option", sep=" ")
+    except ConfigError as e:
+        raise click.BadParameter(_without_key(e), param_hint="'--option'") from None
+    try:
+        return load_dataset(name, key="DATASET", **options)
+    except ConfigError as e:
+        raise click.BadParameter(_without_key(e), param_hint="'DATASET'") from None
+
+
+def _without_key(e: ConfigError) -> str:
+    """The message without its ``[key ...]`` suffix (click names the parameter itself)."""
+    text = str(e)
+    return text.removesuffix(f" [key {e.key!r}]") if e.file is None and e.key else text
 
 
 def parse_widths(value: str) -> tuple[int, ...]:
     """``"256,128"`` → ``(256, 128)``; anything else is a usage error."""
     try:
-        return tuple(int(v) for v in value.split(","))
+        widths = tuple(int(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter(f"must be comma-separated ints like 256,128, got {value!r}") from None
+    if any(w < 1 for w in widths):
+        raise click.BadParameter(f"every width must be >= 1, got {value!r}")
+    return widths
 
 
 dataset_option = click.option(
@@ -49,13 +86,55 @@ dataset_option = click.option(
 )
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def stderr_console() -> Console:
+    """A console on stderr for logs and progress (never markup-highlighted numbers)."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
-    table = Table(title=title)
+
+def log(message: str) -> None:
+    """One log line on stderr, printed as is (no markup): what runners receive as ``log``."""
+    click.echo(message, err=True)
+
+
+def show_progress(quiet: bool) -> bool:
+    """Whether to draw progress bars: not with ``--quiet``, and only when stderr is a terminal."""
+    return not quiet and stderr_console().is_terminal
+
+
+def groups_text(groups: Sequence[Sequence[str]]) -> str:
+    """``[["a", "b"], ["c"]]`` → ``"{a, b} | {c}"``.
+
+    Example:
+        >>> groups_text([["a", "b"], ["c"]])
+        '{a, b} | {c}'
+    """
+    return " | ".join("{" + ", ".join(g) + "}" for g in groups)
+
+
+def make_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], *,
+               caption: str | None = None) -> Table:
+    """A table that stays readable at 80 columns and when piped.
+
+    Light borders (one space between columns), and a cell that does not fit is folded onto
+    the next line, never cut to ``…``. Floats show 4 decimals.
+    """
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True,
+                  title_justify="left", caption_justify="left")
     for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
+        table.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
     for r in rows:
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r])
-    Console().print(table)
+    return table
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], *,
+                caption: str | None = None) -> None:
+    """Print :func:`make_table` on stdout (a result); piped, its lines carry no trailing padding."""
+    console = Console(highlight=False)
+    table = make_table(title, columns, rows, caption=caption)
+    if console.is_terminal:
+        console.print(table)
+        return
+    with console.capture() as captured:
+        console.print(table)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import click
 
-from taskgraph.cli.common import dataset_option, load_cli_dataset, print_table
+from taskgraph.cli.common import dataset_option, groups_text, load_cli_dataset, log, print_table, show_progress
+
+# "auto" and the names of taskgraph.grouping.base.SOLVERS (a unit test keeps them equal; importing the
+# registry here would import torch for `taskgraph group --help`)
+SOLVER_CHOICES = ("auto", "exact", "scalable", "hierarchy", "brute")
 
 
 @click.command("group")
@@ -17,17 +21,22 @@ from taskgraph.cli.common import dataset_option, load_cli_dataset, print_table
               help="Use a saved AffinityMatrix JSON (from `taskgraph affinity`) instead of measuring.")
 @click.option("-k", "--k", "k", type=click.IntRange(min=1), default=None,
               help="The most groups (default: chosen automatically).")
-@click.option("--variant", type=click.Choice(["partition", "overlap"]), default="partition", show_default=True)
-@click.option("--singletons", type=click.Choice(["allow", "forbid"]), default="allow", show_default=True)
-@click.option("--budget", type=float, default=None, help="Network budget (a group network costs 1).")
-@click.option("--solver", default="auto", show_default=True, help="exact, scalable, hierarchy, brute or auto.")
+@click.option("--variant", type=click.Choice(["partition", "overlap"]), default="partition", show_default=True,
+              help="partition: each task in one network; overlap: a task may be served by several (--no-check only).")
+@click.option("--singletons", type=click.Choice(["allow", "forbid"]), default="allow", show_default=True,
+              help="allow: a task alone scores 0 (no transfer); forbid: every group has two tasks or more (TAG).")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Network budget (a group network costs 1).")
+@click.option("--solver", default="auto", show_default=True, type=click.Choice(SOLVER_CHOICES),
+              help="auto: exact up to 20 tasks, scalable beyond; hierarchy: agglomerative; brute: all partitions.")
 @click.option("--top-m", default=3, show_default=True, type=click.IntRange(min=1), help="Groupings to rank/check.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Confirm the top groupings (and the all-in-one model) with short training runs.")
 @click.option("--steps", default=150, show_default=True, type=click.IntRange(min=1),
               help="Steps of the affinity run (with --no-check: plain SGD; checked: the checks' Adam).")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1), help="Epochs per check run.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the affinity run (and the first of the checks' paired seeds).")
 @click.option("--out-dir", default="taskgraph-grouping", show_default=True, type=click.Path(file_okay=False),
               help="Where grouping.json and the pictures go.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -37,7 +46,8 @@ def group_cmd(dataset, options, matrix_path, k, variant, singletons, budget, sol
 
     Affinity is measured with TAG's exact lookahead during a short SGD run (or read
     from --matrix). With --check (the default) the top groupings and the all-in-one
-    model are trained briefly and the lowest validation loss wins.
+    model are trained over paired seeds; a grouping replaces all-in-one only when its
+    validation gain is sure (lower validation loss is better).
     """
     from taskgraph.affinity import AffinityMatrix, measure_affinity
     from taskgraph.grouping import group_tasks
@@ -50,7 +60,7 @@ def group_cmd(dataset, options, matrix_path, k, variant, singletons, budget, sol
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     aff_cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.0, batch_size=128, seed=seed, restore_best=False)
-    click.echo(f"{data.name}: {len(data.tasks)} tasks, trunk {spec.kind} {spec.hidden}")
+    log(f"{data.name}: {len(data.tasks)} tasks, trunk {spec.kind} {spec.hidden}")
 
     if check:
         from taskgraph.pipeline import auto_group
@@ -64,11 +74,11 @@ def group_cmd(dataset, options, matrix_path, k, variant, singletons, budget, sol
                             seed=seed, check_config=check_cfg,
                             affinity_config=check_cfg.replace(epochs=1, max_steps=steps, patience=None),
                             out_dir=out, quiet=quiet)
-        rows = [["all-in-one" if c.affinity_rank == 0 else f"#{c.affinity_rank}",
-                 " | ".join("{" + ", ".join(g) + "}" for g in c.grouping.groups), c.grouping.score, c.val_loss,
-                 "" if c.test_loss is None else c.test_loss] for c in result.candidates]
-        print_table(f"{data.name}: candidates by validation loss", ["rank", "groups", "score", "val loss",
-                                                                  "test loss"], rows)
+        rows = [["all-in-one" if c.affinity_rank == 0 else f"#{c.affinity_rank}", groups_text(c.grouping.groups),
+                 c.grouping.score, c.val_loss, "" if c.test_loss is None else c.test_loss] for c in result.candidates]
+        print_table(f"{data.name}: candidates by validation loss", ["rank", "groups", "score", "val loss ↓",
+                                                                  "test loss ↓"], rows,
+                    caption="↓ lower is better; score: the affinity's serving score (higher is better)")
         chosen = result.grouping
         (out / "auto_group.json").write_text(json.dumps(result.to_dict(), indent=2))
         result.matrix.save(out / "affinity.json")
@@ -79,13 +89,14 @@ def group_cmd(dataset, options, matrix_path, k, variant, singletons, budget, sol
             seed_everything(seed)
             model = MultiTaskModel(spec.build(data.input_shape), data.tasks, input_shape=data.input_shape)
             matrix = measure_affinity(model, data.tasks, data.train.loader(128, shuffle=True, seed=seed),
-                                      steps=steps, every=2, config=aff_cfg, progress=not quiet)
+                                      steps=steps, every=2, config=aff_cfg, progress=show_progress(quiet))
             matrix.save(out / "affinity.json")
         ranked = group_tasks(matrix, k=k, variant=variant, singletons=singletons, budget=budget, top_m=top_m,
                              solver=solver)
-        rows = [[f"#{i}", " | ".join("{" + ", ".join(g) + "}" for g in g.groups), g.score,
-                 "yes" if g.optimal else ""] for i, g in enumerate(ranked, 1)]
-        print_table(f"{data.name}: groupings by serving score", ["rank", "groups", "score", "proven"], rows)
+        rows = [[f"#{i}", groups_text(g.groups), g.score, "yes" if g.optimal else ""]
+                for i, g in enumerate(ranked, 1)]
+        print_table(f"{data.name}: groupings by serving score", ["rank", "groups", "score ↑", "proven"], rows,
+                    caption="↑ higher is better; proven: no grouping scores higher")
         chosen = ranked[0]
         chosen.plot(matrix, out / "grouping.png")
     chosen.save(out / "grouping.json")

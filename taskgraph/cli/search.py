@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import click
+
+from taskgraph.cli.common import groups_text, log, stderr_console
 
 _RUNS_HELP = "Folder for default storage and artifacts (runs/<study>/)."
 
@@ -43,21 +47,22 @@ def _storage_arg(spec) -> str:
 def _print_summary(spec, summary) -> None:
     from rich.console import Console
 
-    con = Console(highlight=False, soft_wrap=True)
+    con = Console(highlight=False, soft_wrap=True)  # stdout: the run's result
     counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items()) or "no trials"
-    con.print(f"\n[bold]study {summary.study_name!r}[/]: {counts} in {summary.seconds:.0f} s")
+    con.print(f"[bold]study {summary.study_name!r}[/]: {counts} in {summary.seconds:.0f} s")
     for e in summary.errors:
         con.print(f"[red]Ray reported an errored trial:[/] {e}")
     if not summary.best:
         con.print("[yellow]no trial completed[/]")
     elif len(summary.best) == 1:
         b = summary.best[0]
-        con.print(f"[bold]best trial {b['number']}[/]: {spec.objective} = {b['values'][0]:.4f}"
-                  + (f", test Δm% = {b['delta_m_test']:+.2f}" if b.get("delta_m_test") is not None else ""))
+        con.print(f"[bold]best trial {b['number']}[/]: {spec.objective} = {b['values'][0]:.4f} (lower is better)"
+                  + (f", test Δm% = {b['delta_m_test']:+.2f} (lower is better)"
+                     if b.get("delta_m_test") is not None else ""))
         for k, v in b["params"].items():
             con.print(f"  {k} = {v:.4g}" if isinstance(v, float) else f"  {k} = {v}")
         if b.get("groups"):
-            con.print("  groups = " + " | ".join("{" + ", ".join(g) + "}" for g in b["groups"]))
+            con.print("  groups = " + groups_text(b["groups"]))
     else:
         con.print(f"[bold]Pareto front[/]: {len(summary.best)} trial(s): "
                   + ", ".join(str(b["number"]) for b in summary.best))
@@ -83,25 +88,28 @@ def _print_summary(spec, summary) -> None:
 def run_cmd(study_file, backend, resume, join, storage, artifacts, address, trials, space, runs_root):
     """Run the study STUDY_FILE: prepare once (affinity, groupings, baselines), then the trials.
 
-    Every trial lands in the study's Optuna storage with its artifacts; at the
-    end the best configuration is printed with where the study is and how to
-    open the dashboard on it.
+    Every trial lands in the study's Optuna storage with its artifacts. Logs and
+    one line per finished trial go to stderr; at the end the summary (the best
+    configuration, where the study is, how to open the dashboard on it) goes to
+    stdout. Exits 1 when no trial completed or Ray reported an errored trial.
     """
     if resume and join:
         raise click.UsageError("--resume and --join exclude each other")
     spec = _load_spec(study_file, storage, artifacts, runs_root, trials, space)
     os.environ.pop("TASKGRAPH_STORAGE", None)  # read: the Ray processes this driver starts need not inherit it
     backend = backend or spec.backend
-    click.echo(f"study {spec.name!r}: {spec.dataset}, objective {spec.objective}, {spec.trials} trials x "
-               f"{spec.epochs} epochs, backend {backend}, storage {spec.storage_shown}")
-    if backend == "ray":
-        from taskgraph.runners.ray_tune import run_ray
+    log(f"study {spec.name!r}: {spec.dataset}, objective {spec.objective}, {spec.trials} trials x "
+        f"{spec.epochs} epochs, backend {backend}, storage {spec.storage_shown}")
+    # stdout carries the summary alone: what the runners, Ray Tune and the trials print goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        if backend == "ray":
+            from taskgraph.runners.ray_tune import run_ray
 
-        summary = run_ray(spec, resume=resume, join=join, address=address, log=click.echo)
-    else:
-        from taskgraph.runners.local import run_local
+            summary = run_ray(spec, resume=resume, join=join, address=address, log=log, console=stderr_console())
+        else:
+            from taskgraph.runners.local import run_local
 
-        summary = run_local(spec, resume=resume, join=join, log=click.echo)
+            summary = run_local(spec, resume=resume, join=join, log=log, console=stderr_console())
     _print_summary(spec, summary)
     if summary.errors or not summary.counts.get("COMPLETE"):
         raise SystemExit(1)
@@ -123,8 +131,8 @@ def run_cmd(study_file, backend, resume, join, storage, artifacts, address, tria
 def submit_cmd(study_file, address, storage, artifacts, resume, follow, python, runs_root):
     """Submit STUDY_FILE to a Ray cluster as a Ray job (working_dir = this repository, no pip).
 
-    Prints the job id, follows its logs, and exits with the job's status
-    (0 when it SUCCEEDED).
+    Prints the job id (stdout), follows its logs (stderr), prints its final
+    status (stdout) and exits 0 when it SUCCEEDED, else 1.
     """
     from taskgraph.runners.submit import submit, wait
 
@@ -133,7 +141,7 @@ def submit_cmd(study_file, address, storage, artifacts, resume, follow, python, 
     click.echo(f"submitted job {job.job_id} to {address}")
     if not follow:
         return
-    status = wait(job, echo=lambda s: click.echo(s, nl=False))
+    status = wait(job, echo=lambda s: click.echo(s, nl=False, err=True))
     click.echo(f"job {job.job_id}: {status}")
     if status != "SUCCEEDED":
         raise SystemExit(1)
@@ -142,20 +150,18 @@ def submit_cmd(study_file, address, storage, artifacts, resume, follow, python, 
 @click.command("dashboard")
 @click.argument("storage", envvar="TASKGRAPH_STORAGE")
 @click.option("--artifact-dir", default=None, help="The study's artifact folder (default: next to a SQLite file).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (the default keeps the dashboard on this machine).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 def dashboard_cmd(storage, artifact_dir, host, port):
     """Serve optuna-dashboard on STORAGE (an RDB URL, a .db file or a study folder) with its artifacts.
 
-    Exits 1 with one line when --host/--port cannot be listened on (e.g. the port is in use).
+    Says where it serves on stderr; exits 1 with one line when --host/--port cannot be
+    listened on (e.g. the port is in use).
     """
-    from taskgraph.runners.dashboard import PortInUseError, serve
+    from taskgraph.runners.dashboard import serve
 
-    try:
-        serve(storage, artifact_dir=artifact_dir, host=host, port=port, echo=click.echo)
-    except PortInUseError as e:
-        click.echo(f"error: {e}", err=True)
-        raise SystemExit(1) from None
+    serve(storage, artifact_dir=artifact_dir, host=host, port=port, echo=log)  # PortInUseError: exit 1
 
 
 @click.command("report")

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from taskgraph.cli.common import dataset_option, load_cli_dataset, parse_widths, print_table
+from taskgraph.cli.common import dataset_option, load_cli_dataset, log, parse_widths, print_table, show_progress
 
 
 @click.command("datasets")
@@ -21,12 +21,15 @@ def datasets_cmd() -> None:
 @click.command("train")
 @click.argument("dataset")
 @dataset_option
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Epochs per model (early stopping on validation may end sooner).")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Learning rate (Adam).")
 @click.option("--hidden", default=None,
               help="MLP trunk widths, e.g. 256,128 (default: the dataset's recommendation, else 256,128).")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1), help="Batch size.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of every model's initialisation and batch order.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Also train one single-task model per task and report Δm%.")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
@@ -36,7 +39,7 @@ def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines,
 
     With baselines (the default) every task also gets a single-task model with
     the same trunk and budget, and the table shows Δ% per task and Δm%
-    (negative = the multi-task model is better).
+    (lower is better: negative = the multi-task model beats single-task models).
     """
     import torch
 
@@ -55,10 +58,11 @@ def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines,
     def factory():
         return spec.build(data.input_shape)
 
-    click.echo(f"{data.name}: {len(names)} tasks, {len(data.train)} train / {len(data.val)} val / "
-               f"{len(data.test)} test samples, trunk {spec.kind} {spec.hidden}")
-    mtl = train_partition(factory, data, [names], cfg, progress=not quiet)["test"]
-    single = train_partition(factory, data, [[n] for n in names], cfg, progress=not quiet)["test"] \
+    log(f"{data.name}: {len(names)} tasks, {len(data.train)} train / {len(data.val)} val / "
+        f"{len(data.test)} test samples, trunk {spec.kind} {spec.hidden}")
+    progress = show_progress(quiet)
+    mtl = train_partition(factory, data, [names], cfg, progress=progress)["test"]
+    single = train_partition(factory, data, [[n] for n in names], cfg, progress=progress)["test"] \
         if baselines else None
     rows = []
     deltas = per_task_delta(mtl.metrics, single.metrics, data.tasks) if single else {}
@@ -67,12 +71,14 @@ def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines,
         if single:
             row += [single.metrics[t.name], f"{deltas[t.name]:+.2f}"]
         rows.append(row)
-    cols = ["task", "metric", "all-in-one"] + (["single-task", "Δ%"] if single else [])
-    print_table(f"{data.name}: test metrics", cols, rows)
+    cols = ["task", "metric", "all-in-one"] + (["single-task", "Δ% ↓"] if single else [])
+    print_table(f"{data.name}: test metrics", cols, rows,
+                caption="↓ lower is better, ↑ higher is better; Δ%: the all-in-one model against single-task, "
+                        "lower is better" if single else "↓ lower is better, ↑ higher is better")
     result = {"dataset": data.name, "all_in_one": mtl.to_dict()}
     if single:
         dm = delta_m(mtl.metrics, single.metrics, data.tasks)
-        click.echo(f"Δm% = {dm:+.2f}  (negative: the all-in-one model beats single-task models)")
+        click.echo(f"Δm% = {dm:+.2f}  (lower is better; negative: the all-in-one model beats single-task models)")
         result.update(single_task=single.to_dict(), delta_m=dm)
     if json_out:
         with open(json_out, "w") as f:

@@ -100,8 +100,9 @@ def render_markdown(data: ReportData, pictures: dict[str, str]) -> str:
         out += ["No trial completed.", ""]
     elif not data.multi_objective:
         b = data.best[0]
-        out += ["## Best configuration", "", f"Trial {b.number}: {data.objective} = {_f(b.values[0])}"
-                + (f", test Δm% = {b.delta_m_test:+.2f}" if b.delta_m_test is not None else ""), ""]
+        out += ["## Best configuration", "", f"Trial {b.number}: {data.objective} = {_f(b.values[0])} (lower is better)"
+                + (f", test Δm% = {b.delta_m_test:+.2f} (lower is better)" if b.delta_m_test is not None else ""),
+                ""]
         out += ["| parameter | value |", "|---|---|"]
         out += [f"| {k} | {_f(v, '.4g')} |" for k, v in b.params.items()]
         out += [f"| groups | {_groups(b.groups)} |", ""]
@@ -117,8 +118,8 @@ def render_markdown(data: ReportData, pictures: dict[str, str]) -> str:
     if data.per_task:
         title = "best trial" if not data.multi_objective else f"trial {data.best[0].number}" if data.best else "best"
         out += [f"## Per task (test split): {title} vs single-task and all-in-one", "",
-                "Δ% = (−1)^higher_is_better · (best − single) / single · 100; negative: the searched model "
-                "beats the single-task model.", "",
+                "Δ% = (−1)^higher_is_better · (best − single) / single · 100, lower is better; negative: the "
+                "searched model beats the single-task model.", "",
                 "| task | metric | single-task | all-in-one | " + title + " | Δ% |", "|---|---|---|---|---|---|"]
         for r in data.per_task:
             arrow = "" if r["higher_is_better"] is None else (" ↑" if r["higher_is_better"] else " ↓")
@@ -134,7 +135,8 @@ def render_markdown(data: ReportData, pictures: dict[str, str]) -> str:
         out += ["## Pictures", ""]
         out += [f"![{role}]({name})" for role, name in pics]
         out.append("")
-    out += ["## Trials", "", "| # | state | value(s) | grouping | topology | weighting | test Δm% | note |",
+    out += ["## Trials", "", "↓ lower is better.", "",
+            "| # | state | value(s) ↓ | grouping | topology | weighting | test Δm% ↓ | note |",
             "|---|---|---|---|---|---|---|---|"]
     for t in data.trials:
         vals = ", ".join(_f(v) for v in t.values) if t.values else "—"
