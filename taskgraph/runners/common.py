@@ -38,9 +38,10 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     from taskgraph.runners.storage import (
         artifact_store,
         count_finished,
-        create_or_load_study,
         driver_seed,
         open_storage,
+        open_study,
+        others_running,
         recover_interrupted,
     )
     from taskgraph.runners.trial import StudyContext, load_study_data
@@ -48,22 +49,27 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_study_data(spec)
     check_topologies_build(spec, data)
+    make_sampler(spec.sampler, spec.sampler_options, spec.seed, file=spec.file)  # options checked before writing
     storage = open_storage(spec.storage_url, file=spec.file)
     store = artifact_store(spec.artifacts_dir)
-    existed = spec.name in {s.study_name for s in storage.get_all_studies()}
-    n_before = len(storage.get_all_trials(storage.get_study_id_from_name(spec.name), deepcopy=False)) \
-        if existed else 0
+    # creation is atomic: of drivers started together on a new study one creates it, the others join it
+    study, created = open_study(spec, storage, n_tasks=len(data.tasks), resume=resume, join=join, pruner=pruner,
+                                task_names=list(data.tasks.names))
+    n_before = 0 if created else len(study.get_trials(deepcopy=False))
     # a driver of a study that already holds trials, or one of several, draws its own configurations
-    nonce = int.from_bytes(os.urandom(4), "little") if join and existed else None
+    nonce = int.from_bytes(os.urandom(4), "little") if join and not created else None
     seed = driver_seed(spec.seed, n_trials=n_before, nonce=nonce)
-    sampler = make_sampler(spec.sampler, spec.sampler_options, seed, file=spec.file)
-    study = create_or_load_study(spec, storage, n_tasks=len(data.tasks), resume=resume, join=join,
-                                 sampler=sampler, pruner=pruner, task_names=list(data.tasks.names))
-    recovered = recover_interrupted(study) if resume else []
+    study.sampler = make_sampler(spec.sampler, spec.sampler_options, seed, file=spec.file)
+    recovered = recover_interrupted(study, storage, resume=resume) if not created else []
     if recovered:
-        log(f"resume: trial(s) {recovered} were left running by a dead driver: marked FAIL and queued again")
-    if join and existed:
-        _wait_prepared(study, log)
+        log(f"{'resume' if resume else 'join'}: trial(s) {recovered} were left running by a driver that is gone: "
+            f"marked FAIL and queued again")
+    live = others_running(study) if not created else []
+    if live:
+        log(f"{'resume' if resume else 'join'}: trial(s) {live} are running on a live driver (or one gone less than "
+            f"the heartbeat's grace period ago): left to it")
+    if join and not created:
+        _wait_prepared(study, storage, log)
     prepared = prepare(spec, data, study, store, log=log)
     ctx = StudyContext(spec.without_secrets(), prepared)  # trials never open the storage: no password in them
     remaining = spec.trials - count_finished(study)
@@ -114,7 +120,7 @@ def check_topologies_build(spec, data) -> None:
                                       file=space.file, key=key) from None
 
 
-def _wait_prepared(study, log, timeout_s: float = 3600.0) -> None:
+def _wait_prepared(study, storage, log, timeout_s: float = 3600.0) -> None:
     """A joining driver waits for the first driver's prepare stage instead of repeating it."""
     import optuna
 
@@ -130,7 +136,7 @@ def _wait_prepared(study, log, timeout_s: float = 3600.0) -> None:
             log("join: waiting for the first driver to finish the prepare stage ...")
             said = True
         time.sleep(2.0)
-        study = optuna.load_study(study_name=study.study_name, storage=study._storage)
+        study = optuna.load_study(study_name=study.study_name, storage=storage)
 
 
 class Progress:

@@ -53,7 +53,10 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
         INTERRUPTED,
         budget_ahead,
         count_finished,
+        fail_stale,
         find_duplicate,
+        heartbeat,
+        others_running,
         record_failure,
         record_skip,
         record_start,
@@ -63,13 +66,21 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
 
     t0 = time.perf_counter()
     run = open_run(spec, resume=resume, join=join, pruner=_pruner(spec), log=log)
-    ctx, store, study = run.ctx, run.store, run.study
+    ctx, store, study, storage = run.ctx, run.store, run.study, run.storage
     labels = ctx.grouping_labels()
     multi = spec.multi_objective
     if run.remaining == 0:
         log(f"study {spec.name!r} already has {spec.trials} finished trial(s); nothing to run")
         return summarize(run, time.perf_counter() - t0)
     log(f"local runner: {run.remaining} trial(s) to run, one at a time")
+
+    def tell(trial, values=None, state=None):
+        """``study.tell``; a trial another driver already closed (its heartbeat was late) is left as it is."""
+        frozen = study.tell(trial, values, state=state, skip_if_finished=True)
+        if frozen.state != (state or TrialState.COMPLETE):
+            log(f"local runner: trial {trial.number} was closed as {frozen.state.name} by another driver (its "
+                f"heartbeat looked stale); its result is not stored")
+        return frozen
 
     def train(trial, params):
         def report(epoch, values, _metrics):
@@ -84,50 +95,63 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
         try:
             record, _ = run_trial(ctx, params, report=report, threads=max(1, int(spec.cpus)))
         except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-            return
+            return tell(trial, state=TrialState.PRUNED)
         except Exception as e:
             record_failure(trial, f"{type(e).__name__}: {e}")
-            study.tell(trial, state=TrialState.FAIL)
-            return
+            return tell(trial, state=TrialState.FAIL)
         except BaseException:  # Ctrl-C, SystemExit: the trial is closed, the driver stops (exit 130)
             record_failure(trial, f"{INTERRUPTED} the driver was interrupted")
-            study.tell(trial, state=TrialState.FAIL)
+            tell(trial, state=TrialState.FAIL)
             raise
         try:
             record_success(trial, record, store)
         except Exception as e:  # recording must never leave the trial RUNNING
             record_failure(trial, f"recording failed: {type(e).__name__}: {e}")
-            study.tell(trial, state=TrialState.FAIL)
-            return
-        study.tell(trial, record.values if multi else record.values[0])
+            return tell(trial, state=TrialState.FAIL)
+        return tell(trial, record.values if multi else record.values[0])
 
     progress = Progress(spec, count_finished(study), console=console)
     deadline = None if spec.wall_time_s is None else time.monotonic() + spec.wall_time_s
     repeats = 0
+    waiting_said = False
     while deadline is None or time.monotonic() < deadline:
+        stale = fail_stale(study)  # trials of a driver that died are failed and queued again, here as anywhere
+        if stale:
+            log(f"local runner: trial(s) {stale} lost their driver (no heartbeat for the grace period): marked FAIL "
+                f"and queued again")
         if budget_ahead(study) >= spec.trials:
-            break  # finished, or the rest is running on other drivers
-        trial = study.ask()
-        if budget_ahead(study, trial.number) >= spec.trials:  # another driver asked first
-            record_skip(trial, "the study's budget was already held by other drivers' trials", study=study)
-            break
-        try:
-            params = spec.space.suggest(trial, tasks=ctx.task_names, groupings=labels)
-        except BaseException:
-            record_skip(trial, "no configuration was drawn", study=study)
-            raise
-        dup = find_duplicate(study, params, number=trial.number)
-        if dup is not None:
-            record_skip(trial, f"the sampler proposed trial {dup}'s configuration again", study=study)
-            repeats += 1
-            if repeats >= MAX_REPEATS:
-                log(f"local runner: the sampler proposed only configurations the study already holds, "
-                    f"{MAX_REPEATS} times in a row: the search space looks exhausted; stopping")
+            # finished, or the rest is running on other drivers: wait while one of them may still die
+            # (its trials would be queued again for this driver), stop once none is left running
+            live = others_running(study)
+            if not live:
                 break
+            if not waiting_said:
+                log(f"local runner: waiting for trial(s) {live} of other drivers to finish (or, if their driver "
+                    f"is gone, to be queued again)")
+                waiting_said = True
+            time.sleep(storage.get_heartbeat_interval() or 1)
             continue
-        repeats = 0
-        record_start(trial, start_attrs(ctx, params))
-        train(trial, params)
-        progress.trial_finished(study, study._storage.get_trial(trial._trial_id))
+        trial = study.ask()
+        with heartbeat(storage, study.study_name, trial.number):
+            if budget_ahead(study, trial.number) >= spec.trials:  # another driver asked first
+                record_skip(trial, "the study's budget was already held by other drivers' trials", study=study)
+                continue
+            try:
+                params = spec.space.suggest(trial, tasks=ctx.task_names, groupings=labels)
+            except BaseException:
+                record_skip(trial, "no configuration was drawn", study=study)
+                raise
+            dup = find_duplicate(study, params, number=trial.number)
+            if dup is not None:
+                record_skip(trial, f"the sampler proposed trial {dup}'s configuration again", study=study)
+                repeats += 1
+                if repeats >= MAX_REPEATS:
+                    log(f"local runner: the sampler proposed only configurations the study already holds, "
+                        f"{MAX_REPEATS} times in a row: the search space looks exhausted; stopping")
+                    break
+                continue
+            repeats = 0
+            record_start(trial, start_attrs(ctx, params))
+            frozen = train(trial, params)
+        progress.trial_finished(study, frozen)
     return summarize(run, time.perf_counter() - t0)

@@ -16,13 +16,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
+import os
 import platform
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,18 +34,26 @@ from typing import Any
 from taskgraph.exceptions import StorageError
 
 __all__ = [
+    "HEARTBEAT_MARK",
     "INTERRUPTED",
     "SKIPPED",
+    "TrialHeartbeat",
     "TrialRecord",
     "artifact_store",
     "budget_ahead",
     "count_finished",
     "create_or_load_study",
     "driver_seed",
+    "fail_stale",
     "find_duplicate",
+    "heartbeat",
+    "heartbeat_settings",
     "in_memory_sqlite",
+    "interrupted_numbers",
     "mask_url",
     "open_storage",
+    "open_study",
+    "others_running",
     "package_versions",
     "record_failure",
     "record_skip",
@@ -51,6 +63,7 @@ __all__ = [
     "scrub",
     "state_counts",
     "storage_from_arg",
+    "trial_id",
 ]
 
 #: fail_reason prefix of trials whose driver died; they do not count against the budget
@@ -58,6 +71,10 @@ INTERRUPTED = "interrupted:"
 #: fail_reason prefix of trials that never trained (a configuration the study already holds, or a
 #: trial asked for after other drivers spent the budget); they do not count against the budget
 SKIPPED = "skipped:"
+#: system attr a trial gets when its driver starts recording its heartbeat (:class:`TrialHeartbeat`)
+HEARTBEAT_MARK = "taskgraph:heartbeat"
+#: a trial whose driver died this many times is not retried again: it counts as FAIL
+MAX_RETRY = 2
 
 
 #: the keys of a URL's query that may carry a password (libpq's, MySQL drivers')
@@ -167,8 +184,59 @@ def open_storage(url: str, *, file: str | None = None, key: str | None = "storag
                                   f"{scrub(msg, url)}", file, key)) from None
 
 
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds: 10 and 60, or ``TASKGRAPH_HEARTBEAT_S`` / ``_GRACE_S``.
+
+    A driver records each running trial's heartbeat every interval; a RUNNING trial whose
+    last heartbeat is older than the grace period belongs to a driver that is gone.
+
+    Example:
+        >>> heartbeat_settings() if "TASKGRAPH_HEARTBEAT_S" not in os.environ else (10, 60)
+        (10, 60)
+    """
+    from taskgraph.exceptions import ConfigError
+
+    out = []
+    for name, default in (("TASKGRAPH_HEARTBEAT_S", 10), ("TASKGRAPH_HEARTBEAT_GRACE_S", 60)):
+        raw = os.environ.get(name, "").strip()
+        try:
+            value = int(raw) if raw else default
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ConfigError(f"the environment variable {name} must be a whole number of seconds >= 1; got {raw!r}")
+        out.append(value)
+    interval, grace = out
+    if grace <= interval:
+        raise ConfigError(f"TASKGRAPH_HEARTBEAT_GRACE_S must exceed TASKGRAPH_HEARTBEAT_S (a live driver beats "
+                          f"once per interval); got grace {grace} s, interval {interval} s")
+    return interval, grace
+
+
+class _RetryStale:
+    """Optuna's ``RetryHeartbeatStaleTrialCallback`` whose retry also carries ``retry_of`` (a user attr).
+
+    Called by ``optuna.storages.fail_stale_trials`` for each trial it failed: the trial's
+    configuration is queued again (WAITING) at most :data:`MAX_RETRY` times.
+    """
+
+    def __init__(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning: the class is public, stable since 2.8
+            from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+    def __call__(self, study, trial) -> None:
+        import copy
+
+        t = copy.deepcopy(trial)
+        t.user_attrs = {**trial.user_attrs, "retry_of": trial.number}
+        self._retry(study, t)
+
+
 def _rdb_storage(optuna, url: str, attempts: int = 5):
-    """``RDBStorage(url)``, retried when another driver is creating the same schema right now.
+    """``RDBStorage(url)`` with heartbeats, retried when another driver is creating the same schema right now.
 
     Two drivers that open a new SQLite study at once can both find a table
     missing and one then fails with "table ... already exists"; the schema is
@@ -176,9 +244,16 @@ def _rdb_storage(optuna, url: str, attempts: int = 5):
     """
     import time
 
+    interval, grace = heartbeat_settings()
+    # ask/tell drivers record heartbeats themselves (TrialHeartbeat); Optuna warns on every ask that it
+    # expects study.optimize, which is not true of this project
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning for heartbeat_interval
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=interval,
+                                                  grace_period=grace, heartbeat_stale_trial_callback=_RetryStale())
         except Exception as e:
             if "already exists" not in str(e) or attempt == attempts - 1:
                 raise
@@ -264,29 +339,36 @@ def metric_names(objective: str, task_names) -> list[str]:
     return ["val_delta_m_pct" if objective == "delta_m" else "val_loss"]
 
 
-def create_or_load_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False, sampler=None,
-                         pruner=None, task_names=None):
-    """Create the study, or load it when resuming/joining (its definition must match the file).
+def open_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False, sampler=None, pruner=None,
+               task_names=None):
+    """Create the study, or load it when resuming/joining (its definition must match the file); → (study, created).
 
-    A new study names its objective values (Optuna's ``set_metric_names``), so the dashboard
-    shows ``val_loss`` rather than "Objective 0"; ``task_names`` name the per-task values.
+    Creation is atomic (the storage's unique study name): of several drivers started at the
+    same moment on a new study exactly one creates it (``created`` True) and the others load
+    that one. A new study names its objective values (Optuna's ``set_metric_names``), so the
+    dashboard shows ``val_loss`` rather than "Objective 0"; ``task_names`` name the per-task values.
 
     Raises:
         StorageError: the study exists and neither ``resume`` nor ``join`` was asked, or
             the stored study was made from a different study definition.
     """
     import optuna
+    from optuna.exceptions import DuplicatedStudyError
+    from optuna.study import StudyDirection
 
-    names = {s.study_name for s in storage.get_all_studies()}
-    exists = spec.name in names
-    if exists and not (resume or join):
+    directions = [StudyDirection[d.upper()] if isinstance(d, str) else d for d in spec.directions(n_tasks)]
+    try:
+        storage.create_new_study(directions=directions, study_name=spec.name)
+        created = True
+    except DuplicatedStudyError:
+        created = False
+    if not created and not (resume or join):
         raise StorageError(
-            f"study {spec.name!r} already exists in {mask_url(spec.storage_url)}; pass --resume to continue it "
-            f"once its driver has stopped, --join to add a driver to it while it runs, or give the study another "
-            f"'name' [{spec.file}, key 'name']")
-    study = optuna.create_study(storage=storage, study_name=spec.name, directions=list(spec.directions(n_tasks)),
-                                sampler=sampler, pruner=pruner, load_if_exists=True)
-    if exists:
+            f"study {spec.name!r} already exists in {mask_url(spec.storage_url)}; pass --join to add a driver to it "
+            f"while it runs, --resume to continue it (trials whose driver is gone are run again; a live driver is "
+            f"left alone), or give the study another 'name' [{spec.file}, key 'name']")
+    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
+    if not created:
         stored = study.user_attrs.get("fingerprint")
         if stored is not None and stored != spec.fingerprint():
             raise StorageError(
@@ -298,38 +380,173 @@ def create_or_load_study(spec, storage, *, n_tasks: int, resume: bool, join: boo
         study.set_metric_names(metric_names(spec.objective, task_names or [f"task{i}" for i in range(n_tasks)]))
         study.set_user_attr("config", spec.to_dict())
         study.set_user_attr("versions", package_versions())
-    return study
+    return study, created
 
 
-def recover_interrupted(study) -> list[int]:
-    """Mark the RUNNING trials a dead driver left as FAIL (reason ``interrupted: ...``) and re-enqueue them.
+def create_or_load_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False, sampler=None,
+                         pruner=None, task_names=None):
+    """:func:`open_study`'s study alone."""
+    return open_study(spec, storage, n_tasks=n_tasks, resume=resume, join=join, sampler=sampler, pruner=pruner,
+                      task_names=task_names)[0]
 
-    Returns the numbers of the trials marked. Only call it when no other driver runs this study.
+
+def trial_id(storage, study_name: str, number: int) -> int:
+    """The storage's id of trial ``number`` of study ``study_name`` (public storage API only)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+
+
+class TrialHeartbeat:
+    """Records a running trial's heartbeat in the storage every interval, in a background thread, until stopped.
+
+    A driver wraps each trial it runs, from just after ``study.ask()`` to just after
+    ``study.tell()``; a RUNNING trial whose heartbeat is older than the storage's grace period
+    (:func:`heartbeat_settings`) then belongs to a dead driver, and ``--resume`` or any other
+    driver fails and retries it (``optuna.storages.fail_stale_trials``) while the trials of
+    live drivers are left alone. Starting marks the trial (system attr :data:`HEARTBEAT_MARK`)
+    and records a first heartbeat at once. A storage without heartbeats makes this a no-op.
+
+    Example:
+        >>> import tempfile, optuna
+        >>> storage = open_storage(f"sqlite:///{tempfile.mkdtemp()}/s.db")
+        >>> study = optuna.create_study(storage=storage, study_name="s")
+        >>> trial = study.ask()
+        >>> with heartbeat(storage, "s", trial.number):
+        ...     _ = study.tell(trial, 1.0)
+        >>> study.trials[0].system_attrs[HEARTBEAT_MARK]
+        10
     """
-    import optuna
+
+    def __init__(self, storage, study_name: str, number: int):
+        self.storage = storage
+        self.number = number
+        self.interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self._id = trial_id(storage, study_name, number) if self.interval else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> TrialHeartbeat:
+        """Mark the trial and record its first heartbeat, then keep beating in a daemon thread; returns self."""
+        if self._id is None or self._thread is not None:
+            return self
+        self.storage.set_trial_system_attr(self._id, HEARTBEAT_MARK, self.interval)
+        self.storage.record_heartbeat(self._id)
+        self._thread = threading.Thread(target=self._beat, name=f"taskgraph-heartbeat-{self.number}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self._id)
+            except Exception:  # a busy or briefly unreachable database: beat again next interval
+                continue
+
+    def stop(self) -> None:
+        """Stop beating (after the trial was told); idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> TrialHeartbeat:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def heartbeat(storage, study_name: str, number: int) -> TrialHeartbeat:
+    """A :class:`TrialHeartbeat` for trial ``number``: use it as ``with heartbeat(storage, name, number): ...``."""
+    return TrialHeartbeat(storage, study_name, number)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Optuna's ExperimentalWarning for its public, long-stable heartbeat helpers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def fail_stale(study) -> list[int]:
+    """Fail the RUNNING trials of ``study`` whose driver stopped beating, each queued again (:class:`_RetryStale`).
+
+    Safe at any time, from any driver: a trial with a fresh heartbeat is never touched.
+    Returns the numbers of the trials failed now.
+    """
+    from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    storage = study._storage
-    marked = []
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+              if HEARTBEAT_MARK in t.system_attrs}
+    if not before:
+        return []
+    with _quiet():
+        fail_stale_trials(study)
+    # failed here, not by its own driver (which gives every FAIL a fail_reason); retried unless MAX_RETRY was reached
+    return sorted(t.number for t in study.get_trials(deepcopy=False)
+                  if t.number in before and t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs)
+
+
+def recover_interrupted(study, storage, *, resume: bool = True) -> list[int]:
+    """Fail the RUNNING trials whose driver is gone and queue their configurations again; → their numbers.
+
+    A trial with heartbeats (:class:`TrialHeartbeat`) is failed only once its heartbeat is older
+    than the grace period (``optuna.storages.fail_stale_trials`` with a retry callback), so a
+    live driver is never disturbed. With ``resume``, a RUNNING trial that never had a heartbeat
+    (its driver recorded none: an older taskgraph, or a runner without heartbeats) and started
+    over an interval ago is taken to be dead, as the user said by resuming: it gets
+    ``fail_reason = "interrupted: ..."`` and its configuration is enqueued with ``retry_of``.
+    """
+    import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    marked = fail_stale(study)
+    if not resume:
+        return marked
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)() or 0
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "fail_reason",
-                                    f"{INTERRUPTED} its driver stopped before the trial finished; re-run by --resume")
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if HEARTBEAT_MARK in t.system_attrs or (t.datetime_start and
+                                                (now - t.datetime_start).total_seconds() < interval):
+            continue  # monitored by its heartbeat, or so new that its driver may not have marked it yet
+        tid = trial_id(storage, study.study_name, t.number)
+        try:
+            storage.set_trial_user_attr(tid, "fail_reason",
+                                        f"{INTERRUPTED} its driver stopped before the trial finished; "
+                                        f"re-run by --resume")
+            storage.set_trial_state_values(tid, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # it finished meanwhile
         if t.params:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         marked.append(t.number)
-    del optuna
-    return marked
+    return sorted(marked)
 
 
-def _counts(t) -> bool:
+def interrupted_numbers(trials) -> set[int]:
+    """Numbers of the FAIL trials whose driver died: retried by the heartbeat's callback, or ``interrupted:``."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    out: set[int] = set()
+    with _quiet():
+        for t in trials:
+            out.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
+            if t.state == TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED):
+                out.add(t.number)
+    return out
+
+
+def _counts(t, interrupted: set[int]) -> bool:
     """Whether finished trial ``t`` counts against the budget (it trained, or tried to)."""
     from optuna.trial import TrialState
 
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith(
-        (INTERRUPTED, SKIPPED))
+    return t.state == TrialState.FAIL and t.number not in interrupted and not str(
+        t.user_attrs.get("fail_reason", "")).startswith(SKIPPED)
 
 
 def state_counts(trials) -> dict[str, int]:
@@ -345,7 +562,9 @@ def state_counts(trials) -> dict[str, int]:
 
 def count_finished(study) -> int:
     """Trials that count against the budget: COMPLETE, PRUNED, and FAIL that neither a dead driver nor a skip made."""
-    return sum(_counts(t) for t in study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    interrupted = interrupted_numbers(trials)
+    return sum(_counts(t, interrupted) for t in trials)
 
 
 def budget_ahead(study, number: int | None = None) -> int:
@@ -354,16 +573,38 @@ def budget_ahead(study, number: int | None = None) -> int:
     Trial numbers are handed out by the storage in the order trials are created, whichever
     driver creates them; so with several drivers on one study, the trial whose ``number``
     finds ``budget_ahead(study, number) >= trials`` is one too many, and its driver stops
-    (:func:`record_skip`) instead of training it: the budget stays exact.
+    (:func:`record_skip`) instead of training it: the budget stays exact. (Optuna's
+    ``MaxTrialsCallback`` counts finished trials only, after the fact, and only inside
+    ``study.optimize``: drivers running trials side by side would overshoot.)
     """
     from optuna.trial import TrialState
 
+    trials = study.get_trials(deepcopy=False)
+    interrupted = interrupted_numbers(trials)
     n = 0
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         if number is not None and t.number >= number:
             continue
-        n += t.state == TrialState.RUNNING or _counts(t)
+        n += t.state == TrialState.RUNNING or _counts(t, interrupted)
     return n
+
+
+def others_running(study, mine: int | None = None) -> list[int]:
+    """Numbers of the study's RUNNING trials other than ``mine`` that a heartbeat watches (or just asked for).
+
+    Each of them will finish, or be failed and queued again once its driver's heartbeat is
+    stale; a RUNNING trial without heartbeats, started over an interval ago, is not listed
+    (nothing would ever end it but a ``--resume``).
+    """
+    import datetime
+
+    from optuna.trial import TrialState
+
+    interval = heartbeat_settings()[0]
+    now = datetime.datetime.now()
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number != mine and (HEARTBEAT_MARK in t.system_attrs or t.datetime_start is None
+                                     or (now - t.datetime_start).total_seconds() < interval)]
 
 
 def find_duplicate(study, params: Mapping[str, Any], *, number: int) -> int | None:
@@ -375,8 +616,10 @@ def find_duplicate(study, params: Mapping[str, Any], *, number: int) -> int | No
     from optuna.trial import TrialState
 
     want = dict(params)
-    for t in study.get_trials(deepcopy=False):
-        if t.number == number or not (t.state == TrialState.RUNNING or _counts(t)):
+    trials = study.get_trials(deepcopy=False)
+    interrupted = interrupted_numbers(trials)
+    for t in trials:
+        if t.number == number or not (t.state == TrialState.RUNNING or _counts(t, interrupted)):
             continue
         if t.params == want:
             return t.number
@@ -442,11 +685,13 @@ class TrialRecord:
 
 
 def _set_attrs(trial, storage, attrs: Mapping[str, Any]) -> None:
-    for k, v in attrs.items():
-        if storage is None:
+    if storage is None:
+        for k, v in attrs.items():
             trial.set_user_attr(k, v)
-        else:
-            storage.set_trial_user_attr(trial._trial_id, k, v)
+        return
+    tid = trial_id(storage, trial.study.study_name, trial.number)
+    for k, v in attrs.items():
+        storage.set_trial_user_attr(tid, k, v)
 
 
 def record_start(trial, attrs: Mapping[str, Any], *, storage=None) -> None:

@@ -17,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 VENV_BIN = str(Path(sys.executable).parent)
+#: drivers beat every second and a trial silent for 5 s is an orphan, so a killed driver's trials are found fast
+HEARTBEAT_ENV = {"TASKGRAPH_HEARTBEAT_S": "1", "TASKGRAPH_HEARTBEAT_GRACE_S": "5"}
 
 
 def free_port() -> int:
@@ -81,7 +83,7 @@ def ray_env(tmpdir: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
                RAY_TMPDIR=tmpdir, TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
-               PATH=VENV_BIN + os.pathsep + env.get("PATH", ""))
+               PATH=VENV_BIN + os.pathsep + env.get("PATH", ""), **HEARTBEAT_ENV)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("RAY_ADDRESS", None)
     return env

@@ -10,6 +10,8 @@ import pytest
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
+from taskgraph.runners.storage import interrupted_numbers, open_storage
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -50,7 +52,7 @@ def test_local_run_records_every_trial_with_attrs_and_artifacts(tmp_path, study_
         assert t.intermediate_values, t.number
         if t.state == TrialState.COMPLETE:
             assert sorted(t.intermediate_values) == [1, 2]
-            metas = {m.filename: m for m in get_all_artifact_meta(t, storage=study._storage)}
+            metas = {m.filename: m for m in get_all_artifact_meta(t, storage=open_storage(url))}
             csv_name = f"trial{t.number}_per_task.csv"
             assert set(metas) == {csv_name, f"trial{t.number}_grouping.json"}
             rows = list(csv.DictReader(io.StringIO((store / metas[csv_name].artifact_id).read_text())))
@@ -129,9 +131,11 @@ def test_sigkill_mid_run_then_resume_keeps_every_finished_trial_once(tmp_path, s
     assert running and drawn and done_before
 
     r = run_cli("run", str(path), "--backend", "local", "--resume", "--runs-root", str(tmp_path / "runs"),
-                cwd=tmp_path)
+                cwd=tmp_path, env=cli_environ)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "resume:" in r.stdout
+    out = r.stdout + r.stderr  # logs go to stderr
+    assert "resume:" in out
+    assert "lost their driver (no heartbeat" in out or "left running by a driver that is gone" in out, out[-3000:]
 
     study = optuna.load_study(study_name="killed", storage=url)
     after = study.get_trials()
@@ -139,8 +143,9 @@ def test_sigkill_mid_run_then_resume_keeps_every_finished_trial_once(tmp_path, s
     for n, (state, values, params) in done_before.items():  # kept, unchanged
         assert (by_number[n].state, by_number[n].values, by_number[n].params) == (state, values, params)
     assert not [t for t in after if t.state == TrialState.RUNNING]
-    interrupted = [t for t in after if str(t.user_attrs.get("fail_reason", "")).startswith("interrupted:")]
+    interrupted = [t for t in after if t.number in interrupted_numbers(after)]  # failed by the heartbeat
     assert sorted(t.number for t in interrupted) == running
+    assert all(t.state == TrialState.FAIL for t in interrupted)
     counted = [t for t in after if t.state in FINISHED and t not in interrupted]
     assert len(counted) == 7, [(t.number, t.state) for t in after]
     retries = [t for t in after if "retry_of" in t.user_attrs]
@@ -150,7 +155,7 @@ def test_sigkill_mid_run_then_resume_keeps_every_finished_trial_once(tmp_path, s
     # every complete trial uploaded its two artifacts exactly once
     for t in after:
         if t.state == TrialState.COMPLETE:
-            names = sorted(m.filename for m in get_all_artifact_meta(t, storage=study._storage))
+            names = sorted(m.filename for m in get_all_artifact_meta(t, storage=open_storage(url)))
             assert names == sorted([f"trial{t.number}_grouping.json", f"trial{t.number}_per_task.csv"])
     # prepare ran once: one set of study-level artifacts
     study_files = [m.filename for m in get_all_artifact_meta(study)]

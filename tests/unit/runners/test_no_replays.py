@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
@@ -18,6 +19,7 @@ from taskgraph.runners.storage import (
     record_skip,
     recover_interrupted,
     state_counts,
+    trial_id,
 )
 from taskgraph.search import SearchSpace
 
@@ -26,7 +28,9 @@ X = optuna.distributions.FloatDistribution(0, 1)
 
 
 @pytest.fixture
-def storage(tmp_path):
+def storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_S", "1")
+    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_GRACE_S", "2")
     return open_storage(f"sqlite:///{tmp_path / 's.db'}")
 
 
@@ -74,7 +78,7 @@ def test_budget_and_duplicates_ignore_skipped_and_interrupted_trials(storage):
 
     again = study.ask({"x": X})
     params = {"x": done.params["x"]}
-    study._storage.set_trial_param(again._trial_id, "x", X.to_internal_repr(params["x"]), X)
+    storage.set_trial_param(trial_id(storage, "s", again.number), "x", X.to_internal_repr(params["x"]), X)
     assert find_duplicate(study, params, number=again.number) == done.number
     assert find_duplicate(study, {"x": running.params["x"]}, number=again.number) == running.number  # in flight
     record_skip(again, f"the sampler proposed trial {done.number}'s configuration again")
@@ -84,7 +88,8 @@ def test_budget_and_duplicates_ignore_skipped_and_interrupted_trials(storage):
     assert find_duplicate(study, params, number=999) == done.number  # not the skipped copy
     assert state_counts(study.get_trials()) == {"COMPLETE": 1, "FAIL": 1, "RUNNING": 1, "SKIPPED": 1}
 
-    assert recover_interrupted(study) == [running.number]  # its driver died
+    time.sleep(1.1)  # a heartbeat interval: an unwatched RUNNING trial this old is taken for dead by a resume
+    assert recover_interrupted(study, storage) == [running.number]  # its driver died
     assert budget_ahead(study) == 2
     assert find_duplicate(study, {"x": running.params["x"]}, number=999) is None  # its retry may run it
     retry = study.ask()  # the queued copy of the interrupted trial

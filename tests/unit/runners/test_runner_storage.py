@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import optuna
 import pytest
 from optuna.artifacts import get_all_artifact_meta
@@ -22,12 +24,18 @@ from taskgraph.runners.storage import (
 
 
 @pytest.fixture
-def study(tmp_path):
-    storage = open_storage(f"sqlite:///{tmp_path / 'sub' / 's.db'}")  # the folder is created
+def storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_S", "1")
+    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_GRACE_S", "2")
+    return open_storage(f"sqlite:///{tmp_path / 'sub' / 's.db'}")  # the folder is created
+
+
+@pytest.fixture
+def study(storage):
     return optuna.create_study(storage=storage, study_name="s")
 
 
-def test_recover_interrupted_fails_running_trials_once_and_requeues_their_params(study):
+def test_recover_interrupted_fails_unwatched_running_trials_once_and_requeues_their_params(study, storage):
     done = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     study.tell(done, 1.0)
     pruned = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
@@ -35,21 +43,24 @@ def test_recover_interrupted_fails_running_trials_once_and_requeues_their_params
     failed = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     record_failure(failed, "TrainingDiverged: loss became non-finite\nsecond line")
     study.tell(failed, state=TrialState.FAIL)
-    running = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    running = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # no heartbeat: an older driver's
     assert count_finished(study) == 3
-    assert recover_interrupted(study) == [running.number]
+    assert recover_interrupted(study, storage) == []  # just asked for: its driver may not have marked it yet
+    time.sleep(1.1)  # one heartbeat interval
+    assert recover_interrupted(study, storage, resume=False) == []  # only a resume takes it for dead
+    assert recover_interrupted(study, storage) == [running.number]
     trials = study.get_trials()
     assert trials[running.number].state == TrialState.FAIL
     assert trials[running.number].user_attrs["fail_reason"].startswith("interrupted:")
     assert trials[failed.number].user_attrs["fail_reason"] == "TrainingDiverged: loss became non-finite"
     assert count_finished(study) == 3  # the interrupted trial does not count
-    assert recover_interrupted(study) == []  # idempotent
+    assert recover_interrupted(study, storage) == []  # idempotent
     retry = study.ask()  # the queued copy comes first, with the same params
     assert retry.suggest_float("x", 0, 1) == trials[running.number].params["x"]
     assert retry.user_attrs["retry_of"] == running.number
 
 
-def test_record_success_sets_attrs_and_uploads_two_artifacts(study, tmp_path):
+def test_record_success_sets_attrs_and_uploads_two_artifacts(study, storage, tmp_path):
     store = artifact_store(tmp_path / "art")
     trial = study.ask()
     rec = TrialRecord(values=[0.5], attrs={"grouping": "all-in-one", "val_loss": 0.5},
@@ -60,7 +71,7 @@ def test_record_success_sets_attrs_and_uploads_two_artifacts(study, tmp_path):
     study.tell(trial, 0.5)
     t = study.get_trials()[0]
     assert t.user_attrs["grouping"] == "all-in-one"
-    metas = {m.filename: m for m in get_all_artifact_meta(t, storage=study._storage)}
+    metas = {m.filename: m for m in get_all_artifact_meta(t, storage=storage)}
     assert set(metas) == {"trial0_per_task.csv", "trial0_grouping.json"}
     text = (tmp_path / "art" / metas["trial0_per_task.csv"].artifact_id).read_text()
     assert text.splitlines() == ["task,val_loss", "a,0.25", "b,0.75"]

@@ -1,0 +1,99 @@
+"""Dead-driver detection on a real SQLite study: Optuna's heartbeat decides which RUNNING trials are orphans."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from taskgraph.exceptions import ConfigError
+from taskgraph.runners.storage import (
+    HEARTBEAT_MARK,
+    budget_ahead,
+    count_finished,
+    heartbeat,
+    heartbeat_settings,
+    interrupted_numbers,
+    open_storage,
+    others_running,
+    recover_interrupted,
+)
+
+X = optuna.distributions.FloatDistribution(0, 1)
+
+
+@pytest.fixture
+def storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_S", "1")
+    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_GRACE_S", "2")
+    return open_storage(f"sqlite:///{tmp_path / 's.db'}")
+
+
+def _wait_past_grace() -> None:
+    time.sleep(3.2)  # grace 2 s, and SQLite's CURRENT_TIMESTAMP has whole seconds
+
+
+def test_a_beating_trial_is_left_alone_and_a_silent_one_is_failed_and_retried_once(storage):
+    study = optuna.create_study(storage=storage, study_name="s")
+    done = study.ask({"x": X})
+    study.tell(done, 0.5)
+    live, dead = study.ask({"x": X}), study.ask({"x": X})
+    beat_live = heartbeat(storage, "s", live.number).start()
+    heartbeat(storage, "s", dead.number).start().stop()  # its driver beat once, then died
+    assert study.trials[live.number].system_attrs[HEARTBEAT_MARK] == 1
+    assert others_running(study) == [live.number, dead.number]  # both are watched by a heartbeat
+    _wait_past_grace()
+    assert recover_interrupted(study, storage) == [dead.number]
+    trials = study.get_trials()
+    assert trials[live.number].state == TrialState.RUNNING  # a live driver is never disturbed
+    assert trials[dead.number].state == TrialState.FAIL
+    assert interrupted_numbers(trials) == {dead.number}
+    assert count_finished(study) == 1 and budget_ahead(study) == 2  # the dead trial holds nothing
+    assert recover_interrupted(study, storage) == []  # idempotent
+    retry = study.ask()  # its configuration comes first
+    assert retry.suggest_float("x", 0, 1) == dead.params["x"] and retry.user_attrs["retry_of"] == dead.number
+    study.tell(retry, 0.25)
+    assert study.tell(live, 0.75).state == TrialState.COMPLETE  # the live driver finishes untouched
+    beat_live.stop()
+    assert count_finished(study) == 3
+
+
+def test_a_trial_whose_driver_died_three_times_counts_as_failed(storage):
+    study = optuna.create_study(storage=storage, study_name="s")
+    first = study.ask({"x": X})
+    numbers = [first.number]
+    for _ in range(3):  # the trial and its two retries each lose their driver
+        heartbeat(storage, "s", numbers[-1]).start().stop()
+        _wait_past_grace()
+        assert recover_interrupted(study, storage, resume=False) == [numbers[-1]]
+        waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+        if len(numbers) == 3:
+            assert waiting == []  # MAX_RETRY = 2 retries: no third
+            break
+        numbers.append(study.ask().number)
+    assert count_finished(study) == 1  # the last one counts: the configuration failed, not only its drivers
+    assert interrupted_numbers(study.get_trials()) == set(numbers[:2])
+
+
+def test_the_live_driver_can_still_tell_a_trial_another_driver_failed(storage):
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask({"x": X})
+    heartbeat(storage, "s", trial.number).start().stop()
+    _wait_past_grace()
+    recover_interrupted(study, storage, resume=False)
+    frozen = study.tell(trial, 1.0, skip_if_finished=True)  # what the local runner does: no ValueError
+    assert frozen.state == TrialState.FAIL
+
+
+@pytest.mark.parametrize(("interval", "grace", "match"), [
+    ("0", "60", "TASKGRAPH_HEARTBEAT_S must be a whole number of seconds >= 1; got '0'"),
+    ("ten", "60", "TASKGRAPH_HEARTBEAT_S must be a whole number"),
+    ("10", "10", "TASKGRAPH_HEARTBEAT_GRACE_S must exceed TASKGRAPH_HEARTBEAT_S"),
+])
+def test_heartbeat_settings_refuse_what_cannot_work(monkeypatch, interval, grace, match):
+    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_S", interval)
+    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_GRACE_S", grace)
+    with pytest.raises(ConfigError, match=match):
+        heartbeat_settings()
