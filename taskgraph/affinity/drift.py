@@ -26,6 +26,7 @@ Two entry points:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from taskgraph.tasks import TaskSet
 __all__ = ["StepDrift", "momentum_drift"]
 
 
-def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet, *,
+def momentum_drift(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Sequence[Any], tasks: TaskSet, *,
                    base: torch.Tensor | None = None,
                    shared: tuple[Sequence[str], Sequence[torch.Tensor]] | None = None) -> np.ndarray:
     """Every task's change under the optimizer's step with a zero gradient: its own momentum.
@@ -137,27 +138,27 @@ class StepDrift:
         # what the drift's forward runs: the trunk alone with linear heads, else the whole model
         self._module: nn.Module = model.trunk if self._linear else model  # type: ignore[assignment]
         self._buffers = list(self._module.named_buffers())
-        self._groups: tuple[torch.optim.Optimizer, int, list] | None = None
+        self._groups: tuple[torch.optim.Optimizer, int, list[dict[str, Any] | None]] | None = None
 
     def random(self) -> bool:
         """Whether a forward draws random numbers now (active dropout): then the step's losses are
         not comparable with the drift's forward, and :func:`momentum_drift` takes two forwards."""
         return any(m.p > 0 and m.training for m in self._dropouts)
 
-    def _groups_for(self, optimizer: torch.optim.Optimizer) -> list:
+    def _groups_for(self, optimizer: torch.optim.Optimizer) -> list[dict[str, Any] | None]:
         # the same optimizer object (not merely the same id: a new run's optimizer may reuse a dead one's)
         g = self._groups
         if g is None or g[0] is not optimizer or g[1] != len(optimizer.param_groups):
             g = self._groups = (optimizer, len(optimizer.param_groups), param_groups_of(optimizer, self.params))
         return g[2]
 
-    def __call__(self, optimizer: torch.optim.Optimizer, batch, base: torch.Tensor) -> np.ndarray:
+    def __call__(self, optimizer: torch.optim.Optimizer, batch: Sequence[Any], base: torch.Tensor) -> np.ndarray:
         """``(n,)`` drift on ``batch`` given the losses at θ on it; NaN where a task has no label
         or a zero or non-finite loss."""
         return self.measure(optimizer, batch, base)[0]
 
     @torch.no_grad()
-    def measure(self, optimizer: torch.optim.Optimizer, batch, base: torch.Tensor, *,
+    def measure(self, optimizer: torch.optim.Optimizer, batch: Sequence[Any], base: torch.Tensor, *,
                 proxy: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """The drift, and with ``proxy`` (linear heads only; else None) the ``(n, n)`` proxy
         P_{i→j} = s_i · s_j / L_j(θ) of what the source task adds to a lookahead, where s_i is
@@ -192,7 +193,7 @@ class StepDrift:
             P[bad, :] = np.nan
         return z, P
 
-    def _forward_at(self, params: list[torch.Tensor], x: torch.Tensor):
+    def _forward_at(self, params: list[torch.Tensor], x: torch.Tensor) -> Any:
         # self._module's forward with the shared parameters' storage swapped for `params` (no module
         # re-parametrisation: cheaper than functional_call), then swapped back whatever happens;
         # buffers (BatchNorm statistics) are swapped for copies the same way, so the model's stay untouched
@@ -203,7 +204,7 @@ class StepDrift:
                 p.data = q
             for (_, b), d in zip(self._buffers, bufs):
                 b.data = d.clone()
-            return self._module(x)
+            return self._module(x)  # the trunk's features, or the whole model's {task: output}
         finally:
             for p, d in zip(self.params, saved):
                 p.data = d

@@ -43,7 +43,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -146,8 +146,8 @@ class AffinityEstimator(ABC):
             floor = int(CUDA_FREE_SHARE * free)
         return probe.auto_chunk(self.memory_budget, state, floor_bytes=floor)
 
-    def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, batch,
-                tasks: TaskSet, *, eval_batch=None) -> AffinityStep:
+    def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, batch: Sequence[Any],
+                tasks: TaskSet, *, eval_batch: Sequence[Any] | None = None) -> AffinityStep:
         """Measure on one batch without changing the model, the optimizer or the RNG stream.
 
         Args:
@@ -196,7 +196,7 @@ class AffinityEstimator(ABC):
         return AffinityStep(values, losses, skipped)
 
     @abstractmethod
-    def _compute(self, probe: Probe, optimizer, evaluator: Probe) -> torch.Tensor:
+    def _compute(self, probe: Probe, optimizer: torch.optim.Optimizer | None, evaluator: Probe) -> torch.Tensor:
         """``(n_active, n_active)`` affinities among the probe's active tasks (``evaluator``: where
         losses are evaluated; ``probe`` itself unless ``measure`` got an ``eval_batch``)."""
 
@@ -212,7 +212,8 @@ class ExactLookahead(AffinityEstimator):
     name = "exact"
     evaluates_losses = True
 
-    def _compute(self, probe, optimizer, evaluator):
+    def _compute(self, probe: Probe, optimizer: torch.optim.Optimizer | None, evaluator: Probe) -> torch.Tensor:
+        assert optimizer is not None  # measure() refuses None for an estimator that uses the optimizer
         w = torch.eye(len(probe.active), dtype=probe.base.dtype, device=probe.x.device)
         out = []
         chunks = list(probe.chunks(len(w), self.chunk_for(probe, optimizer)))
@@ -234,7 +235,8 @@ class FirstOrder(AffinityEstimator):
 
     name = "first_order"
 
-    def _compute(self, probe, optimizer, evaluator):
+    def _compute(self, probe: Probe, optimizer: torch.optim.Optimizer | None, evaluator: Probe) -> torch.Tensor:
+        assert optimizer is not None  # measure() refuses None for an estimator that uses the optimizer
         n = len(probe.active)
         eye = torch.eye(n, dtype=probe.base.dtype, device=probe.x.device)
         chunks = list(probe.chunks(n, self.chunk_for(probe, optimizer)))
@@ -254,7 +256,7 @@ class GradientCosine(AffinityEstimator):
     name = "cosine"
     uses_optimizer = False
 
-    def _compute(self, probe, optimizer, evaluator):
+    def _compute(self, probe: Probe, optimizer: torch.optim.Optimizer | None, evaluator: Probe) -> torch.Tensor:
         n = len(probe.active)
         eye = torch.eye(n, dtype=probe.base.dtype, device=probe.x.device)
         chunks = list(probe.chunks(n, self.chunk_for(probe, optimizer)))
@@ -273,7 +275,7 @@ for _cls in (ExactLookahead, FirstOrder, GradientCosine):
     ESTIMATORS.register(_cls.name, _cls)
 
 
-def make_estimator(estimator: str | AffinityEstimator, **params) -> AffinityEstimator:
+def make_estimator(estimator: str | AffinityEstimator, **params: Any) -> AffinityEstimator:
     """An estimator instance from a name (see :data:`ESTIMATORS`) or an instance as is.
 
     Raises:
@@ -284,7 +286,7 @@ def make_estimator(estimator: str | AffinityEstimator, **params) -> AffinityEsti
     return ESTIMATORS.get(estimator, key="estimator")(**params)
 
 
-def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet,
+def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Sequence[Any], tasks: TaskSet,
                     groups: Sequence[Sequence[str]], *, chunk_size: int | None = DEFAULT_CHUNK) -> np.ndarray:
     """TAG's group→task affinity: lookahead with the summed gradient of each group.
 
@@ -316,7 +318,7 @@ def group_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
     for g in groups:
         if not g:
             raise AffinityError("group_lookahead: every group must hold at least one task, got an empty group")
-        unknown = [t for t in g if t not in tasks]
+        unknown = [t for t in g if t not in tasks.names]
         if unknown:
             raise AffinityError(f"group_lookahead: unknown task(s) {unknown}; known: {', '.join(tasks.names)}")
     x, ys, ms = unpack_batch(batch)

@@ -23,18 +23,20 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from taskgraph.exceptions import AffinityError
 
 __all__ = ["AffinityMatrix"]
 
 
-def _readonly(a) -> np.ndarray:
-    a = np.array(a, dtype=float, copy=True)
-    a.setflags(write=False)
-    return a
+def _readonly(a: npt.ArrayLike) -> np.ndarray:
+    out: np.ndarray = np.array(a, dtype=float, copy=True)
+    out.setflags(write=False)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +60,7 @@ class AffinityMatrix:
     n_samples: np.ndarray
     confidence: float = 0.95
     estimator: str = "exact"
-    schedule: Mapping = field(default_factory=dict)
+    schedule: Mapping[str, Any] = field(default_factory=dict)
     samples: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -89,8 +91,8 @@ class AffinityMatrix:
 
     # ---------------------------------------------------------------- building
     @classmethod
-    def from_samples(cls, names: Sequence[str], samples, *, confidence: float = 0.95,
-                     estimator: str = "exact", schedule: Mapping | None = None,
+    def from_samples(cls, names: Sequence[str], samples: npt.ArrayLike, *, confidence: float = 0.95,
+                     estimator: str = "exact", schedule: Mapping[str, Any] | None = None,
                      keep_samples: bool = True) -> AffinityMatrix:
         """Average per-step (S, n, n) samples (NaN = not measured at that step)."""
         s = np.asarray(samples, dtype=float)
@@ -130,11 +132,13 @@ class AffinityMatrix:
 
     @property
     def ci_low(self) -> np.ndarray:
-        return self.mean - self._half_width()
+        low: np.ndarray = self.mean - self._half_width()
+        return low
 
     @property
     def ci_high(self) -> np.ndarray:
-        return self.mean + self._half_width()
+        high: np.ndarray = self.mean + self._half_width()
+        return high
 
     def permuted(self, order: Sequence[str]) -> AffinityMatrix:
         """The same matrix with tasks in ``order`` (a permutation of ``names``)."""
@@ -147,11 +151,11 @@ class AffinityMatrix:
                               self.confidence, self.estimator, self.schedule, samples)
 
     # ------------------------------------------------------------------- I/O
-    def to_dict(self, *, with_samples: bool = False) -> dict:
-        def enc(a):
+    def to_dict(self, *, with_samples: bool = False) -> dict[str, Any]:
+        def enc(a: np.ndarray) -> list[list[float | None]]:
             return [[None if not np.isfinite(v) else float(v) for v in row] for row in a]
 
-        d = {
+        d: dict[str, Any] = {
             "names": list(self.names),
             "mean": enc(self.mean),
             "stderr": enc(self.stderr),
@@ -165,8 +169,8 @@ class AffinityMatrix:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> AffinityMatrix:
-        def dec(a):
+    def from_dict(cls, d: Mapping[str, Any]) -> AffinityMatrix:
+        def dec(a: Sequence[Sequence[float | None]]) -> np.ndarray:
             return np.array([[np.nan if v is None else v for v in row] for row in a], dtype=float)
 
         try:
@@ -194,7 +198,7 @@ class AffinityMatrix:
         except (OSError, json.JSONDecodeError) as e:
             raise AffinityError(f"cannot read an affinity matrix from {p}: {e}") from e
 
-    def heatmap(self, path: str | Path, **kwargs) -> Path:
+    def heatmap(self, path: str | Path, **kwargs: Any) -> Path:
         """Write a PNG heatmap with confidence intervals (see :func:`taskgraph.affinity.plots.heatmap`)."""
         # Imported on use: drawing pulls in matplotlib and scipy, which ``import taskgraph`` must not.
         # No cycle: the plotting module reads a matrix by its attributes and never imports this one.

@@ -34,7 +34,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -46,13 +47,20 @@ _SHADOW_OK = ("RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta")
 SUPPORTED_OPTIMIZERS = ("SGD", "Adam", "AdamW", *_SHADOW_OK)
 
 
-def param_groups_of(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> list[dict | None]:
+#: one of an optimizer's param_groups (its hyper-parameters and "params"), and one parameter's state
+Group = dict[str, Any]
+State = dict[str, Any]
+#: a closed-form update rule: (θ, stacked gradients, group, state) -> stacked θ after one step
+Rule = Callable[[torch.Tensor, torch.Tensor, Group, State], torch.Tensor]
+
+
+def param_groups_of(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> list[Group | None]:
     """The optimizer's param group of each tensor in ``params`` (None for one it does not update).
 
     Raises:
         AffinityError: it updates none of them.
     """
-    where = {}
+    where: dict[int, Group] = {}
     for g in optimizer.param_groups:
         for p in g["params"]:
             where[id(p)] = g
@@ -65,11 +73,11 @@ def param_groups_of(optimizer: torch.optim.Optimizer, params: Sequence[torch.Ten
     return out
 
 
-def _scalar(v) -> float:
+def _scalar(v: Any) -> float:
     return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
 
 
-def _sgd(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict) -> torch.Tensor:
+def _sgd(p: torch.Tensor, g: torch.Tensor, group: Group, state: State) -> torch.Tensor:
     # torch.optim.SGD's single-tensor steps, batched over the leading axis; works in place on g
     lr, wd = _scalar(group["lr"]), _scalar(group["weight_decay"])
     mom, damp = _scalar(group["momentum"]), _scalar(group["dampening"])
@@ -88,7 +96,7 @@ def _sgd(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict) -> torch.Te
     return d.mul_(-lr).add_(p)
 
 
-def _adam(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict, decoupled: bool) -> torch.Tensor:
+def _adam(p: torch.Tensor, g: torch.Tensor, group: Group, state: State, decoupled: bool) -> torch.Tensor:
     # torch.optim.Adam/AdamW's single-tensor steps, batched over the leading axis; works in place
     # on g and allocates one more (c, *shape) buffer for the second moment
     lr, wd, eps = _scalar(group["lr"]), _scalar(group["weight_decay"]), _scalar(group["eps"])
@@ -115,7 +123,7 @@ def _adam(p: torch.Tensor, g: torch.Tensor, group: dict, state: dict, decoupled:
     return m.div_(denom).mul_(-lr / bc1).add_(base)
 
 
-def _closed_form(optimizer: torch.optim.Optimizer):
+def _closed_form(optimizer: torch.optim.Optimizer) -> Rule | None:
     name = type(optimizer).__name__
     if isinstance(optimizer, torch.optim.SGD) and name == "SGD":
         return lambda p, g, grp, st: _sgd(p, g, grp, st)
@@ -124,7 +132,8 @@ def _closed_form(optimizer: torch.optim.Optimizer):
     return None
 
 
-def _shadow_step(optimizer: torch.optim.Optimizer, params, grads, groups) -> list[torch.Tensor]:
+def _shadow_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+                 groups: Sequence[Group | None]) -> list[torch.Tensor]:
     """Run the optimizer's own ``step`` once on stacked copies of parameters and state."""
     name = type(optimizer).__name__
     if name not in _SHADOW_OK:
@@ -132,7 +141,8 @@ def _shadow_step(optimizer: torch.optim.Optimizer, params, grads, groups) -> lis
             f"the lookahead needs an element-wise optimizer; supported: {', '.join(SUPPORTED_OPTIMIZERS)}; "
             f"got {name}"
         )
-    shadows, shadow_groups = [], {}
+    shadows: list[torch.Tensor] = []
+    shadow_groups: dict[int, tuple[Group, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
     for p, g, grp in zip(params, grads, groups):
         c = g.shape[0]
         s = p.detach().unsqueeze(0).expand(c, *p.shape).clone()
@@ -142,10 +152,12 @@ def _shadow_step(optimizer: torch.optim.Optimizer, params, grads, groups) -> lis
         s.grad = g.detach().clone()
         shadows.append(s)
         shadow_groups.setdefault(id(grp), ({k: v for k, v in grp.items() if k != "params"}, []))[1].append((p, s))
-    clone = type(optimizer)([{**hp, "params": [s for _, s in pairs]} for hp, pairs in shadow_groups.values()])
+    # the element-wise optimizers of _SHADOW_OK take their param groups alone (their defaults are keywords)
+    clone = type(optimizer)([{**hp, "params": [s for _, s in pairs]}  # type: ignore[call-arg]
+                             for hp, pairs in shadow_groups.values()])
     for _, pairs in shadow_groups.values():
         for p, s in pairs:
-            st = {}
+            st: State = {}
             for k, v in optimizer.state.get(p, {}).items():
                 if isinstance(v, torch.Tensor) and v.shape == p.shape:
                     st[k] = v.detach().unsqueeze(0).expand_as(s).clone()
@@ -184,7 +196,7 @@ def lookahead_parameters(optimizer: torch.optim.Optimizer, params: Sequence[torc
     rule = _closed_form(optimizer)
     if rule is None:
         return _shadow_step(optimizer, params, grads, groups)
-    out = []
+    out: list[torch.Tensor] = []
     for p, g, grp in zip(params, grads, groups):
         if grp is None:
             out.append(p.detach().unsqueeze(0).expand_as(g))
@@ -194,7 +206,7 @@ def lookahead_parameters(optimizer: torch.optim.Optimizer, params: Sequence[torc
 
 
 def _adam_momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
-                        groups: Sequence[dict | None]) -> list[torch.Tensor] | None:
+                        groups: Sequence[Group | None]) -> list[torch.Tensor] | None:
     # Adam/AdamW with a zero gradient in three foreach operations over all parameters of a group
     # (four with decoupled weight decay):
     # m' = β1 m, v' = β2 v, θ' = base − lr/(1 − β1^t) · m' / (√v' / √(1 − β2^t) + ε), the same
@@ -204,7 +216,7 @@ def _adam_momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch
     if not (isinstance(optimizer, torch.optim.Adam) and name in ("Adam", "AdamW")):
         return None
     out: list[torch.Tensor | None] = [None] * len(params)
-    by_key: dict[tuple, list[int]] = {}
+    by_key: dict[tuple[int, float], list[int]] = {}
     for k, (p, grp) in enumerate(zip(params, groups)):
         if grp is None:
             out[k] = p.detach()
@@ -217,6 +229,7 @@ def _adam_momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch
         by_key.setdefault((id(grp), _scalar(st["step"])), []).append(k)
     for (_, step), idx in by_key.items():
         grp = groups[idx[0]]
+        assert grp is not None  # only parameters in a group were keyed above
         lr, wd, eps = _scalar(grp["lr"]), _scalar(grp["weight_decay"]), _scalar(grp["eps"])
         beta1, beta2 = (_scalar(b) for b in grp["betas"])
         ps = [params[k].detach() for k in idx]
@@ -235,7 +248,7 @@ def _adam_momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch
 
 @torch.no_grad()
 def momentum_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], *,
-                  groups: Sequence[dict | None] | None = None) -> list[torch.Tensor]:
+                  groups: Sequence[Group | None] | None = None) -> list[torch.Tensor]:
     """The parameters one optimizer step with a zero gradient would give: where momentum alone goes.
 
     The values of ``lookahead_parameters(optimizer, params, zeros)`` (without the leading

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +49,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#17becf")
 
 
-def new_figure(figsize=(6.0, 5.0)) -> tuple[Figure, Axes]:
+def new_figure(figsize: tuple[float, float] = (6.0, 5.0)) -> tuple[Figure, Axes]:
     """A (Figure, Axes) pair with its own Agg canvas, independent of pyplot and of the current backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -78,7 +78,7 @@ def symmetrised(matrix: AffinityMatrix) -> np.ndarray:
     return s
 
 
-def _tree(matrix: AffinityMatrix):
+def _tree(matrix: AffinityMatrix) -> np.ndarray | None:
     """Average-linkage tree on the distance max(S) − S, leaves optimally ordered (None below 3 tasks)."""
     from scipy.cluster.hierarchy import linkage, optimal_leaf_ordering
     from scipy.spatial.distance import squareform
@@ -89,7 +89,8 @@ def _tree(matrix: AffinityMatrix):
     d = s.max() - s
     np.fill_diagonal(d, 0.0)
     y = squareform(d, checks=False)
-    return optimal_leaf_ordering(linkage(y, method="average"), y)
+    tree: np.ndarray = optimal_leaf_ordering(linkage(y, method="average"), y)
+    return tree
 
 
 def cluster_order(matrix: AffinityMatrix) -> tuple[str, ...]:
@@ -124,7 +125,8 @@ def linkage_groups(matrix: AffinityMatrix) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(g) for g in groups.values())
 
 
-def _ordered(matrix: AffinityMatrix, order, groups) -> tuple[list[str], list[tuple[int, int]]]:
+def _ordered(matrix: AffinityMatrix, order: str | Sequence[str],
+             groups: Any) -> tuple[list[str], list[tuple[int, int]]]:
     """The task order to draw and the (start, stop) span of each given group in it."""
     names = list(matrix.names)
     if isinstance(order, str):

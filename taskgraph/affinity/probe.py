@@ -28,7 +28,8 @@ never changes training.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ class LossPlan:
         for i, t in enumerate(tasks):
             by_kind.setdefault((t.kind, t.out_dim), []).append(i)
         self.groups = [(kind, width, idx, [tasks[i].name for i in idx]) for (kind, width), idx in by_kind.items()]
-        self._tensors: dict[tuple, list[tuple[torch.Tensor, ...]]] = {}
+        self._tensors: dict[tuple[Any, ...], list[tuple[torch.Tensor, ...]]] = {}
         self._column_tasks: dict[torch.device, torch.Tensor] = {}
 
     def tensors(self, dtype: torch.dtype, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
@@ -132,7 +133,8 @@ class StackedLoss:
     of the same tasks then builds only the batch's targets and masks).
     """
 
-    def __init__(self, tasks: TaskSet, ys: dict, ms: dict, *, dtype: torch.dtype, device: torch.device,
+    def __init__(self, tasks: TaskSet, ys: Mapping[str, torch.Tensor], ms: Mapping[str, torch.Tensor], *,
+                 dtype: torch.dtype, device: torch.device,
                  plan: LossPlan | None = None):
         plan = plan if plan is not None else LossPlan(tasks)
         self.n, self.width, self.offsets = plan.n, plan.width, plan.offsets
@@ -212,7 +214,7 @@ class StackedLoss:
             grad = grad.index_copy(-1, cols, g.sum(-2))
         return out, grad
 
-    def concat(self, preds: dict, names: Sequence[str]) -> torch.Tensor:
+    def concat(self, preds: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
         """``{task: (..., B, out)}`` (or ``(..., B)`` for one output) → ``(..., B, D)``."""
         cols = []
         for name, off, nxt in zip(names, self.offsets, [*self.offsets[1:], self.width]):
@@ -241,7 +243,8 @@ def linear_heads(model: nn.Module, shared_names: Sequence[str]) -> bool:
 def stacked_heads(model: nn.Module, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The linear heads of ``names`` as one ``(D, F)`` weight and ``(D,)`` bias (None if a head has
     none), detached: the heads' outputs side by side in one matrix product (see :class:`StackedLoss`)."""
-    heads = [model.heads[n] for n in names]
+    all_heads = cast(nn.ModuleDict, model.heads)  # a MultiTaskModel's, with linear heads (see linear_heads)
+    heads = [cast(nn.Linear, all_heads[n]) for n in names]
     bias = None if any(h.bias is None for h in heads) else torch.cat([h.bias for h in heads]).detach()
     return torch.cat([h.weight for h in heads]).detach(), bias
 
@@ -261,7 +264,8 @@ class Probe:
         base: ``(len(active),)`` losses at the current parameters.
     """
 
-    def __init__(self, model: nn.Module, tasks: TaskSet, x: torch.Tensor, ys: dict, ms: dict, *,
+    def __init__(self, model: nn.Module, tasks: TaskSet, x: torch.Tensor, ys: Mapping[str, torch.Tensor],
+                 ms: Mapping[str, torch.Tensor], *,
                  graph: bool = True):
         self.model = model
         self.names, self.params = shared_parameters_of(model)
@@ -296,7 +300,7 @@ class Probe:
             self.loss = StackedLoss(self.tasks, ys, ms, dtype=dtype, device=x.device)
             seen: dict[int, int] = {}
 
-            def pack(t: torch.Tensor, seen: dict = seen) -> torch.Tensor:
+            def pack(t: torch.Tensor, seen: dict[int, int] = seen) -> torch.Tensor:
                 st = t.untyped_storage()
                 seen[st.data_ptr()] = st.nbytes()
                 return t
@@ -329,9 +333,10 @@ class Probe:
 
     def _forward_stacked(self) -> None:
         m = self.model
+        trunk = cast(nn.Module, m.trunk)  # stacked: a MultiTaskModel (see linear_heads)
         self.W, self.b = stacked_heads(m, self.tasks.names)  # (D, F), (D,)
         bufs = {n[len("trunk."):]: b.clone() for n, b in self.buffers.items() if n.startswith("trunk.")}
-        z = functional_call(m.trunk, bufs, (self.x,)) if bufs else m.trunk(self.x)
+        z = functional_call(trunk, bufs, (self.x,)) if bufs else trunk(self.x)
         self.z = z
         zd = z.detach().requires_grad_(True)
         H = F.linear(zd, self.W, self.b)
@@ -402,17 +407,18 @@ class Probe:
             pre = "trunk."
             pd = {n[len(pre):]: p for n, p in zip(self.names, stacked)}
             bd = {n[len(pre):]: b for n, b in bufs.items() if n.startswith(pre)}
-            trunk, x = self.model.trunk, self.x
+            trunk, x = cast(nn.Module, self.model.trunk), self.x
 
-            def feats(p, b):
-                return functional_call(trunk, (p, b), (x,))
+            def feats(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+                z: torch.Tensor = functional_call(trunk, (p, b), (x,))
+                return z
 
             z = vmap(feats, randomness="same")(pd, bd)  # (c, B, F)
             return self.loss(F.linear(z, self.W, self.b))
         pd = dict(zip(self.names, stacked))
         model, x, names = self.model, self.x, self.tasks.names
 
-        def run(p, b):
+        def run(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
             out = functional_call(model, (p, b), (x,))
             return self.loss(self.loss.concat(out, names))
 

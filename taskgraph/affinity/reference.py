@@ -22,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,13 +36,14 @@ from taskgraph.tasks import TaskSet
 __all__ = ["naive_lookahead"]
 
 
-def _losses(model: nn.Module, tasks: TaskSet, x, ys, ms) -> list[torch.Tensor]:
+def _losses(model: nn.Module, tasks: TaskSet, x: torch.Tensor, ys: Mapping[str, torch.Tensor],
+            ms: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
     out = model(x)
     return [t.loss(out[t.name], ys[t.name], ms[t.name]) for t in tasks]
 
 
-def naive_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, tasks: TaskSet, *,
-                    eval_batch=None) -> np.ndarray:
+def naive_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Sequence[Any], tasks: TaskSet, *,
+                    eval_batch: Sequence[Any] | None = None) -> np.ndarray:
     """Z_{i→j} = 1 − L_j(θ_{s|i}) / L_j(θ_s), one deep copy and one real ``step()`` per task.
 
     Returns an ``(n, n)`` array. Does not skip anything: it is meant for
@@ -51,10 +54,10 @@ def naive_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer, batch, t
     x, ys, ms = unpack_batch(batch if eval_batch is None else eval_batch)
     shared_names = set(shared_parameters_of(model)[0])
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        saved = {n: b.clone() for n, b in model.named_buffers()}
+        saved = {name: b.clone() for name, b in model.named_buffers()}
         before = torch.stack(_losses(model, tasks, x, ys, ms))
-        for n, b in model.named_buffers():
-            b.copy_(saved[n])
+        for name, b in model.named_buffers():
+            b.copy_(saved[name])
     n = len(tasks)
     z = np.empty((n, n))
     for i, task in enumerate(tasks):

@@ -49,7 +49,9 @@ import math
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -113,8 +115,8 @@ class Schedule:
         if self.every is None and self.budget is None:
             object.__setattr__(self, "budget", DEFAULT_BUDGET)
 
-    def to_dict(self) -> dict:
-        d: dict = {"every": self.every} if self.every is not None else {"budget": self.budget}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"every": self.every} if self.every is not None else {"budget": self.budget}
         d["start"] = self.start
         if self.max_samples is not None:
             d["max_samples"] = self.max_samples
@@ -203,7 +205,7 @@ class AffinityTracker(Callback):
         """Forget every sample (a new run starts)."""
         self.steps: list[int] = []
         self._samples: list[np.ndarray] = []
-        self.skipped: dict[str, Counter] = {}
+        self.skipped: dict[str, Counter[str]] = {}
         self.seconds = 0.0
         self._t0: float | None = None
         self._cost: float | None = None
@@ -230,11 +232,11 @@ class AffinityTracker(Callback):
         self._first_step = None
         self._total_steps = state.total_steps
 
-    def on_step_begin(self, state: TrainState, batch) -> None:
+    def on_step_begin(self, state: TrainState, batch: Sequence[Any]) -> None:
         # the drift of unmeasured steps waits for on_losses, which brings the step's own losses
         self.maybe_measure(state.model, state.optimizer, batch, step=state.step, drift=False)
 
-    def on_losses(self, state: TrainState, batch, losses) -> None:
+    def on_losses(self, state: TrainState, batch: Sequence[Any], losses: Mapping[str, torch.Tensor]) -> None:
         """The drift control variate of an unmeasured step, from the step's own losses (one forward)."""
         if self.tasks is None or self._measured_step == state.step or not self._drift_due(state.step):
             return
@@ -245,14 +247,17 @@ class AffinityTracker(Callback):
 
     def _drift_of(self, model: nn.Module) -> StepDrift:
         # what the drift needs from the model and the tasks, looked up once (the drift runs at most steps)
+        if self.tasks is None:
+            raise AffinityError("AffinityTracker: the task set is unknown; pass tasks= when used outside train()")
         if self._step_drift is None or self._step_drift.model is not model or self._step_drift.tasks is not self.tasks:
             self._step_drift = StepDrift(model, self.tasks)
         return self._step_drift
 
-    def _drift_at(self, model, optimizer, batch, base) -> tuple[np.ndarray, np.ndarray | None]:
+    def _drift_at(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Sequence[Any],
+                  base: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
         drift = self._drift_of(model)
         if base is None or drift.random():
-            return momentum_drift(model, optimizer, batch, self.tasks), None
+            return momentum_drift(model, optimizer, batch, drift.tasks), None
         return drift.measure(optimizer, batch, base, proxy=True)
 
     # ------------------------------------------------------------ own loops
@@ -275,6 +280,7 @@ class AffinityTracker(Callback):
                 return self._overdue(step)
             cost = 0.5 * max(1, len(self.tasks) if self.tasks is not None else 1) * rest / seen
         # the middle of the stretch that pays for this measurement
+        assert s.budget is not None  # a Schedule without 'every' has a budget (see Schedule.__post_init__)
         return self.seconds + 0.5 * cost <= s.budget * rest or self._overdue(step)
 
     def _overdue(self, step: int) -> bool:
@@ -282,7 +288,7 @@ class AffinityTracker(Callback):
         s, total = self.schedule, self._total_steps
         return not self._samples and total is not None and step >= s.start + max(0, total - s.start) // 2
 
-    def maybe_measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
+    def maybe_measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Sequence[Any], *,
                       step: int | None = None, drift: bool = True) -> AffinityStep | None:
         """Measure if the schedule says so (``step`` defaults to a call counter).
 
@@ -301,7 +307,8 @@ class AffinityTracker(Callback):
             self._drift(model, optimizer, batch if self.estimator.evaluates_losses else self._subset(batch), None)
         return None
 
-    def _drift(self, model, optimizer, batch, base) -> None:
+    def _drift(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Sequence[Any],
+               base: torch.Tensor | None) -> None:
         t = time.perf_counter()
         d, p = self._drift_at(model, optimizer, batch, base)
         self._drifts.append(d)
@@ -321,7 +328,7 @@ class AffinityTracker(Callback):
         rest = time.perf_counter() - self._t0 - self.seconds
         return self._drift_seconds + self._drift_cost <= self.control_share * s.budget * rest
 
-    def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch, *,
+    def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Sequence[Any], *,
                 step: int | None = None) -> AffinityStep:
         """Measure now, on ``batch``, before the optimizer steps; keep the sample.
 
@@ -355,7 +362,7 @@ class AffinityTracker(Callback):
             self.skipped.setdefault(task, Counter())[reason] += 1
         return out
 
-    def _subset(self, batch):
+    def _subset(self, batch: Sequence[Any]) -> Sequence[Any]:
         """``batch`` restricted to ``sub_batch`` random samples (``batch`` itself when not larger)."""
         x, ys, ms = unpack_batch(batch)
         if self.sub_batch is None or x.shape[0] <= self.sub_batch:
@@ -426,8 +433,8 @@ class AffinityTracker(Callback):
                                            keep_samples=keep_samples)
 
 
-def measure_affinity(model: nn.Module, tasks: TaskSet, train_loader, *, estimator: str | AffinityEstimator = "exact",
-                     steps: int | None = None, every: int | None = None, budget: float | None = None,
+def measure_affinity(model: nn.Module, tasks: TaskSet, train_loader: Iterable[Any], *,
+                     estimator: str | AffinityEstimator = "exact", steps: int | None = None, every: int | None = None, budget: float | None = None,
                      start: int = 0, config: TrainConfig | None = None, confidence: float = 0.95,
                      chunk_size: int | None = None, sub_batch: int | None = DEFAULT_SUB_BATCH,
                      control: int | None = DEFAULT_CONTROL, progress: bool = False) -> AffinityMatrix:
@@ -462,7 +469,7 @@ def measure_affinity(model: nn.Module, tasks: TaskSet, train_loader, *, estimato
         if not isinstance(steps, int) or steps < 1:
             raise AffinityError(f"measure_affinity: 'steps' must be an int >= 1 or None, got {steps!r}")
         try:
-            per_epoch = max(1, len(train_loader))
+            per_epoch = max(1, len(cast(Sized, train_loader)))  # a DataLoader of an IterableDataset raises
         except TypeError:
             per_epoch = steps
         config = config.replace(max_steps=steps, epochs=max(1, math.ceil(steps / per_epoch)))
