@@ -281,15 +281,24 @@ def _trainable(config: dict, ctx) -> None:
 def error_reason(trial) -> str:
     """One line on why a Ray trial errored (a dead worker or node, a raise outside the trial's own try).
 
-    ``RayTrialError: <Ray's message>``, from the exception Tune kept for the trial (its public
-    ``Trial.get_pickled_error``/``get_error``), e.g. "The actor died unexpectedly ... Worker
-    exit type: SYSTEM_ERROR ..." for a worker the OOM killer took.
+    ``RayTrialError: <Ray's message>``, from the exception Tune kept for the trial: its public
+    ``Trial.pickled_error_file`` (written on the driver before the callbacks run) or, once
+    synced, ``Trial.get_pickled_error()``. E.g. "The actor died unexpectedly ... Worker exit
+    type: SYSTEM_ERROR ..." for a worker the OOM killer took; for an exception the trial
+    function raised, that exception's type and message.
     """
+    import cloudpickle
+
+    err = None
+    for load in (lambda: Path(trial.pickled_error_file).read_bytes(), trial.get_pickled_error):
+        try:
+            got = load()
+            err = cloudpickle.loads(got) if isinstance(got, bytes) else got
+        except Exception:  # not written, or not readable: try the next
+            continue
+        if err is not None:
+            break
     text = ""
-    try:
-        err = trial.get_pickled_error() or trial.get_error()
-    except Exception:  # the trial's folder is gone: say what is known
-        err = None
     if err is not None:
         cause = getattr(err, "cause", None)  # a RayTaskError wraps what the trial raised
         text = f"{type(cause).__name__}: {cause}" if isinstance(cause, Exception) else str(err)
