@@ -434,7 +434,8 @@ class AffinityTracker(Callback):
 
 
 def measure_affinity(model: nn.Module, tasks: TaskSet, train_loader: Iterable[Any], *,
-                     estimator: str | AffinityEstimator = "exact", steps: int | None = None, every: int | None = None, budget: float | None = None,
+                     estimator: str | AffinityEstimator = "exact", steps: int | None = None,
+                     every: int | None = None, budget: float | None = None,
                      start: int = 0, config: TrainConfig | None = None, confidence: float = 0.95,
                      chunk_size: int | None = None, sub_batch: int | None = DEFAULT_SUB_BATCH,
                      control: int | None = DEFAULT_CONTROL, progress: bool = False) -> AffinityMatrix:
