@@ -31,5 +31,5 @@ def test_affinity_command_prints_matrix_and_writes_pictures(cli, tmp_path):
 
 def test_affinity_command_unknown_estimator(cli, tmp_path):
     r = cli("affinity", "planted-clusters", "--estimator", "tag", "--out", str(tmp_path))
-    assert r.returncode == 2
-    assert "unknown affinity estimator 'tag'; valid: cosine, exact, first_order" in r.stderr
+    assert r.returncode == 2 and r.stdout == ""
+    assert "Invalid value for '--estimator': 'tag' is not one of 'exact', 'first_order', 'cosine'" in r.stderr

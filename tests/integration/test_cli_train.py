@@ -24,8 +24,8 @@ def test_train_prints_per_task_table_and_delta_m(cli, tmp_path):
     assert isinstance(res["delta_m"], float)
 
 
-def test_bad_dataset_is_one_line_error(cli):
+def test_bad_dataset_is_a_usage_error(cli):
     r = cli("train", "mnist", "--quiet")
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0
-    assert "unknown dataset 'mnist'" in r.stderr and "yeast" in r.stderr
+    assert r.returncode == 2 and r.stdout == ""
+    assert "Error: Invalid value for 'DATASET': unknown dataset 'mnist'" in r.stderr and "yeast" in r.stderr
+    assert "Usage: " in r.stderr and "Traceback" not in r.stderr
