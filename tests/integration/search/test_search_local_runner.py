@@ -27,7 +27,7 @@ def test_local_run_records_every_trial_with_attrs_and_artifacts(tmp_path, study_
     path = study_file("loc", trials=4, epochs=2)
     r = run_cli("run", str(path), "--backend", "local", "--runs-root", str(tmp_path / "runs"), cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "best trial" in r.stdout and "taskgraph dashboard" in r.stdout and "[4/4]" in r.stdout
+    assert "best trial" in r.stdout and "taskgraph dashboard" in r.stdout and "[4/4]" in r.stderr  # progress: stderr
 
     study, url = _study(tmp_path, "loc")
     trials = study.get_trials()
@@ -61,7 +61,8 @@ def test_local_run_records_every_trial_with_attrs_and_artifacts(tmp_path, study_
 
     # the same command again does not silently duplicate the study
     again = run_cli("run", str(path), "--backend", "local", "--runs-root", str(tmp_path / "runs"), cwd=tmp_path)
-    assert again.returncode == 2 and "--resume" in again.stderr and again.stderr.strip().count("\n") == 0
+    assert again.returncode == 1 and "--resume" in again.stderr and again.stderr.strip().splitlines()[-1].startswith(
+        "error: ")
 
     rep = run_cli("report", str(tmp_path / "runs" / "loc" / "study.db"), cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr

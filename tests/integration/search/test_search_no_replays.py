@@ -40,7 +40,7 @@ def test_resume_to_a_larger_budget_repeats_no_configuration(tmp_path, study_file
 
     r = cli("run", str(path), "--backend", "local", "--resume", "--trials", "8", *runs, cwd=tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert "the sampler's seed is" in r.stdout and "does not replay" in r.stdout, r.stdout
+    assert "the sampler's seed is" in r.stderr and "does not replay" in r.stderr, r.stderr  # logs: stderr
 
     trials = optuna.load_study(study_name="grow", storage=url).get_trials()
     counted = _counted(trials)
@@ -58,7 +58,7 @@ def test_an_exhausted_space_stops_without_running_a_configuration_twice(tmp_path
     path = study_file("small", space=space, trials=6, epochs=1, early="none", sampler="random", n_samples=300)
     r = cli("run", str(path), "--backend", "local", "--runs-root", str(tmp_path / "runs"), cwd=tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert "search space looks exhausted" in r.stdout, r.stdout
+    assert "search space looks exhausted" in r.stderr, r.stderr
     assert "4 COMPLETE" in r.stdout and " SKIPPED in " in r.stdout  # the summary counts skipped rows apart
     trials = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path / 'runs/small/study.db'}").get_trials()
     counted = _counted(trials)

@@ -53,7 +53,7 @@ def test_submit_a_study_as_a_ray_job_then_review_it_in_the_dashboard(tmp_path, s
     assert r.returncode == 0, out[-4000:]
     job_id = next(line.split()[2] for line in r.stdout.splitlines() if line.startswith("submitted job"))
     assert f"job {job_id}: SUCCEEDED" in r.stdout
-    assert "best trial" in r.stdout  # the job's logs were followed
+    assert "best trial" in r.stderr  # the job's logs were followed (on stderr)
 
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -150,7 +150,7 @@ def test_ray_driver_killed_mid_run_then_resumed_keeps_every_finished_trial_once(
 
     r = cli(*args, "--resume", env=ray_head["env"], cwd=tmp_path, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    assert "resume:" in r.stdout
+    assert "resume:" in r.stderr
     after = optuna.load_study(study_name="rayresume", storage=url).get_trials()
     by_number = {t.number: t for t in after}
     for n, (state, values, params) in done_before.items():  # kept, unchanged
