@@ -14,7 +14,9 @@ the committed files were built by ``python benchmarks/quality.py exhaust --worke
 needs itself, on seeds the ground truth never used) and scores its partition on the
 ground truth: ranks among all partitions by validation and test total, the test ratio to
 the best partition and to all-in-one, the paired test difference to all-in-one in SE,
-and the cost as a share of the exhaustion's optimizer steps. Per problem and affinity
+and the cost as a share of the exhaustion's optimizer steps. ``val-oracle`` is the
+exhaustion's own choice on validation (every partition trained, 3 seeds): the ceiling of
+any strategy that decides on validation. Per problem and affinity
 estimator, it also prints the Spearman correlation between the engine's pair affinities
 and the measured pairwise transfer. ``--json`` writes every figure.
 """
@@ -87,6 +89,7 @@ def compare(problems, strategies, out_json: str | None) -> int:
         res = results[name] = {"landscape": _jsonable(gt.landscape()), "exhaustion_steps": gt.steps,
                                "strategies": {}, "spearman": {}}
         res["strategies"]["random"] = random_row(gt)
+        res["strategies"]["val-oracle"] = oracle_row(gt)
         for s in strategies:
             t0 = time.perf_counter()
             choice = STRATEGIES[s](problem, runs)
@@ -104,10 +107,45 @@ def compare(problems, strategies, out_json: str | None) -> int:
                   f"test/best {a.ratio_to_best:.4f}  test/aio {a.ratio_to_all_in_one:.4f}  "
                   f"Δaio {d:+.4f} ({d / se if se else 0:+.1f} SE)  cost {row['cost']:.1%}  {row['seconds']:.0f} s",
                   file=sys.stderr, flush=True)
-    _print_tables(results, ["random", *strategies])
+    _print_tables(results, ["random", "val-oracle", *strategies])
+    print()
+    for line in goals(results, "default" if "default" in strategies else strategies[0]):
+        print(line)
     if out_json:
         Path(out_json).write_text(json.dumps(results, indent=1, default=_jsonable))
     return 0
+
+
+def oracle_row(gt: GroundTruth) -> dict:
+    """The exhaustion's own validation choice: the partition of lowest validation total over its 3 seeds.
+
+    The ceiling of any strategy that decides on validation (at 100% of the exhaustion's cost).
+    """
+    a = gt.assess(gt.ranking("val")[0][0])
+    d, se = a.diff_to_all_in_one["test"]
+    return {"groups": [list(g) for g in a.groups], "val_rank": a.val_rank, "test_rank": a.test_rank,
+            "ratio_to_best": a.ratio_to_best, "ratio_to_all_in_one": a.ratio_to_all_in_one, "diff_test": d,
+            "se_test": se, "within_noise": a.within_noise_of_all_in_one, "cost": 1.0}
+
+
+def goals(results: dict, strategy: str = "default") -> list[str]:
+    """The issue's goals for one strategy, one line each, with the validation ceiling beside them."""
+    names = list(results)
+    rows = {n: results[n]["strategies"][strategy] for n in names if strategy in results[n]["strategies"]}
+    peaked = [n for n in names if results[n]["landscape"]["peaked"]]
+
+    def meets(r) -> bool:
+        return r["test_rank"] <= 10 and r["ratio_to_best"] <= 1.01
+
+    ok = sum(r["within_noise"] for r in rows.values())
+    hit = [n for n in peaked if n in rows and meets(rows[n])]
+    ceiling = [n for n in peaked if meets(results[n]["strategies"]["val-oracle"])]
+    return [f"{strategy}: test total <= all-in-one's + 1 paired SE on {ok}/{len(rows)} problems",
+            f"{strategy}: on the peaked problems ({', '.join(peaked)}), rank <= 10 and within 1% of the best on "
+            f"{len(hit)}/{len(peaked)} ({', '.join(hit) or 'none'}); the exhaustion's own validation choice "
+            f"(val-oracle) does on {len(ceiling)}/{len(peaked)} ({', '.join(ceiling) or 'none'})",
+            f"{strategy}: cost at most {max(r['cost'] for r in rows.values()):.1%} of the exhaustion's steps "
+            f"(mean {statistics.mean(r['cost'] for r in rows.values()):.1%})"]
 
 
 def _jsonable(o):

@@ -306,6 +306,9 @@ def train(
         TrainingDiverged: a task's loss became NaN/inf (names the task and step).
     """
     device = resolve_device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"TrainConfig.device: {config.device!r} needs a CUDA build of torch and a visible GPU, "
+                          f"and torch.cuda.is_available() is False here (use 'auto' or 'cpu')", key="device")
     model.to(device)
     seed_everything(config.seed)
     weighting = weighting or EqualWeighting()

@@ -170,13 +170,53 @@ class MultiTaskDataset(Dataset):
 
 
 def unpack_batch(batch) -> Batch:
-    """Accept ``(x, ys)`` or ``(x, ys, masks)``; masks default to all-labelled."""
-    if len(batch) == 3:
-        return batch
+    """Accept ``(x, ys)`` or ``(x, ys, masks)``; masks default to all-labelled.
+
+    Checks what a loader of the user's own must hold (cheap: types and lengths only): ``x`` a
+    tensor, ``ys`` a mapping of task name to a tensor with one row per sample, masks bool
+    tensors of one entry per sample.
+
+    Raises:
+        DataError: the batch breaks one of those, naming the task and what was found.
+
+    Example:
+        >>> x, ys, ms = unpack_batch((torch.zeros(4, 2), {"t": torch.zeros(4)}))
+        >>> ms["t"].dtype, int(ms["t"].sum())
+        (torch.bool, 4)
+        >>> unpack_batch((torch.zeros(4, 2), {"t": torch.zeros(3)}))
+        Traceback (most recent call last):
+        ...
+        taskgraph.exceptions.DataError: batch: every label tensor must have one row per sample of x (4); task 't' has 3
+    """
+    if not isinstance(batch, tuple | list) or len(batch) not in (2, 3):
+        got = f"{len(batch)} items" if isinstance(batch, tuple | list) else type(batch).__name__
+        raise DataError(f"a batch must be (x, labels) or (x, labels, masks), got {got}")
+    x, ys = batch[0], batch[1]
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"batch: x must be a torch.Tensor, got {type(x).__name__} (convert it with torch.as_tensor)")
+    if not isinstance(ys, Mapping):
+        raise DataError(f"batch: labels must be a mapping {{task: tensor}}, got {type(ys).__name__}")
+    n = x.shape[0] if x.ndim else 0
+    for k, v in ys.items():
+        if not isinstance(v, torch.Tensor):
+            raise DataError(f"batch: task {k!r}'s labels must be a torch.Tensor, got {type(v).__name__}")
+        if v.ndim == 0 or v.shape[0] != n:
+            raise DataError(f"batch: every label tensor must have one row per sample of x ({n}); task {k!r} has "
+                            f"{v.shape[0] if v.ndim else 'a scalar'}")
     if len(batch) == 2:
-        x, ys = batch
         return x, ys, {k: torch.ones(v.shape[0], dtype=torch.bool, device=v.device) for k, v in ys.items()}
-    raise DataError(f"a batch must be (x, labels) or (x, labels, masks), got {len(batch)} items")
+    ms = batch[2]
+    if not isinstance(ms, Mapping):
+        raise DataError(f"batch: masks must be a mapping {{task: bool tensor}}, got {type(ms).__name__}")
+    for k, m in ms.items():
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+            got = m.dtype if isinstance(m, torch.Tensor) else type(m).__name__
+            raise DataError(f"batch: task {k!r}'s mask must be a bool tensor (True: labelled), got {got}; "
+                            f"convert it with mask.bool()")
+        if m.shape != (n,):
+            raise DataError(f"batch: task {k!r}'s mask must have one entry per sample of x ({n}), got shape "
+                            f"{tuple(m.shape)}")
+    return x, ys, ms
 
 
 def split_indices(n: int, fractions=(0.7, 0.15, 0.15), *, seed: int = 0):

@@ -6,7 +6,9 @@ details. ``benchmarks/quality.py`` scores every strategy's choice against the sa
 exhaustive ground truth. :data:`STRATEGIES` names them:
 
 - ``default``: :data:`taskgraph.pipeline.DEFAULT_POLICY`, run by the pipeline exactly as
-  ``auto_group`` and a study's prepare stage run it;
+  ``auto_group`` and a study's prepare stage run it; ``default:mean-noise``: the same with the
+  validation set's noise counted by the mean's standard error (the former default) instead of
+  Yuen's trimmed test; ``default:seeds-only``: without the validation set's noise test;
 - ``all-in-one``, ``single-task``: the two references (no training to decide);
 - ``affinity:<estimator>:<optimizer>``: the affinity's first partition (TAG's serving
   score) from one all-in-one run: ``exact`` (TAG lookahead), ``first_order``, ``cosine``;
@@ -187,14 +189,17 @@ def _decision_info(decision) -> dict:
             "left_all_in_one": decision.left_all_in_one}
 
 
-def _default(problem: Problem, runs: Runs):
-    """The pipeline's :data:`~taskgraph.pipeline.DEFAULT_POLICY`, exactly as ``auto_group`` runs it."""
-    decision, _, _, steps = run_policy(runs, DEFAULT_POLICY.replace(seed=EVAL_SEED))
+def _default(problem: Problem, runs: Runs, **changes: Any):
+    """The pipeline's :data:`~taskgraph.pipeline.DEFAULT_POLICY`, exactly as ``auto_group`` runs it
+    (``changes``: a variant of it)."""
+    decision, _, _, steps = run_policy(runs, DEFAULT_POLICY.replace(seed=EVAL_SEED, **changes))
     return decision.groups, steps, _decision_info(decision)
 
 
 STRATEGIES: dict[str, Callable[..., Choice]] = {
     "default": _timed(_default),
+    "default:mean-noise": _timed(partial(_default, sample_test="mean")),
+    "default:seeds-only": _timed(partial(_default, samples=False)),
     "all-in-one": _timed(_all_in_one),
     "single-task": _timed(_single_task),
     "affinity:exact:study": _timed(partial(_affinity, estimator="exact", optimizer="study")),

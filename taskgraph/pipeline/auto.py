@@ -159,7 +159,11 @@ class AutoGroupResult:
 
 
 def _first_input_shape(loader) -> tuple[int, ...]:
-    x, _, _ = unpack_batch(next(iter(loader)))
+    try:
+        batch = next(iter(loader))
+    except StopIteration:
+        raise GroupingError("train_loader: a loader must yield at least one batch, got an empty one") from None
+    x, _, _ = unpack_batch(batch)
     return tuple(x.shape[1:])
 
 

@@ -85,6 +85,15 @@ class GroupingPolicy:
             with the seeds' 2 chose, on one quality problem, a partition whose validation gain
             did not carry to test (docs/quality.md).
         samples: count the validation set's noise at all (False: the seeds' test alone).
+        sample_test: how the validation set's noise is counted. ``"trimmed"`` (the default):
+            Yuen's test on the per-sample differences (their ``trim``-trimmed mean and its
+            winsorized standard error): the typical validation sample must favour the candidate,
+            so neither a gain carried by a few samples nor heavy-tailed losses (a few confidently
+            wrong samples, whose swings drown a mean's standard error) decide. ``"mean"``: the
+            standard error of the mean per-sample difference is added to the seeds' in quadrature
+            and the gain must clear that (on one quality problem, one validation sample's swings
+            kept all-in-one although it was 8.6 times worse on test; docs/quality.md).
+        trim: the share trimmed from each end for ``sample_test="trimmed"`` (0.2: Wilcox's default).
         confidence: the level of the reported t-interval.
         config: every checked network's training (None: the caller's); its ``patience``
             stops each network early on validation.
@@ -102,6 +111,8 @@ class GroupingPolicy:
     z: float | None = None
     z_samples: float | None = None
     samples: bool = True
+    sample_test: str = "trimmed"
+    trim: float = 0.2
     references: tuple[str, ...] = ("single-task",)
     finalists: int | None = None
     check_epochs: int | None = 30
@@ -138,6 +149,10 @@ class GroupingPolicy:
             bad("finalists", "'finalists' must be an int >= 1 or None", self.finalists)
         if self.z_samples is not None and not (self.z_samples >= 0 and math.isfinite(self.z_samples)):
             bad("z_samples", "'z_samples' must be finite and >= 0, or None", self.z_samples)
+        if self.sample_test not in ("mean", "trimmed"):
+            bad("sample_test", "'sample_test' must be 'mean' or 'trimmed'", self.sample_test)
+        if not (isinstance(self.trim, float | int) and 0 <= self.trim < 0.5):
+            bad("trim", "0 <= 'trim' < 0.5 must hold", self.trim)
         if not 0 < self.confidence < 1:
             bad("confidence", "0 < 'confidence' < 1 must hold", self.confidence)
 
@@ -253,25 +268,36 @@ class Runs:
                    config)
 
     def validate(self) -> None:
-        """Check the loaders against the tasks before any training: one batch of each must carry a
-        label for every task.
+        """Check the loaders against the tasks before any training: every batch must carry a label
+        for every task (the training loader's first batch; the validation and test loaders, which
+        decide, are read whole), and the labelled entries of the evaluation loaders must be finite
+        (a NaN label would give every candidate a NaN loss).
 
         Raises:
-            GroupingError: a loader is empty or lacks a task's labels.
+            GroupingError: a loader is empty, lacks a task's labels or has a non-finite label.
+            DataError: a batch is malformed (see :func:`~taskgraph.data.base.unpack_batch`).
         """
         for name, loader in (("train_loader", self.train_loader), ("val_loader", self.val_loader),
                              ("test_loader", self.test_loader)):
             if loader is None:
                 continue
-            try:
-                batch = next(iter(loader))
-            except StopIteration:
-                raise GroupingError(f"{name}: a loader must yield at least one batch, got an empty one") from None
-            _, ys, _ = unpack_batch(batch)
-            missing = [t for t in self.tasks.names if t not in ys]
-            if missing:
-                raise GroupingError(f"{name}: every batch must carry a label for each task; task(s) {missing} "
-                                    f"missing (the batch has {sorted(ys)})")
+            seen = 0
+            for i, batch in enumerate(loader):
+                seen += 1
+                _, ys, ms = unpack_batch(batch)
+                missing = [t for t in self.tasks.names if t not in ys]
+                if missing:
+                    raise GroupingError(f"{name}: every batch must carry a label for each task; task(s) {missing} "
+                                        f"missing (the batch has {sorted(ys)})")
+                if name == "train_loader":
+                    break
+                for t in self.tasks.names:
+                    y = ys[t][ms[t]] if t in ms else ys[t]
+                    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+                        raise GroupingError(f"{name}: every labelled entry must be finite; task {t!r} has a NaN or "
+                                            f"infinite label in batch {i} (mask it out instead)")
+            if not seen:
+                raise GroupingError(f"{name}: a loader must yield at least one batch, got an empty one")
 
     def train_group(self, group: Sequence[str], seed: int, *, config: TrainConfig | None = None,
                     progress: bool = False) -> GroupRun:
@@ -568,46 +594,73 @@ class Decision:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
 
-def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float, samples: bool = True
-            ) -> tuple[float, float, float, tuple[float, float], float]:
-    """``a − b`` validation totals: mean over seeds, the seeds' standard error, the total standard
-    error, the total's t-interval and its degrees of freedom.
+class Paired(NamedTuple):
+    """``a − b`` on validation, paired over seeds and validation samples (see :func:`_paired`)."""
+
+    mean: float  #: mean over seeds of the validation totals' difference
+    se_seeds: float  #: SD of the per-seed differences / √S
+    se: float  #: the reported standard error (the seeds' and, with ``"mean"``, the set's noise)
+    interval: tuple[float, float]  #: the reported t-interval of ``mean``
+    df: float  #: its degrees of freedom
+    sample_stat: float  #: what the set's noise test compares: the mean, or the per-sample trimmed mean
+    sample_se: float  #: its standard error
+    sample_df: float  #: its degrees of freedom
+
+
+def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float, samples: bool = True,
+            sample_test: str = "mean", trim: float = 0.2) -> Paired:
+    """``a − b`` validation totals, with the noise of the seeds and of the validation set.
 
     The seeds' error is the SD of the per-seed differences / √S (initialisation and batch order).
-    The total adds, in quadrature and when per-sample shares were measured, the validation set's
-    own: the SD over samples of the seed-averaged per-sample difference / √N (a gap that only this
-    finite set shows would not carry to new data). The interval's t quantile takes the
-    Welch-Satterthwaite degrees of freedom of that sum (S − 1 with the seeds' error alone).
+    The validation set's own noise (a gap that only this finite set shows would not carry to new
+    data) is measured on the seed-averaged per-sample differences, when per-sample shares were
+    measured. ``sample_test="mean"``: its SD / √N is added to the seeds' error in quadrature, and
+    the interval's t quantile takes the Welch-Satterthwaite degrees of freedom of that sum (S − 1
+    with the seeds' error alone). ``"trimmed"``: Yuen's one-sample test — the ``trim``-trimmed mean
+    of the per-sample differences, its standard error from the winsorized variance,
+    ``sqrt(s_w² / N) / (1 − 2·trim)``, with N − 2g − 1 degrees of freedom (g samples cut from each
+    end); the reported interval is then the seeds' t-interval of the mean.
     """
     from scipy import stats
 
     d = np.asarray(a.val_totals, float) - np.asarray(b.val_totals, float)
     mean = float(d.mean())
     if len(d) < 2:
-        return mean, math.nan, math.nan, (math.nan, math.nan), 0.0
+        nan = math.nan
+        return Paired(mean, nan, nan, (nan, nan), 0.0, mean, nan, 0.0)
     var_seeds = float(d.var(ddof=1)) / len(d)
     var, df = var_seeds, float(len(d) - 1)
+    stat, stat_se, stat_df = mean, math.sqrt(var_seeds), df
     if samples and a.val_samples is not None and b.val_samples is not None:
         per_sample = (a.val_samples - b.val_samples).mean(axis=0)
-        var_samples = float(per_sample.var(ddof=1)) / len(per_sample)
-        var = var_seeds + var_samples
-        # Welch-Satterthwaite: the degrees of freedom of a sum of two variance estimates
-        denom = var_seeds**2 / (len(d) - 1) + var_samples**2 / (len(per_sample) - 1)
-        df = var**2 / denom if denom > 0 else df
+        n = len(per_sample)
+        if sample_test == "trimmed":
+            g = int(trim * n)
+            stat = float(stats.trim_mean(per_sample, trim))
+            w = np.asarray(stats.mstats.winsorize(per_sample, limits=(trim, trim)), float)
+            stat_se = math.sqrt(float(w.var(ddof=1)) / n) / (1.0 - 2.0 * trim)
+            stat_df = float(max(1, n - 2 * g - 1))
+        else:
+            var_samples = float(per_sample.var(ddof=1)) / n
+            var = var_seeds + var_samples
+            # Welch-Satterthwaite: the degrees of freedom of a sum of two variance estimates
+            denom = var_seeds**2 / (len(d) - 1) + var_samples**2 / (n - 1)
+            df = var**2 / denom if denom > 0 else df
+            stat_se, stat_df = math.sqrt(var), df
     se = math.sqrt(var)
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-    return mean, math.sqrt(var_seeds), se, (mean - half, mean + half), df
+    return Paired(mean, math.sqrt(var_seeds), se, (mean - half, mean + half), df, stat, stat_se, stat_df)
 
 
 def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT_POLICY) -> Decision:
     """Keep all-in-one unless a candidate's paired validation gain is clear of the noise.
 
     A candidate clears the bar when its gain over all-in-one (mean over the paired seeds) lies
-    outside the two-sided ``policy.confidence`` t-interval twice: with the seeds' standard
-    error alone (S − 1 degrees of freedom: it replicates across initialisations and batch
-    orders; 4.30 SE with 3 seeds at 95%) and with the validation set's own sampling noise
-    added (Welch-Satterthwaite degrees of freedom: it is not carried by a few validation
-    samples). ``policy.z`` / ``policy.z_samples`` replace those quantiles by fixed multiples;
+    outside the two-sided ``policy.confidence`` t-interval with the seeds' standard error
+    (S − 1 degrees of freedom: it replicates across initialisations and batch orders; 4.30 SE
+    with 3 seeds at 95%) and also passes the validation set's noise test (``policy.sample_test``,
+    see :func:`_paired`: the gain is not carried by a few validation samples).
+    ``policy.z`` / ``policy.z_samples`` replace those quantiles by fixed multiples;
     ``policy.samples=False`` drops the second test. Among the candidates that clear the bar,
     the one with the fewest networks whose validation total is within one standard error of
     the lowest wins (the one-standard-error rule: a gain inside the noise does not pay for more
@@ -619,28 +672,37 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
     ranked = tuple(sorted(checked, key=lambda c: c.val_total))
     aio = next(c for c in checked if c.source == "all-in-one")
     n = len(aio.val_totals)
-    others = [(c, *_paired(c, aio, policy.confidence, policy.samples)) for c in ranked
-              if c is not aio and len(c.val_totals) == n]
+
+    def paired(a: CheckedCandidate, b: CheckedCandidate) -> Paired:
+        return _paired(a, b, policy.confidence, policy.samples, policy.sample_test, policy.trim)
+
+    others = [(c, paired(c, aio)) for c in ranked if c is not aio and len(c.val_totals) == n]
 
     def quantile(z: float | None, df: float) -> float:
         return z if z is not None else float(stats.t.ppf(0.5 + policy.confidence / 2, df))
 
     bar_seeds = quantile(policy.z, n - 1) if n > 1 else 0.0
+    trimmed = policy.sample_test == "trimmed"
 
-    def clears(d: float, se_seeds: float, se: float, df: float) -> bool:
-        if d >= 0:
+    def clears(p: Paired) -> bool:
+        if p.mean >= 0:
             return False
         if n < 2:
             return True
-        return -d > bar_seeds * se_seeds and (not policy.samples or -d > quantile(policy.z_samples, df) * se)
+        return -p.mean > bar_seeds * p.se_seeds and (
+            not policy.samples or -p.sample_stat > quantile(policy.z_samples, p.sample_df) * p.sample_se)
 
-    def sig(d: float, se_seeds: float, se: float) -> str:
-        if n < 2 or not se_seeds > 0:
+    def sig(p: Paired) -> str:
+        if n < 2 or not p.se_seeds > 0:
             return "one seed: no standard error" if n < 2 else "no spread over the seeds"
-        return f"{-d / se_seeds:.1f} SE of the seeds" + (f", {-d / se:.1f} with the validation set's noise"
-                                                         if policy.samples and se > 0 else "")
+        out = f"{-p.mean / p.se_seeds:.1f} SE of the seeds"
+        if policy.samples and p.sample_se > 0 and p.sample_se != p.se_seeds:
+            out += (f", the typical validation sample by {-p.sample_stat / p.sample_se:.1f} SE "
+                    f"({policy.trim:.0%}-trimmed mean of the per-sample differences {p.sample_stat:+.2e})" if trimmed
+                    else f", {-p.sample_stat / p.sample_se:.1f} with the validation set's noise")
+        return out
 
-    winners = [o for o in others if clears(o[1], o[2], o[3], o[5])]
+    winners = [(c, p) for c, p in others if clears(p)]
     if winners:
         # the one-standard-error rule: the fewest networks among the winners within 1 SE of the best
         best = winners[0][0]
@@ -648,24 +710,27 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
         def near(c: CheckedCandidate) -> bool:
             if c is best or n < 2:
                 return c is best
-            d, _, se, _, _ = _paired(c, best, policy.confidence, policy.samples)
-            return d <= se
+            p = paired(c, best)
+            return p.mean <= p.se
 
-        chosen, d, se_seeds, se, iv, _ = min((o for o in winners if near(o[0])),
-                                             key=lambda o: (len(o[0].groups), o[0].val_total))
+        chosen, p = min(((c, p) for c, p in winners if near(c)), key=lambda o: (len(o[0].groups), o[0].val_total))
         fewer = "" if chosen is best else f"; the fewest networks within 1 SE of the best ({best.source})"
-        return Decision(chosen, aio, ranked, d, se, iv, n, policy.confidence,
-                        f"it beats all-in-one by {sig(d, se_seeds, se)}{fewer}")
+        return Decision(chosen, aio, ranked, p.mean, p.se, p.interval, n, policy.confidence,
+                        f"it beats all-in-one by {sig(p)}{fewer}")
     if not others:
         return Decision(aio, aio, ranked, 0.0, 0.0, (0.0, 0.0), n, policy.confidence,
                         "all-in-one was the only candidate")
-    best, d, se_seeds, se, iv, df = others[0]
-    need = (f"{bar_seeds:.2f} SE of the seeds"
-            + (f" and {quantile(policy.z_samples, df):.2f} SE with the validation set's noise" if policy.samples
-               else ""))
-    reason = (f"kept all-in-one: the best alternative ({best.source}) is ahead by {sig(d, se_seeds, se)}, not by "
-              f"{need}")
-    return Decision(aio, aio, ranked, d, se, iv, n, policy.confidence, reason)
+    best, p = others[0]
+    if not policy.samples:
+        extra = ""
+    elif trimmed:
+        extra = (f" and the typical validation sample by {quantile(policy.z_samples, p.sample_df):.2f} SE "
+                 f"({policy.trim:.0%}-trimmed mean)")
+    else:
+        extra = f" and {quantile(policy.z_samples, p.sample_df):.2f} SE with the validation set's noise"
+    reason = (f"kept all-in-one: the best alternative ({best.source}) is ahead by {sig(p)}, not by "
+              f"{bar_seeds:.2f} SE of the seeds{extra}")
+    return Decision(aio, aio, ranked, p.mean, p.se, p.interval, n, policy.confidence, reason)
 
 
 def unchecked(groups, reason: str = "the policy runs no checks (check_seeds = 0): the affinity's first "

@@ -127,11 +127,14 @@ def test_a_gain_that_only_a_few_validation_samples_show_does_not_count():
     lucky += np.array([[0.001], [0.0], [-0.001]])  # tiny seed noise: the seeds alone would say 100 SE
     aio = CheckedCandidate(AIO, "all-in-one", tuple(base.mean(1)), None, {}, None, base)
     cand_ = CheckedCandidate(SPLIT, "affinity #1", tuple(lucky.mean(1)), None, {}, None, lucky)
-    d = decide([aio, cand_], GroupingPolicy(z=2.0, z_samples=1.0))
+    d = decide([aio, cand_], GroupingPolicy(z=2.0, z_samples=1.0, sample_test="mean"))
     assert d.chosen is aio and d.diff == pytest.approx(-0.05)
     se = math.sqrt(np.var([0.001, 0, -0.001], ddof=1) / 3 + np.var([-12, 2] + [0] * 198, ddof=1) / n)
     assert d.se == pytest.approx(se) and 0.05 < se  # under 1 SE once the set's noise counts
     assert "with the validation set's" in d.reason
+    # the default trimmed test: the typical sample does not move at all, so nothing clears
+    d = decide([aio, cand_], GroupingPolicy(z=2.0))
+    assert d.chosen is aio and "typical validation sample" in d.reason and "trimmed mean" in d.reason
     # the seeds alone would have left all-in-one
     assert decide([aio, cand_], GroupingPolicy(z=2.0, samples=False)).chosen is cand_
     # the same gain spread over every sample clears the bar
@@ -162,3 +165,32 @@ def test_within_one_standard_error_of_the_best_the_fewest_networks_win():
     assert d.chosen is pairs and "fewest networks within 1 SE of the best (single-task)" in d.reason
     clearly = cand((("a",), ("b",), ("c",)), [0.70, 0.72, 0.68], "single-task")  # lower by 0.1 every seed
     assert decide([aio, pairs, clearly]).chosen is clearly
+
+
+def test_heavy_tailed_sample_noise_does_not_hide_a_gain_every_typical_sample_shows():
+    """Better by 0.02 on every sample but two, which swing by ±9 (confidently wrong labels): the
+    mean's standard error drowns the gain, Yuen's trimmed test does not."""
+    from scipy import stats
+
+    n, rng = 300, np.random.default_rng(0)
+    base = 0.5 + 0.01 * rng.standard_normal((3, n))
+    better = base - 0.02 + 0.01 * rng.standard_normal((1, n))  # per-sample scatter, the same in every seed
+    better[:, 0] += 9.0
+    better[:, 1] -= 9.0
+    seed_noise = np.array([[0.0005], [0.0], [-0.0005]])
+    better += seed_noise
+    aio = CheckedCandidate(AIO, "all-in-one", tuple(base.mean(1)), None, {}, None, base)
+    cand_ = CheckedCandidate(SPLIT, "affinity #1", tuple(better.mean(1)), None, {}, None, better)
+    assert decide([aio, cand_], GroupingPolicy(sample_test="mean")).chosen is aio
+    d = decide([aio, cand_])
+    assert d.chosen is cand_ and "trimmed mean" in d.reason
+    per = (better - base).mean(0)
+    w = np.asarray(stats.mstats.winsorize(per, limits=(0.2, 0.2)), float)
+    # Yuen's statistic by hand: trimmed mean / (winsorized SD / ((1 - 2 * 0.2) sqrt(n)))
+    t = stats.trim_mean(per, 0.2) / (w.std(ddof=1) / (0.6 * math.sqrt(n)))
+    assert f"the typical validation sample by {-t:.1f} SE" in d.reason
+    assert GroupingPolicy(sample_test="trimmed", trim=0.1).trim == 0.1
+    with pytest.raises(ConfigError, match="'sample_test' must be 'mean' or 'trimmed'"):
+        GroupingPolicy(sample_test="median")
+    with pytest.raises(ConfigError, match="0 <= 'trim' < 0.5 must hold"):
+        GroupingPolicy(trim=0.5)
