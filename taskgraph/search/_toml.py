@@ -24,7 +24,7 @@ from typing import Any
 
 from taskgraph.exceptions import ConfigError
 
-__all__ = ["MISSING", "Table", "read_toml"]
+__all__ = ["MISSING", "FrozenMap", "Table", "freeze", "read_toml", "thaw"]
 
 
 class _Missing:
@@ -162,3 +162,60 @@ class Table:
         if unknown:
             valid = ", ".join(sorted(allowed)) or "none"
             raise self.error(unknown[0], f"unknown key {self.key(unknown[0])!r}; valid keys here: {valid}")
+
+
+class FrozenMap(Mapping):
+    """A read-only, hashable, picklable mapping (a frozen value's table; ``MappingProxyType`` does not pickle).
+
+    Example:
+        >>> m = FrozenMap({"a": [1, 2]})
+        >>> m["a"], dict(m) == {"a": (1, 2)}
+        ((1, 2), True)
+    """
+
+    __slots__ = ("_d",)
+
+    def __init__(self, data: Mapping[str, Any] = ()):  # type: ignore[assignment]
+        object.__setattr__(self, "_d", {k: freeze(v) for k, v in dict(data).items()})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._d[key]
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._d.items(), key=lambda kv: kv[0])))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("FrozenMap is read-only")
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._d!r})"
+
+    def __reduce__(self):
+        return FrozenMap, (self._d,)
+
+
+def freeze(v: Any) -> Any:
+    """``v`` with every table a :class:`FrozenMap` and every array a tuple (recursively)."""
+    if isinstance(v, Mapping) and not isinstance(v, FrozenMap):
+        return FrozenMap(v)
+    if isinstance(v, list | tuple):
+        return tuple(freeze(x) for x in v)
+    return v
+
+
+def thaw(v: Any) -> Any:
+    """The plain, JSON-safe form of a frozen value: tables as dicts, arrays as lists (recursively)."""
+    if isinstance(v, Mapping):
+        return {k: thaw(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [thaw(x) for x in v]
+    return v

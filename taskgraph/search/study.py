@@ -46,6 +46,11 @@ Layout (every table but ``[dataset]`` and ``[search]`` optional)::
     check_seeds = 3                # paired seeds per checked network (0: no check runs)
     # z = 4.3                      # leave all-in-one only past z SE of the seeds (default: the 95% t quantile)
 
+    [grouping]                     # the solver that proposes groupings from the affinity
+    solver = "auto"                # auto (exact up to 20 tasks, else scalable) | exact | scalable | hierarchy
+    time_limit = 120               # seconds per solve (default: the solver's own; exact: 120)
+    fallback = "scalable"          # at the exact solver's time limit: scalable (bound and gap kept) | raise
+
     [storage]
     url = "sqlite:///runs/quickstart/study.db"  # any Optuna RDB URL
     artifacts = "runs/quickstart/artifacts"   # default: next to a SQLite file, else runs/<name>/artifacts
@@ -58,11 +63,18 @@ Layout (every table but ``[dataset]`` and ``[search]`` optional)::
     [runner]
     backend = "ray"                # default of `taskgraph run`
 
+Each table is one frozen section with one validator (:class:`DatasetSection` as ``spec.data``,
+:class:`TrunkSection`, :class:`SearchSection`, :class:`BudgetSection`, :class:`TrainSection`,
+:class:`AffinitySection`, :class:`GroupingSection`, :class:`StorageSection`, :class:`ResourcesSection`,
+:class:`RunnerSection`); :class:`StudySpec` composes them.
+
 Example:
     >>> import os
     >>> spec = StudySpec.load(os.path.join(os.path.dirname(__file__), "..", "..", "studies", "quickstart.toml"))
-    >>> spec.name, spec.objective, spec.directions(6)
+    >>> spec.name, spec.search.objective, spec.directions(6)
     ('quickstart', 'val_loss', ('minimize',))
+    >>> spec.budget.trials, spec.grouping.solver, spec.affinity.estimator
+    (12, 'auto', 'exact')
 """
 
 from __future__ import annotations
@@ -71,16 +83,18 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from taskgraph.exceptions import ConfigError
 from taskgraph.runners.samplers import SAMPLERS, make_sampler
-from taskgraph.search._toml import Table, read_toml
+from taskgraph.search._toml import FrozenMap, Table, read_toml, thaw
 from taskgraph.search.space import SearchSpace
 
-__all__ = ["DATASET_BOUNDS", "OBJECTIVES", "SAMPLERS", "StudySpec", "check_dataset_options", "make_sampler"]
+__all__ = ["DATASET_BOUNDS", "FLAT", "OBJECTIVES", "SAMPLERS", "STUDY_SOLVERS", "AffinitySection", "BudgetSection",
+           "DatasetSection", "GroupingSection", "ResourcesSection", "RunnerSection", "SearchSection", "Section",
+           "StorageSection", "StudySpec", "TrainSection", "TrunkSection", "check_dataset_options", "make_sampler"]
 
 OBJECTIVES = ("val_loss", "delta_m", "per_task")
 BACKENDS = ("local", "ray")
@@ -193,37 +207,424 @@ def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | 
                           f"got {n:,} × {dim:,}", file=file, key=f"{key}{sep}{bad}")
 
 
+# --- sections: one frozen value and one validator per table of the study file ----------------------
+
+class Section(Mapping):
+    """A validated table of a study file: a frozen value whose fields are the table's keys.
+
+    Each section is also a read-only mapping of those keys to plain values (``dict(spec.budget)`` is
+    the normalised table, arrays as lists); ``KEY`` is its table's name in the file, :meth:`from_table`
+    its validator.
+    """
+
+    KEY = ""
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return thaw(getattr(self, key))
+
+    def __iter__(self):
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def to_dict(self) -> dict:
+        """The section as plain, JSON-safe values."""
+        return thaw(dict(self))
+
+
 @dataclass(frozen=True)
-class StudySpec:
-    """A validated study file. Paths are absolute; see the module docstring for the fields."""
+class DatasetSection(Section):
+    """``[dataset]``: which data, its options, and a subset of its tasks (None: all)."""
 
     name: str
-    file: str | None
-    dataset: str
-    dataset_options: dict
-    tasks: tuple[str, ...] | None
-    trunk: dict
-    space_path: str
-    space: SearchSpace = field(compare=False, repr=False)
+    options: FrozenMap = field(default_factory=FrozenMap)
+    tasks: tuple[str, ...] | None = None
+    KEY: ClassVar[str] = "dataset"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", FrozenMap(self.options))
+        object.__setattr__(self, "tasks", None if self.tasks is None else tuple(self.tasks))
+
+    @classmethod
+    def from_table(cls, ds: Table) -> DatasetSection:
+        from taskgraph.runners import stages
+
+        name = ds.str("name")
+        options = ds.table("options").data
+        tasks = ds.list("tasks", None, of=str, nonempty=True)
+        ds.check_unknown()
+        stages.check_dataset(name, options, file=ds.file, key="dataset")
+        check_dataset_options(name, options, file=ds.file, key="dataset.options")
+        if tasks is not None and len(set(tasks)) != len(tasks):
+            raise ds.error("tasks", f"'dataset.tasks' must not repeat names; got {tasks}")
+        return cls(name, FrozenMap(options), tuple(tasks) if tasks else None)
+
+
+@dataclass(frozen=True)
+class TrunkSection(Section):
+    """``[trunk]``: the shared network (:class:`~taskgraph.models.TrunkSpec`'s fields)."""
+
+    kind: str = "mlp"
+    hidden: tuple[int, ...] = (256, 128)
+    out_features: int = 64
+    dropout: float = 0.0
+    KEY: ClassVar[str] = "trunk"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    @classmethod
+    def from_table(cls, tr: Table) -> TrunkSection:
+        from taskgraph.models import TrunkSpec
+
+        out = cls(kind=tr.str("kind", "mlp", choices=("mlp", "cnn")),
+                  hidden=tuple(tr.list("hidden", [256, 128], of=int, nonempty=True)),
+                  out_features=tr.int("out_features", 64, low=1), dropout=tr.float("dropout", 0.0, low=0.0, high=0.99))
+        tr.check_unknown()
+        if any(h < 1 for h in out.hidden):
+            raise tr.error("hidden", f"'trunk.hidden' widths must be >= 1; got {list(out.hidden)}")
+        TrunkSpec.from_dict(out.to_dict())
+        return out
+
+
+@dataclass(frozen=True)
+class SearchSection(Section):
+    """``[search]``: the search space (an absolute path, and the loaded space), the objective, the sampler."""
+
+    space: str
     objective: str = "val_loss"
     sampler: str = "tpe"
-    sampler_options: dict = field(default_factory=dict)
+    sampler_options: FrozenMap = field(default_factory=FrozenMap)
+    loaded: SearchSpace | None = field(default=None, compare=False, repr=False)
+    KEY: ClassVar[str] = "search"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sampler_options", FrozenMap(self.sampler_options))
+
+    def _keys(self) -> tuple[str, ...]:
+        return ("space", "objective", "sampler", "sampler_options")
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.objective == "per_task"
+
+    @classmethod
+    def from_table(cls, se: Table, *, base_dir: Path, space: str | Path | None, seed: int) -> SearchSection:
+        space_rel = se.str("space")
+        space_path = Path(space).resolve() if space is not None else (base_dir / space_rel).resolve()
+        if not space_path.is_file():
+            raise se.error("space", f"'search.space' must point to a search-space file (relative to the "
+                                    f"study file); nothing at {str(space_path)!r}")
+        objective = se.str("objective", "val_loss", choices=OBJECTIVES)
+        sampler = se.str("sampler", "tpe")
+        options = se.table("sampler_options").data
+        se.check_unknown()
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}", file=se.file,
+                              key="search.sampler")
+        _try_sampler(make_sampler(sampler, options, seed, file=se.file), sampler, options, file=se.file,
+                     n_objectives=2 if objective == "per_task" else 1)
+        if objective == "per_task" and sampler in ("cmaes", "gp", "qmc"):
+            raise se.error("sampler", f"objective 'per_task' is multi-objective; 'search.sampler' must be "
+                                      f"tpe, random or nsgaii, got {sampler!r}")
+        return cls(str(space_path), objective, sampler, FrozenMap(options), SearchSpace.load(space_path))
+
+
+@dataclass(frozen=True)
+class BudgetSection(Section):
+    """``[budget]``: trials, epochs per trial, wall time, and early stopping (ASHA)."""
+
     trials: int = 10
     epochs: int = 5
     wall_time_s: float | None = None
     early_stopping: str = "asha"
     grace_epochs: int = 1
     reduction_factor: int = 3
-    train: dict = field(default_factory=dict)
-    affinity: dict = field(default_factory=dict)
-    storage_url: str = field(default="", repr=False)  # may hold a password: print mask_url(storage_url)
-    artifacts_dir: str = ""
-    run_dir: str = ""
+    KEY: ClassVar[str] = "budget"
+
+    @classmethod
+    def from_table(cls, bu: Table) -> BudgetSection:
+        out = cls(trials=bu.int("trials", 10, low=1), epochs=bu.int("epochs", 5, low=1),
+                  wall_time_s=bu.float("wall_time_s", None, low=0.0, strict_low=True),
+                  early_stopping=bu.str("early_stopping", "asha", choices=("asha", "none")),
+                  grace_epochs=bu.int("grace_epochs", 1, low=1), reduction_factor=bu.int("reduction_factor", 3, low=2))
+        bu.check_unknown()
+        if out.grace_epochs > out.epochs:
+            raise bu.error("grace_epochs", f"'budget.grace_epochs' <= 'budget.epochs' ({out.epochs}) must hold; "
+                                           f"got {out.grace_epochs}")
+        return out
+
+
+@dataclass(frozen=True)
+class TrainSection(Section):
+    """``[train]``: :class:`~taskgraph.training.TrainConfig` defaults for what the space does not search.
+
+    A mapping of the fields the file sets (the rest keep TrainConfig's defaults).
+    """
+
+    overrides: FrozenMap = field(default_factory=FrozenMap)
+    KEY: ClassVar[str] = "train"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "overrides", FrozenMap(self.overrides))
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(self.overrides)
+
+    def __getitem__(self, key: str) -> Any:
+        return thaw(self.overrides[key])
+
+    @classmethod
+    def from_table(cls, tt: Table) -> TrainSection:
+        from taskgraph.training import TrainConfig
+
+        train = dict(tt.data)
+        for k in ("epochs", "seed", "device"):
+            if k in train:
+                raise tt.error(k, f"'train.{k}' is set by the study ({'budget.epochs' if k == 'epochs' else k}), "
+                                  "not in [train]")
+        try:
+            TrainConfig(**train)
+        except TypeError as e:
+            raise tt.error(None, f"[train] must hold TrainConfig fields: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(str(e).split(" [")[0], file=tt.file, key=f"train.{e.key}" if e.key else "train") \
+                from None
+        betas = train.get("betas")
+        if betas is not None and not (isinstance(betas, list) and len(betas) == 2 and all(
+                isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+            raise tt.error("betas", f"'train.betas' must be two numbers in [0, 1); got {betas!r}")
+        return cls(FrozenMap(train))
+
+
+@dataclass(frozen=True)
+class AffinitySection(Section):
+    """``[affinity]``: the prepare stage's affinity run and its checks (see :mod:`taskgraph.pipeline`)."""
+
+    estimator: str = "exact"
+    every: int = 1
+    epochs: int = 5
+    check_seeds: int = 3  # paired seeds per checked network (0: no check runs)
+    z: float | None = None  # leave all-in-one only past z SE (None: the 95% t quantile)
+    KEY: ClassVar[str] = "affinity"
+
+    @classmethod
+    def from_table(cls, af: Table, *, epochs: int) -> AffinitySection:
+        out = cls(estimator=_estimator(af), every=af.int("every", 1, low=1), epochs=af.int("epochs", epochs, low=1),
+                  check_seeds=af.int("check_seeds", 3, low=0), z=af.float("z", None, low=0.0))
+        af.check_unknown()
+        return out
+
+
+#: the grouping solvers a study may name (``auto``: exact up to 20 tasks, scalable beyond)
+STUDY_SOLVERS = ("auto", "exact", "scalable", "hierarchy")
+
+
+@dataclass(frozen=True)
+class GroupingSection(Section):
+    """``[grouping]``: the solver that turns the affinity into proposed groupings, and its settings.
+
+    Attributes:
+        solver: ``auto`` (exact up to 20 tasks, scalable beyond), ``exact``, ``scalable`` or ``hierarchy``.
+        time_limit: seconds the exact (or scalable) solver may spend per solve (None: the solver's
+            default, 120 s for the exact one).
+        fallback: what the exact solver does at its time limit: ``scalable`` (its groupings, with the
+            bound proven so far) or ``raise``.
+    """
+
+    solver: str = "auto"
+    time_limit: float | None = None
+    fallback: str = "scalable"
+    KEY: ClassVar[str] = "grouping"
+
+    def solver_params(self) -> dict[str, Any]:
+        """The keyword arguments for :func:`~taskgraph.grouping.group_tasks` / ``propose`` besides ``solver``."""
+        params: dict[str, Any] = {} if self.time_limit is None else {"time_limit": self.time_limit}
+        if self.solver in ("auto", "exact"):
+            params["fallback"] = self.fallback
+        return params
+
+    def make_solver(self, n_tasks: int):
+        """The solver instance for ``n_tasks`` tasks (what the prepare stage passes as ``solver=``)."""
+        from taskgraph.grouping.api import resolve_solver
+
+        return resolve_solver(self.solver, n_tasks, **self.solver_params())
+
+    @classmethod
+    def from_table(cls, gr: Table) -> GroupingSection:
+        from taskgraph.exceptions import GroupingError
+
+        solver = gr.str("solver", "auto", choices=STUDY_SOLVERS)
+        out = cls(solver=solver, time_limit=gr.float("time_limit", None, low=0.0, strict_low=True),
+                  fallback=gr.str("fallback", "scalable", choices=("scalable", "raise")))
+        gr.check_unknown()
+        if solver == "hierarchy" and out.time_limit is not None:
+            raise gr.error("time_limit", f"'grouping.time_limit' applies to the exact and scalable solvers; "
+                                         f"got it with solver {solver!r}")
+        if solver in ("scalable", "hierarchy") and "fallback" in gr.data:
+            raise gr.error("fallback", f"'grouping.fallback' applies to the exact solver (solver = exact or auto); "
+                                       f"got it with solver {solver!r}")
+        for n in (2, 30) if solver == "auto" else (2,):
+            try:
+                out.make_solver(n)
+            except GroupingError as e:  # pragma: no cover - the checks above keep to what the solvers take
+                raise gr.error("solver", f"[grouping] must hold settings solver {solver!r} takes: {e}") from None
+        return out
+
+
+@dataclass(frozen=True)
+class StorageSection(Section):
+    """``[storage]``: the Optuna RDB URL (may hold a password: show ``shown``) and the artifacts folder."""
+
+    url: str = field(repr=False)
+    artifacts: str
+    run_dir: str
+    KEY: ClassVar[str] = "storage"
+
+    def _keys(self) -> tuple[str, ...]:
+        return ("url", "artifacts")
+
+    @property
+    def shown(self) -> str:
+        """``url`` with its password masked: what may be printed, logged or stored."""
+        from taskgraph.runners.storage import mask_url
+
+        return mask_url(self.url)
+
+    def to_dict(self) -> dict:
+        return {"url": self.shown, "artifacts": self.artifacts}
+
+    @classmethod
+    def from_table(cls, st: Table, *, name: str, runs_root: str | Path, storage: str | None,
+                   artifacts: str | None) -> StorageSection:
+        from taskgraph.runners.storage import in_memory_sqlite, mask_url
+
+        run_dir = (Path(runs_root) / name).resolve()
+        url = st.str("url", "")
+        art = st.str("artifacts", "")
+        st.check_unknown()
+        url, art = storage or url, artifacts or art
+        if not url:
+            url = f"sqlite:///{run_dir / 'study.db'}"
+        elif url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            rel = url[len("sqlite:///"):]
+            if rel and rel != ":memory:":
+                url = f"sqlite:///{Path(rel).resolve()}"
+        if in_memory_sqlite(url):
+            raise ConfigError(f"'storage.url' must name a database that outlives the driver; {mask_url(url)!r} is an "
+                              f"in-memory SQLite database, so every trial would be lost when the run ends and no "
+                              f"dashboard, report or --resume could open it (e.g. sqlite:///runs/{name}/study.db)",
+                              file=st.file, key="storage.url")
+        if "://" not in url:
+            raise ConfigError(f"'storage.url' must be an Optuna RDB URL like sqlite:///runs/x.db or "
+                              f"postgresql://user@host/db; got {url!r}", file=st.file, key="storage.url")
+        if art:
+            art_dir = str(Path(art).resolve())
+        elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            art_dir = str(Path(url[len("sqlite:///"):]).parent / "artifacts")  # next to the database file
+        else:
+            art_dir = str(run_dir / "artifacts")
+        return cls(url=url, artifacts=art_dir, run_dir=str(run_dir))
+
+
+@dataclass(frozen=True)
+class ResourcesSection(Section):
+    """``[resources]``: per trial (Ray Tune): CPUs, GPUs (fractional allowed), trials at once."""
+
     cpus: float = 1.0
     gpus: float = 0.0
     concurrent: int = 2
-    seed: int = 0
+    KEY: ClassVar[str] = "resources"
+
+    @classmethod
+    def from_table(cls, rs: Table) -> ResourcesSection:
+        out = cls(cpus=rs.float("cpus", 1.0, low=0.0, strict_low=True), gpus=rs.float("gpus", 0.0, low=0.0),
+                  concurrent=rs.int("concurrent", 2, low=1))
+        rs.check_unknown()
+        return out
+
+
+@dataclass(frozen=True)
+class RunnerSection(Section):
+    """``[runner]``: the backend ``taskgraph run`` uses by default."""
+
     backend: str = "ray"
+    KEY: ClassVar[str] = "runner"
+
+    @classmethod
+    def from_table(cls, ru: Table) -> RunnerSection:
+        out = cls(backend=ru.str("backend", "ray", choices=BACKENDS))
+        ru.check_unknown()
+        return out
+
+
+#: the flat attributes of the spec before its split into sections: name -> (section, field)
+FLAT: dict[str, tuple[str, str]] = {
+    "dataset": ("data", "name"), "dataset_options": ("data", "options"), "tasks": ("data", "tasks"),
+    "space_path": ("search", "space"), "space": ("search", "loaded"), "objective": ("search", "objective"),
+    "sampler": ("search", "sampler"), "sampler_options": ("search", "sampler_options"),
+    **{k: ("budget", k) for k in ("trials", "epochs", "wall_time_s", "early_stopping", "grace_epochs",
+                                  "reduction_factor")},
+    "storage_url": ("storage", "url"), "artifacts_dir": ("storage", "artifacts"), "run_dir": ("storage", "run_dir"),
+    "cpus": ("resources", "cpus"), "gpus": ("resources", "gpus"), "concurrent": ("resources", "concurrent"),
+    "backend": ("runner", "backend"),
+}
+#: flat attributes whose value is a plain (thawed) copy, as before the split
+_PLAIN = ("dataset_options", "sampler_options")
+
+
+def _flat(name: str):
+    section, attr = FLAT[name]
+    if name in _PLAIN:
+        return property(lambda self: thaw(getattr(getattr(self, section), attr)),
+                        doc=f"``{section}.{attr}`` as a plain dict (read-only; move to the section API)")
+    return property(lambda self: getattr(getattr(self, section), attr),
+                    doc=f"``{section}.{attr}`` (read-only; move to the section API)")
+
+
+@dataclass(frozen=True, init=False)
+class StudySpec:
+    """A validated study file: its name, file and seed, and one frozen, validated section per table.
+
+    ``data`` ([dataset]), ``trunk``, ``search``, ``budget``, ``train``, ``affinity``, ``grouping``,
+    ``storage``, ``resources``, ``runner``. Paths are absolute. The flat attributes of before
+    (``spec.trials``, ``spec.storage_url``, ... see :data:`FLAT`) read through to the sections, and
+    ``dataclasses.replace(spec, trials=3)`` still works (it goes through :meth:`replace`).
+    """
+
+    name: str
+    file: str | None
+    seed: int
+    data: DatasetSection
+    trunk: TrunkSection
+    search: SearchSection
+    budget: BudgetSection
+    train: TrainSection
+    affinity: AffinitySection
+    grouping: GroupingSection
+    storage: StorageSection
+    resources: ResourcesSection
+    runner: RunnerSection
+
+    def __init__(self, *, name: str, file: str | None, seed: int, data: DatasetSection, trunk: TrunkSection,
+                 search: SearchSection, budget: BudgetSection, train: TrainSection, affinity: AffinitySection,
+                 grouping: GroupingSection, storage: StorageSection, resources: ResourcesSection,
+                 runner: RunnerSection, **flat: Any):
+        values = dict(name=name, file=file, seed=seed, data=data, trunk=trunk, search=search, budget=budget,
+                      train=train, affinity=affinity, grouping=grouping, storage=storage, resources=resources,
+                      runner=runner)
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+        if flat:  # dataclasses.replace(spec, trials=3): route the flat names to their sections
+            changed = self.replace(**flat)
+            for k in values:
+                object.__setattr__(self, k, getattr(changed, k))
 
     # --- loading ------------------------------------------------------------------------
     @classmethod
@@ -249,146 +650,64 @@ class StudySpec:
     def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None, base_dir: str | Path = ".",
                   default_name: str = "study", storage: str | None = None, artifacts: str | None = None,
                   space: str | Path | None = None, runs_root: str | Path = "runs") -> StudySpec:
-        from taskgraph.models import TrunkSpec
-        from taskgraph.runners import stages
-        from taskgraph.training import TrainConfig
-
-        base_dir = Path(base_dir)
+        """Validate a parsed study file: each table by its section's validator, in the file's order of concerns."""
         top = Table(data, file=file)
         name = top.str("name", default_name)
         if not _NAME.match(name):
             raise top.error("name", f"'name' must match {_NAME.pattern} (it names folders); got {name!r}")
         seed = top.int("seed", 0, low=0, high=SEED_MAX)
-
-        ds = top.table("dataset", required=True)
-        dataset = ds.str("name")
-        options = ds.table("options").data
-        tasks = ds.list("tasks", None, of=str, nonempty=True)
-        ds.check_unknown()
-        stages.check_dataset(dataset, options, file=file, key="dataset")
-        check_dataset_options(dataset, options, file=file, key="dataset.options")
-        if tasks is not None and len(set(tasks)) != len(tasks):
-            raise ds.error("tasks", f"'dataset.tasks' must not repeat names; got {tasks}")
-
-        tr = top.table("trunk")
-        trunk = {"kind": tr.str("kind", "mlp", choices=("mlp", "cnn")),
-                 "hidden": tr.list("hidden", [256, 128], of=int, nonempty=True),
-                 "out_features": tr.int("out_features", 64, low=1),
-                 "dropout": tr.float("dropout", 0.0, low=0.0, high=0.99)}
-        tr.check_unknown()
-        if any(h < 1 for h in trunk["hidden"]):
-            raise tr.error("hidden", f"'trunk.hidden' widths must be >= 1; got {trunk['hidden']}")
-        TrunkSpec.from_dict(trunk)
-
-        se = top.table("search", required=True)
-        space_rel = se.str("space")
-        space_path = Path(space).resolve() if space is not None else (base_dir / space_rel).resolve()
-        if not space_path.is_file():
-            raise se.error("space", f"'search.space' must point to a search-space file (relative to the "
-                                    f"study file); nothing at {str(space_path)!r}")
-        objective = se.str("objective", "val_loss", choices=OBJECTIVES)
-        sampler = se.str("sampler", "tpe")
-        sampler_options = se.table("sampler_options").data
-        se.check_unknown()
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}", file=file,
-                              key="search.sampler")
-        _try_sampler(make_sampler(sampler, sampler_options, seed, file=file), sampler, sampler_options, file=file,
-                     n_objectives=2 if objective == "per_task" else 1)
-        space = SearchSpace.load(space_path)
-
-        bu = top.table("budget")
-        trials = bu.int("trials", 10, low=1)
-        epochs = bu.int("epochs", 5, low=1)
-        wall = bu.float("wall_time_s", None, low=0.0, strict_low=True)
-        early = bu.str("early_stopping", "asha", choices=("asha", "none"))
-        grace = bu.int("grace_epochs", 1, low=1)
-        rf = bu.int("reduction_factor", 3, low=2)
-        bu.check_unknown()
-        if grace > epochs:
-            raise bu.error("grace_epochs", f"'budget.grace_epochs' <= 'budget.epochs' ({epochs}) must hold; "
-                                           f"got {grace}")
-
-        tt = top.table("train")
-        train = dict(tt.data)
-        for k in ("epochs", "seed", "device"):
-            if k in train:
-                raise tt.error(k, f"'train.{k}' is set by the study ({'budget.epochs' if k == 'epochs' else k}), "
-                                  "not in [train]")
-        try:
-            TrainConfig(**train)
-        except TypeError as e:
-            raise tt.error(None, f"[train] must hold TrainConfig fields: {e}") from None
-        except ConfigError as e:
-            raise ConfigError(str(e).split(" [")[0], file=file, key=f"train.{e.key}" if e.key else "train") \
-                from None
-        betas = train.get("betas")
-        if betas is not None and not (isinstance(betas, list) and len(betas) == 2 and all(
-                isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
-            raise tt.error("betas", f"'train.betas' must be two numbers in [0, 1); got {betas!r}")
-
-        af = top.table("affinity")
-        affinity = {"estimator": _estimator(af), "every": af.int("every", 1, low=1),
-                    "epochs": af.int("epochs", epochs, low=1),
-                    # the pipeline's checks: paired seeds per checked network (0: none), and the z rule
-                    "check_seeds": af.int("check_seeds", 3, low=0),
-                    "z": af.float("z", None, low=0.0)}
-        af.check_unknown()
-
-        run_dir = (Path(runs_root) / name).resolve()
-        st = top.table("storage")
-        url = st.str("url", "")
-        art = st.str("artifacts", "")
-        st.check_unknown()
-        url, art = storage or url, artifacts or art
-        if not url:
-            url = f"sqlite:///{run_dir / 'study.db'}"
-        elif url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            rel = url[len("sqlite:///"):]
-            if rel and rel != ":memory:":
-                url = f"sqlite:///{Path(rel).resolve()}"
-        from taskgraph.runners.storage import in_memory_sqlite, mask_url
-
-        if in_memory_sqlite(url):
-            raise ConfigError(f"'storage.url' must name a database that outlives the driver; {mask_url(url)!r} is an "
-                              f"in-memory SQLite database, so every trial would be lost when the run ends and no "
-                              f"dashboard, report or --resume could open it (e.g. sqlite:///runs/{name}/study.db)",
-                              file=file, key="storage.url")
-        if "://" not in url:
-            raise ConfigError(f"'storage.url' must be an Optuna RDB URL like sqlite:///runs/x.db or "
-                              f"postgresql://user@host/db; got {url!r}", file=file, key="storage.url")
-        if art:
-            art_dir = str(Path(art).resolve())
-        elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            art_dir = str(Path(url[len("sqlite:///"):]).parent / "artifacts")  # next to the database file
-        else:
-            art_dir = str(run_dir / "artifacts")
-
-        rs = top.table("resources")
-        cpus = rs.float("cpus", 1.0, low=0.0, strict_low=True)
-        gpus = rs.float("gpus", 0.0, low=0.0)
-        concurrent = rs.int("concurrent", 2, low=1)
-        rs.check_unknown()
-
-        ru = top.table("runner")
-        backend = ru.str("backend", "ray", choices=BACKENDS)
-        ru.check_unknown()
+        dataset = DatasetSection.from_table(top.table("dataset", required=True))
+        trunk = TrunkSection.from_table(top.table("trunk"))
+        search = SearchSection.from_table(top.table("search", required=True), base_dir=Path(base_dir), space=space,
+                                          seed=seed)
+        budget = BudgetSection.from_table(top.table("budget"))
+        train = TrainSection.from_table(top.table("train"))
+        affinity = AffinitySection.from_table(top.table("affinity"), epochs=budget.epochs)
+        grouping = GroupingSection.from_table(top.table("grouping"))
+        storage_ = StorageSection.from_table(top.table("storage"), name=name, runs_root=runs_root, storage=storage,
+                                             artifacts=artifacts)
+        resources = ResourcesSection.from_table(top.table("resources"))
+        runner = RunnerSection.from_table(top.table("runner"))
         top.check_unknown()
+        return cls(name=name, file=file, seed=seed, data=dataset, trunk=trunk, search=search, budget=budget,
+                   train=train, affinity=affinity, grouping=grouping, storage=storage_, resources=resources,
+                   runner=runner)
 
-        if objective == "per_task" and sampler in ("cmaes", "gp", "qmc"):
-            raise se.error("sampler", f"objective 'per_task' is multi-objective; 'search.sampler' must be "
-                                      f"tpe, random or nsgaii, got {sampler!r}")
-        return cls(name=name, file=file, dataset=dataset, dataset_options=dict(options),
-                   tasks=tuple(tasks) if tasks else None, trunk=trunk, space_path=str(space_path), space=space,
-                   objective=objective, sampler=sampler, sampler_options=dict(sampler_options), trials=trials,
-                   epochs=epochs, wall_time_s=wall, early_stopping=early, grace_epochs=grace, reduction_factor=rf,
-                   train=train, affinity=affinity, storage_url=url, artifacts_dir=art_dir, run_dir=str(run_dir),
-                   cpus=cpus, gpus=gpus, concurrent=concurrent, seed=seed, backend=backend)
+    def replace(self, **changes: Any) -> StudySpec:
+        """A copy with ``changes``: whole sections (``budget=...``), or fields by their flat names
+        (``trials=3``), which are validated again by their section's validator.
+
+        Raises:
+            ConfigError: a changed value its section refuses (naming the study file and the key).
+        """
+        import dataclasses
+
+        sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        by_section: dict[str, dict[str, Any]] = {}
+        for k, v in changes.items():
+            if k in sections:
+                sections[k] = v
+            elif k in FLAT:
+                section, attr = FLAT[k]
+                by_section.setdefault(section, {})[attr] = v
+            else:
+                raise TypeError(f"StudySpec has no field or flat attribute {k!r}")
+        for section, attrs in by_section.items():
+            old = sections[section]
+            if isinstance(old, BudgetSection | ResourcesSection | RunnerSection):  # context-free: validate again
+                table = Table({**old.to_dict(), **attrs}, file=self.file, prefix=old.KEY)
+                sections[section] = type(old).from_table(table)
+            else:
+                sections[section] = dataclasses.replace(old, **attrs)
+        new = object.__new__(StudySpec)
+        for k, v in sections.items():
+            object.__setattr__(new, k, v)
+        return new
 
     # --- views --------------------------------------------------------------------------
     @property
     def multi_objective(self) -> bool:
-        return self.objective == "per_task"
+        return self.search.multi_objective
 
     def directions(self, n_tasks: int) -> tuple[str, ...]:
         """Optuna directions: one per task for ``per_task``, else one (everything is minimised)."""
@@ -397,43 +716,63 @@ class StudySpec:
     def trunk_spec(self):
         from taskgraph.models import TrunkSpec
 
-        return TrunkSpec.from_dict(self.trunk)
+        return TrunkSpec.from_dict(self.trunk.to_dict())
 
     def train_config(self, overrides: Mapping[str, Any] | None = None, *, epochs: int | None = None):
         """The TrainConfig of a trial: study defaults, then the trial's ``overrides``."""
         from taskgraph.training import TrainConfig
 
-        kw = {**self.train, **dict(overrides or {})}
+        kw = {**thaw(self.train.overrides), **dict(overrides or {})}
         if "betas" in kw:
             kw["betas"] = tuple(kw["betas"])
-        return TrainConfig(epochs=epochs or self.epochs, seed=self.seed, device="auto", **kw)
+        return TrainConfig(epochs=epochs or self.budget.epochs, seed=self.seed, device="auto", **kw)
 
     @property
     def storage_shown(self) -> str:
         """``storage_url`` with its password masked: what may be printed, logged or stored."""
-        from taskgraph.runners.storage import mask_url
-
-        return mask_url(self.storage_url)
+        return self.storage.shown
 
     def without_secrets(self) -> StudySpec:
         """This spec with its storage password masked: what travels to Ray workers and into pickles."""
         from dataclasses import replace
 
-        return replace(self, storage_url=self.storage_shown)
+        return self.replace(storage=replace(self.storage, url=self.storage.shown))
 
     def to_dict(self) -> dict:
-        """The normalised study (JSON-safe; stored as a study user attr; the storage password masked)."""
-        d = asdict(self)
-        d.pop("space")
-        d["tasks"] = list(self.tasks) if self.tasks else None
+        """The normalised study (JSON-safe; stored as a study user attr; the storage password masked).
+
+        The flat layout of before, plus ``grouping`` (the solver settings).
+        """
+        d: dict[str, Any] = {"name": self.name, "file": self.file}
+        for flat in FLAT:
+            if flat != "space":
+                d[flat] = thaw(getattr(self, flat))
+        d["tasks"] = list(self.data.tasks) if self.data.tasks else None
+        d["trunk"] = self.trunk.to_dict()
+        d["train"] = self.train.to_dict()
+        d["affinity"] = self.affinity.to_dict()
+        d["grouping"] = self.grouping.to_dict()
         d["storage_url"] = self.storage_shown
+        d["seed"] = self.seed
         return d
 
     def fingerprint(self) -> str:
-        """A hash of what defines the study's results (not where it is stored or how it is run)."""
+        """A hash of what defines the study's results (not where it is stored or how it is run).
+
+        Default grouping settings (any time limit) leave it as it was before they could be set, so
+        studies stored then still resume.
+        """
         d = self.to_dict()
         for k in ("file", "storage_url", "artifacts_dir", "run_dir", "backend", "concurrent", "cpus", "gpus",
                   "trials", "wall_time_s", "space_path"):
             d.pop(k, None)
-        d["space"] = [asdict(p) for p in self.space.params]
+        d["grouping"].pop("time_limit")  # how long, like wall_time_s: not what defines the results
+        if d["grouping"] == {"solver": "auto", "fallback": "scalable"}:
+            d.pop("grouping")
+        d["space"] = [asdict(p) for p in self.search.loaded.params] if self.search.loaded else []
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+for _name in FLAT:  # the flat attributes of before, read-only, until their readers move to the sections
+    setattr(StudySpec, _name, _flat(_name))
+del _name

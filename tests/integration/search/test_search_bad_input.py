@@ -8,10 +8,14 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _one_line_error(r) -> str:
-    assert r.returncode == 2, r.stdout + r.stderr
-    err = r.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
+def _one_line_error(r, code: int = 2) -> str:
+    """The one error line. Exit 2 for a bad file or argument, 1 for a runtime failure (storage or cluster
+    unreachable). stderr may hold before it only the run's header (``study 'x': ...``), which ``taskgraph run``
+    logs once the study file has been read, before it opens the data and the storage."""
+    assert r.returncode == code, r.stdout + r.stderr
+    *before, err = r.stderr.strip().splitlines() or [""]
+    assert err.startswith("error: "), r.stderr
+    assert all(line.startswith("study ") for line in before) and len(before) <= 1, r.stderr
     return err
 
 
@@ -41,19 +45,19 @@ def test_unreachable_storage_is_one_line(tmp_path, study_file, cli):
     url = "postgresql://u:p@127.0.0.1:1/nodb"
     path = study_file("nostore", storage=url)
     err = _one_line_error(cli("run", str(path), "--backend", "local", "--runs-root", str(tmp_path / "runs"),
-                              cwd=tmp_path))
+                              cwd=tmp_path), code=1)
     assert "postgresql://u:***@127.0.0.1:1/nodb" in err and "key 'storage.url'" in err and str(path) in err, err
     assert ":p@" not in err  # the password is masked
 
 
 def test_unreachable_cluster_is_one_line(tmp_path, study_file, cli, port):
     path = study_file("nocluster")
-    err = _one_line_error(cli("submit", str(path), "--address", f"http://127.0.0.1:{port}", timeout=120))
+    err = _one_line_error(cli("submit", str(path), "--address", f"http://127.0.0.1:{port}", timeout=120), code=1)
     assert f"http://127.0.0.1:{port}" in err and "must be reachable" in err, err
 
 
 def test_dashboard_and_report_on_a_missing_storage_are_one_line(tmp_path, cli):
-    err = _one_line_error(cli("report", str(tmp_path / "none.db")))
+    err = _one_line_error(cli("report", str(tmp_path / "none.db")), code=1)
     assert "STORAGE must be" in err
-    err = _one_line_error(cli("dashboard", str(tmp_path / "none.db")))
+    err = _one_line_error(cli("dashboard", str(tmp_path / "none.db")), code=1)
     assert "STORAGE must be" in err

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from taskgraph.exceptions import ConfigError
+from taskgraph.grouping import ExactSolver, ScalableSolver
 from taskgraph.search import StudySpec
+from taskgraph.search.study import FLAT
 
 ROOT = Path(__file__).resolve().parents[3]
 STUDIES = sorted((ROOT / "studies").glob("*.toml"))
@@ -80,6 +85,11 @@ BAD = [
     ("resources.cpus", 0, "resources.cpus", "must be > 0"),
     ("runner.backend", "slurm", "runner.backend", "must be one of local, ray"),
     ("bugdet", {"trials": 3}, "bugdet", "unknown key"),
+    ("grouping.solver", "greedy", "grouping.solver", "must be one of auto, exact, scalable, hierarchy"),
+    ("grouping.time_limit", 0, "grouping.time_limit", "must be > 0.0"),
+    ("grouping.time_limit", "1m", "grouping.time_limit", "must be a number"),
+    ("grouping.fallback", "retry", "grouping.fallback", "must be one of scalable, raise"),
+    ("grouping.timelimit", 5, "grouping.timelimit", "unknown key"),
 ]
 
 
@@ -102,3 +112,72 @@ def test_a_bad_search_space_file_is_named(tmp_path):
     with pytest.raises(ConfigError) as e:
         StudySpec.from_dict(d, file="study.toml")
     assert e.value.file == str(space) and e.value.key == "params.lr.high"
+
+
+# --- the typed sections -----------------------------------------------------------------------------
+
+def test_sections_are_frozen_and_hold_no_mutable_tables(tmp_path):
+    spec = StudySpec.from_dict({**_good(), "train": {"lr": 0.01, "betas": [0.9, 0.99]}}, file="s.toml",
+                               runs_root=tmp_path)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.budget.trials = 5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.budget = spec.budget  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.data.options["n_tasks"] = 9  # type: ignore[index]
+    assert spec.train.overrides["betas"] == (0.9, 0.99) and spec.trunk.hidden == (256, 128)
+    # the mapping view (what the flat readers of before index) gives plain values
+    assert spec.train["betas"] == [0.9, 0.99] and spec.trunk["hidden"] == [256, 128]
+    assert pickle.loads(pickle.dumps(spec)) == spec and hash(spec) == hash(pickle.loads(pickle.dumps(spec)))
+
+
+def test_flat_attributes_read_through_to_the_sections(tmp_path):
+    spec = StudySpec.from_dict(_good(), file="s.toml", runs_root=tmp_path)
+    for flat, (section, attr) in FLAT.items():
+        got, want = getattr(spec, flat), getattr(getattr(spec, section), attr)
+        assert got == want or (isinstance(want, Mapping) and got == dict(want)), flat
+    assert spec.dataset == "planted-clusters" and spec.dataset_options == {"n_tasks": 4, "n_clusters": 2}
+    assert type(spec.dataset_options) is dict  # a plain copy, as before (it is JSON-dumped)
+    with pytest.raises(AttributeError):
+        spec.trials = 3  # type: ignore[misc]
+
+
+def test_replace_by_flat_name_is_validated_by_its_section(tmp_path):
+    spec = StudySpec.from_dict(_good(), file="study.toml", runs_root=tmp_path)
+    fewer = dataclasses.replace(spec, trials=2)  # how the CLI's --trials applies
+    assert fewer.trials == fewer.budget.trials == 2 and spec.trials == 3 and fewer.data == spec.data
+    assert spec.replace(concurrent=4).resources.concurrent == 4
+    with pytest.raises(ConfigError, match="'budget.trials' must be >= 1, got 0") as e:
+        dataclasses.replace(spec, trials=0)
+    assert e.value.file == "study.toml" and e.value.key == "budget.trials"
+    with pytest.raises(TypeError, match="no field or flat attribute 'trails'"):
+        spec.replace(trails=2)
+
+
+def test_grouping_settings_reach_the_solver(tmp_path):
+    spec = StudySpec.from_dict({**_good(), "grouping": {"solver": "exact", "time_limit": 30, "fallback": "raise"}},
+                               file="s.toml", runs_root=tmp_path)
+    slv = spec.grouping.make_solver(14)
+    assert isinstance(slv, ExactSolver) and (slv.time_limit, slv.fallback) == (30.0, "raise")
+    assert spec.grouping.solver_params() == {"time_limit": 30.0, "fallback": "raise"}
+    auto = StudySpec.from_dict({**_good(), "grouping": {"time_limit": 5}}, file="s.toml", runs_root=tmp_path)
+    assert isinstance(auto.grouping.make_solver(30), ScalableSolver) and auto.grouping.make_solver(30).time_limit == 5
+    assert spec.to_dict()["grouping"] == {"solver": "exact", "time_limit": 30.0, "fallback": "raise"}
+
+
+@pytest.mark.parametrize(("table", "key", "match"), [
+    ({"solver": "hierarchy", "time_limit": 5}, "grouping.time_limit", "applies to the exact and scalable solvers"),
+    ({"solver": "scalable", "fallback": "raise"}, "grouping.fallback", "applies to the exact solver"),
+])
+def test_grouping_settings_the_solver_does_not_take_are_refused(table, key, match, tmp_path):
+    with pytest.raises(ConfigError, match=match) as e:
+        StudySpec.from_dict({**_good(), "grouping": table}, file="study.toml", runs_root=tmp_path)
+    assert e.value.key == key and e.value.file == "study.toml"
+
+
+def test_the_fingerprint_keeps_its_value_for_default_grouping_settings(tmp_path):
+    base = StudySpec.from_dict(_good(), file="s.toml", runs_root=tmp_path)
+    timed = StudySpec.from_dict({**_good(), "grouping": {"solver": "auto", "time_limit": 60}}, file="s.toml",
+                                runs_root=tmp_path)
+    other = StudySpec.from_dict({**_good(), "grouping": {"solver": "scalable"}}, file="s.toml", runs_root=tmp_path)
+    assert base.fingerprint() == timed.fingerprint() != other.fingerprint()
