@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable, Iterator, Sequence
 from math import comb
+from typing import Any
 
 import numpy as np
 
@@ -47,11 +49,11 @@ def candidate_groups(problem: GroupingProblem) -> list[tuple[int, ...]]:
     return [g for r in range(lo, n + 1) for g in itertools.combinations(range(n), r)]
 
 
-def set_partitions(n: int, max_blocks: int):
+def set_partitions(n: int, max_blocks: int) -> Iterator[list[tuple[int, ...]]]:
     """Every partition of ``range(n)`` into at most ``max_blocks`` blocks (restricted growth strings)."""
     labels = [0] * n
 
-    def rec(i: int, used: int):
+    def rec(i: int, used: int) -> Iterator[list[tuple[int, ...]]]:
         if i == n:
             blocks: list[list[int]] = [[] for _ in range(used)]
             for t, b in enumerate(labels):
@@ -68,18 +70,23 @@ def set_partitions(n: int, max_blocks: int):
     yield from rec(1, 1)
 
 
+def _constant(combo: tuple[Any, ...]) -> Callable[[int], tuple[Any, ...]]:
+    """``combos`` for :meth:`_Top.push_many` when every value has the same combination."""
+    return lambda _i: combo
+
+
 class _Top:
     """Keeps the m best (value, combination) pairs seen."""
 
     def __init__(self, m: int):
         self.m = m
-        self.heap: list[tuple[float, int, tuple[int, ...]]] = []
+        self.heap: list[tuple[float, int, tuple[Any, ...]]] = []
         self._n = 0
 
     def threshold(self) -> float:
         return self.heap[0][0] if len(self.heap) == self.m else -np.inf
 
-    def push_many(self, values: np.ndarray, combos) -> None:
+    def push_many(self, values: np.ndarray, combos: Callable[[int], tuple[Any, ...]]) -> None:
         """``combos(i)`` gives the combination of ``values[i]``."""
         if values.size == 0:
             return
@@ -95,7 +102,7 @@ class _Top:
             elif item[0] > self.heap[0][0] + _TOL:
                 heapq.heapreplace(self.heap, item)
 
-    def best(self) -> list[tuple[float, tuple[int, ...]]]:
+    def best(self) -> list[tuple[float, Sequence[Any]]]:
         return [(v, c) for v, _, c in sorted(self.heap, key=lambda x: (-x[0], -x[1]))]
 
 
@@ -133,7 +140,7 @@ class BruteForceSolver(GroupingSolver):
         return out
 
     # -------------------------------------------------------- partition
-    def _partition(self, problem: GroupingProblem, top_m: int):
+    def _partition(self, problem: GroupingProblem, top_m: int) -> list[tuple[float, Sequence[Any]]]:
         n, o = problem.n, problem.objective
         # Stirling numbers bound the count; Bell(n) is a safe over-estimate
         bell = [1]
@@ -159,11 +166,11 @@ class BruteForceSolver(GroupingSolver):
                 continue
             total = sum(block_value(b) for b in blocks)
             if np.isfinite(total):
-                top.push_many(np.array([total]), lambda _i, b=blocks: tuple(b))
+                top.push_many(np.array([total]), _constant(tuple(blocks)))
         return top.best()
 
     # ---------------------------------------------------------- overlap
-    def _overlap(self, problem: GroupingProblem, top_m: int):
+    def _overlap(self, problem: GroupingProblem, top_m: int) -> list[tuple[float, Sequence[Any]]]:
         o = problem.objective
         groups = candidate_groups(problem)
         G = len(groups)
@@ -176,7 +183,8 @@ class BruteForceSolver(GroupingSolver):
         budget = np.inf if o.budget is None else o.budget + 1e-9
         top = _Top(top_m)
 
-        def finish(served, used_ok, costs, combos):
+        def finish(served: np.ndarray, used_ok: np.ndarray, costs: np.ndarray,
+                   combos: Callable[[int], tuple[Any, ...]]) -> None:
             vals = served.sum(1)
             ok = used_ok & np.isfinite(vals)
             if budget < np.inf:
@@ -193,10 +201,10 @@ class BruteForceSolver(GroupingSolver):
             first = np.searchsorted(iu, np.arange(G + 1))  # pairs with iu >= s start at first[s]
             check_idle = top_m > 1  # an idle group never changes the best score, only the ranking
 
-            def serves(rows, served):
-                return (rows >= served - _TOL).any(-1)
+            def serves(rows: np.ndarray, served: np.ndarray) -> np.ndarray:
+                return np.asarray((rows >= served - _TOL).any(-1))
 
-            def rec(prefix: tuple[int, ...], pmax, pcost, start: int, r: int):
+            def rec(prefix: tuple[int, ...], pmax: np.ndarray | None, pcost: float, start: int, r: int) -> None:
                 if r == 2:
                     s = first[start]
                     if s >= len(iu):
@@ -208,8 +216,11 @@ class BruteForceSolver(GroupingSolver):
                             ok &= serves(P[g], served)
                     else:
                         ok = np.ones(len(served), bool)
-                    finish(served, ok, pcost + pair_cost[s:],
-                           lambda i, s=s: (*prefix, int(iu[s + i]), int(ju[s + i])))
+
+                    def combo(i: int, s: int = s) -> tuple[int, ...]:
+                        return (*prefix, int(iu[s + i]), int(ju[s + i]))
+
+                    finish(served, ok, pcost + pair_cost[s:], combo)
                     return
                 for i in range(start, G - r + 1):
                     m = P[i] if pmax is None else np.maximum(pmax, P[i])

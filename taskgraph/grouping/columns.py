@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["all_values", "bits_of", "best_groups", "mask_of", "members", "popcount"]
 
@@ -38,11 +39,12 @@ def bits_of(masks: np.ndarray, n: int) -> np.ndarray:
     return ((masks[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(float)
 
 
-def popcount(masks) -> np.ndarray:
+def popcount(masks: npt.ArrayLike) -> np.ndarray:
     """Number of set bits of each int64 mask."""
     masks = np.asarray(masks, dtype=np.int64)
     if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(masks).astype(np.int64)
+        counts: np.ndarray = np.bitwise_count(masks).astype(np.int64)
+        return counts
     out = np.zeros(masks.shape, dtype=np.int64)
     m = masks.copy()
     while m.any():
@@ -70,7 +72,8 @@ def members(mask: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def best_groups(Z: np.ndarray, masks, *, helpers: bool, chunk: int = 1 << 15) -> tuple[np.ndarray, np.ndarray]:
+def best_groups(Z: np.ndarray, masks: npt.ArrayLike, *, helpers: bool,
+                chunk: int = 1 << 15) -> tuple[np.ndarray, np.ndarray]:
     """Value v(S) and best group mask of each served set ``S`` (bitmasks over ``Z``'s tasks).
 
     Args:
@@ -117,7 +120,7 @@ def best_groups(Z: np.ndarray, masks, *, helpers: bool, chunk: int = 1 << 15) ->
     return values, groups
 
 
-def _values_from(A, size, negc, n: int):
+def _values_from(A: np.ndarray, size: np.ndarray, negc: np.ndarray, n: int) -> np.ndarray:
     """max_h (A + Σ top-h of c) / (size + h - 1) per row, given ``negc`` = -c (+inf on members).
 
     ``negc`` is sorted in place.
@@ -128,7 +131,8 @@ def _values_from(A, size, negc, n: int):
     best = ((A[:, None] - cum) / denom).max(1) if n > 1 else np.full(len(A), -np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         alone = np.where(size >= 2, A / np.maximum(size - 1, 1), -np.inf)
-    return np.maximum(best, alone)
+    values: np.ndarray = np.maximum(best, alone)
+    return values
 
 
 def all_values(Z: np.ndarray, *, helpers: bool, low_bits: int = 15) -> np.ndarray:

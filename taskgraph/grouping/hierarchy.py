@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +34,10 @@ from taskgraph.grouping.base import SOLVERS, GroupingSolver, check_top_m
 from taskgraph.grouping.objective import GroupingProblem, Objective, as_problem
 from taskgraph.grouping.scalable import _State
 from taskgraph.grouping.value import Grouping
+
+if TYPE_CHECKING:
+    import networkx as nx
+    from matplotlib.figure import Figure
 
 __all__ = ["HierarchySolver", "TaskHierarchy", "hierarchy"]
 
@@ -48,7 +53,8 @@ def _linkage(Z: np.ndarray, method: str) -> np.ndarray:
     off = ~np.eye(n, dtype=bool)
     D = W[off].max() - W
     np.fill_diagonal(D, 0.0)
-    return linkage(squareform(D, checks=False), method=method)
+    tree: np.ndarray = linkage(squareform(D, checks=False), method=method)
+    return tree
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,16 +108,16 @@ class TaskHierarchy:
         """Merge distances, in merge order (low: tasks that agree merge first)."""
         return self.linkage[:, 2].copy()
 
-    def nested(self):
+    def nested(self) -> str | tuple[Any, ...]:
         """The tree as nested pairs of names, e.g. ``(('a', 'b'), ('c', 'd'))``; a leaf is its name."""
         if self.n == 1:
             return self.names[0]
-        nodes: list = list(self.names)
+        nodes: list[str | tuple[Any, ...]] = list(self.names)
         for a, b, _, _ in self.linkage:
             nodes.append((nodes[int(a)], nodes[int(b)]))
         return nodes[-1]
 
-    def as_networkx(self):
+    def as_networkx(self) -> nx.DiGraph:
         """A rooted ``networkx.DiGraph``: leaves are tasks; inner nodes carry ``members`` and ``height``."""
         import networkx as nx
 
@@ -126,10 +132,10 @@ class TaskHierarchy:
             g.add_edge(node, int(b))
         return g
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "method": self.method, "linkage": self.linkage.tolist()}
 
-    def plot(self, path: str | Path | None = None, *, title: str | None = None):
+    def plot(self, path: str | Path | None = None, *, title: str | None = None) -> Figure:
         """A dendrogram (matplotlib Agg); writes a PNG when ``path`` is given. Returns the Figure."""
         from scipy.cluster.hierarchy import dendrogram
 
@@ -141,7 +147,7 @@ class TaskHierarchy:
         return save_figure(fig, path)
 
 
-def hierarchy(matrix, *, names: Sequence[str] | None = None, method: str = "average",
+def hierarchy(matrix: Any, *, names: Sequence[str] | None = None, method: str = "average",
               singleton_value: float = 0.0) -> TaskHierarchy:
     """The agglomerative tree of the tasks of an affinity matrix.
 
@@ -189,7 +195,7 @@ class HierarchySolver(GroupingSolver):
     def solve(self, problem: GroupingProblem, *, top_m: int = 1) -> list[Grouping]:
         check_top_m(top_m)
         tree = hierarchy(problem.Z, names=problem.names, method=self.method)
-        found: dict[frozenset, tuple[float, list]] = {}
+        found: dict[frozenset[frozenset[int]], tuple[float, list[tuple[int, ...]]]] = {}
         for k in range(1, problem.k + 1):
             st = _State(problem, tree.labels(k))
             st.repair()

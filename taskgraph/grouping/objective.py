@@ -44,10 +44,12 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from taskgraph.exceptions import GroupingError
 
@@ -107,13 +109,13 @@ class Objective:
         """Cost of the network for a group of ``size`` tasks."""
         return self.singleton_cost if size == 1 else self.group_cost
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "singletons": self.singletons,
                 "singleton_value": self.singleton_value, "budget": self.budget,
                 "group_cost": self.group_cost, "singleton_cost": self.singleton_cost}
 
     @classmethod
-    def from_dict(cls, d) -> Objective:
+    def from_dict(cls, d: Mapping[str, Any]) -> Objective:
         known = {"variant", "singletons", "singleton_value", "budget", "group_cost", "singleton_cost"}
         extra = sorted(set(d) - known)
         if extra:
@@ -150,8 +152,8 @@ class GroupingProblem:
     stderr: np.ndarray | None = None
 
     @classmethod
-    def from_array(cls, Z, names: Sequence[str] | None = None, *, k: int | None = None,
-                   objective: Objective | None = None, stderr=None) -> GroupingProblem:
+    def from_array(cls, Z: npt.ArrayLike, names: Sequence[str] | None = None, *, k: int | None = None,
+                   objective: Objective | None = None, stderr: npt.ArrayLike | None = None) -> GroupingProblem:
         """Validate ``Z`` and ``names`` and build the problem (k defaults to n).
 
         Raises:
@@ -248,7 +250,8 @@ class GroupingProblem:
 
     def per_task(self, groups: Sequence[Sequence[int]]) -> np.ndarray:
         """Each task's served score: its best score over the chosen groups that contain it."""
-        return self.score_matrix(groups).max(0)
+        served: np.ndarray = self.score_matrix(groups).max(0)
+        return served
 
     def serving(self, groups: Sequence[Sequence[int]]) -> tuple[int, ...]:
         """For each task, the index (into ``groups``) of the group that serves it (first on ties)."""
@@ -316,7 +319,7 @@ class GroupingProblem:
                                           k=self.k, objective=self.objective, stderr=se)
 
 
-def as_problem(matrix, *, names: Sequence[str] | None = None, k: int | None = None,
+def as_problem(matrix: Any, *, names: Sequence[str] | None = None, k: int | None = None,
                objective: Objective | None = None) -> GroupingProblem:
     """A :class:`GroupingProblem` from an :class:`~taskgraph.affinity.AffinityMatrix`, a
     :class:`GroupingProblem` (k/objective replaced when given), or a plain (n, n) array with ``names``.

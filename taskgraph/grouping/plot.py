@@ -19,12 +19,19 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from taskgraph.affinity.plots import PALETTE, new_figure, save_figure
 from taskgraph.grouping.objective import as_problem
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from taskgraph.grouping.value import Grouping
 
 __all__ = ["new_figure", "plot_grouping", "save_figure"]
 
@@ -32,18 +39,18 @@ def _colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def _names_and_Z(matrix, names):
+def _names_and_Z(matrix: Any, names: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
     if hasattr(matrix, "matrix") and not hasattr(matrix, "mean"):  # a TaskGraph holding its matrix
         matrix = matrix.matrix
     p = as_problem(matrix)
     if tuple(p.names) != tuple(names):
         idx = [p.names.index(x) for x in names]
-        return names, p.Z[np.ix_(idx, idx)]
+        return tuple(names), p.Z[np.ix_(idx, idx)]
     return p.names, p.Z
 
 
-def plot_grouping(grouping, matrix, path: str | Path | None = None, *, title: str | None = None,
-                  seed: int = 0, max_edges: int = 150):
+def plot_grouping(grouping: Grouping, matrix: Any, path: str | Path | None = None, *, title: str | None = None,
+                  seed: int = 0, max_edges: int = 150) -> Figure:
     """Draw ``grouping`` on the task graph of ``matrix``; PNG at ``path`` when given.
 
     Nodes are tasks, coloured by the group that serves them; each group is a

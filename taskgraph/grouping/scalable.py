@@ -34,13 +34,20 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 from taskgraph.exceptions import GroupingError
 from taskgraph.grouping.base import SOLVERS, GroupingSolver, check_top_m
 from taskgraph.grouping.objective import GroupingProblem
 from taskgraph.grouping.value import Grouping
+
+#: a served set as the columns of the recombination: (its tasks, alone) -> (value, cost)
+Columns = dict[tuple[tuple[int, ...], bool], tuple[float, float]]
+#: the relocation move's best per task: (gain, target, target_alone, source_alone)
+Relocation = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 __all__ = ["ScalableSolver", "initial_labelings"]
 
@@ -48,7 +55,8 @@ _EPS = 1e-10
 _SWAP_MAX_TASKS = 50  # swap moves scan n² pairs × n; beyond this they cost more than they find
 
 
-def _group_values(Z: np.ndarray, A, size, Hc, bits, helpers: bool):
+def _group_values(Z: np.ndarray, A: npt.ArrayLike, size: npt.ArrayLike, Hc: np.ndarray, bits: np.ndarray,
+                  helpers: bool) -> tuple[np.ndarray, np.ndarray]:
     """Value of the group option of each served set (rows), and its number of helpers.
 
     ``A``: Σ within-set affinity; ``size``: |S|; ``Hc[r, j]`` = Σ_{t∈S_r} Z[j, t];
@@ -169,7 +177,8 @@ class _State:
         return self.B <= self.p.k and self.cost() <= self.budget and bool(np.isfinite(self.val).all())
 
     def labels(self) -> np.ndarray:
-        return self.bits.argmax(0)
+        lab: np.ndarray = self.bits.argmax(0)
+        return lab
 
     def groups(self) -> list[tuple[int, ...]]:
         """The groups: each served set plus its best helpers (overlap), or itself."""
@@ -234,7 +243,7 @@ class _Relocate:
     """Move one task to another served set or to a new one of its own."""
 
     @staticmethod
-    def gains(st: _State):
+    def gains(st: _State) -> Relocation:
         """For every task, the best move, scored exactly.
 
         Returns ``(gain, target, target_alone, source_alone)`` arrays of length n; target
@@ -273,7 +282,7 @@ class _Relocate:
         best_t_alone = np.zeros(n, bool)
         best_s_alone = np.zeros(n, bool)
 
-        def offer(gain, target, t_alone, s_alone):
+        def offer(gain: np.ndarray, target: np.ndarray, t_alone: bool, s_alone: bool | np.ndarray) -> None:
             better = gain > best_gain + _EPS
             best_gain[better] = gain[better]
             best_target[better] = target[better] if np.ndim(target) else target
@@ -299,7 +308,7 @@ class _Merge:
     """Merge two served sets into one."""
 
     @staticmethod
-    def gains(st: _State):
+    def gains(st: _State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(gain, a, b) arrays over every pair of served sets (empty with fewer than two)."""
         if st.B < 2:
             return np.zeros(0), np.zeros(0, int), np.zeros(0, int)
@@ -313,7 +322,7 @@ class _Merge:
         return gain, ia, ib
 
     @staticmethod
-    def best(st: _State):
+    def best(st: _State) -> tuple[float, int, int] | None:
         """Best (gain, a, b) over merging two sets (None with fewer than two)."""
         if st.B < 2:
             return None
@@ -335,7 +344,7 @@ class _Swap:
             return False
         a, b = lab[t], lab[u]
 
-        def side(blk, out_, in_):
+        def side(blk: np.ndarray, out_: np.ndarray, in_: np.ndarray) -> np.ndarray:
             A = (st.A[blk] - st.Hd[blk, out_] - st.Hc[blk, out_] + st.Hd[blk, in_] + st.Hc[blk, in_]
                  - Z[out_, in_] - Z[in_, out_])
             Hc = st.Hc[blk] - Z.T[out_] + Z.T[in_]
@@ -405,7 +414,7 @@ class _Toggle:
     """Switch a lone task between its own network and a group with its best helper."""
 
     @staticmethod
-    def best(st: _State):
+    def best(st: _State) -> tuple[float, int] | None:
         """Best (gain, set) over the lone sets that may switch (None when none may)."""
         best = None
         if not st.o.allow_singletons:
@@ -431,7 +440,7 @@ class _Batch:
     Works on copies of the state's membership; :meth:`commit` writes them back.
     """
 
-    def __init__(self, st: _State, relocation):
+    def __init__(self, st: _State, relocation: Relocation):
         self.st = st
         self.reloc = relocation
         self.lab = st.labels()
@@ -645,18 +654,19 @@ class ScalableSolver(GroupingSolver):
         self.time_limit = time_limit
         self.seed = int(seed)
 
-    def solve(self, problem: GroupingProblem, *, top_m: int = 1, starts=()) -> list[Grouping]:
+    def solve(self, problem: GroupingProblem, *, top_m: int = 1,
+              starts: Iterable[npt.ArrayLike] = ()) -> list[Grouping]:
         """Rank groupings; ``starts``: extra served-set labelings (length-n integer arrays) tried
         before the clustering starts, e.g. a solution at a nearby k (repaired to this k by merges)."""
         check_top_m(top_m)
-        starts = [np.asarray(s, int) for s in starts]
-        if any(s.shape != (problem.n,) for s in starts):
+        given = [np.asarray(s, int) for s in starts]
+        if any(s.shape != (problem.n,) for s in given):
             raise GroupingError(f"ScalableSolver.solve: every start must be {problem.n} labels, one per task, got "
-                                f"shapes {[s.shape for s in starts]}")
+                                f"shapes {[s.shape for s in given]}")
         rng = np.random.default_rng(self.seed)
         deadline = time.perf_counter() + (self.time_limit if self.time_limit else math.inf)
-        pool: dict[frozenset, tuple[float, list[tuple[int, ...]]]] = {}
-        columns: dict[tuple[tuple[int, ...], bool], tuple[float, float]] = {}
+        pool: dict[frozenset[frozenset[int]], tuple[float, list[tuple[int, ...]]]] = {}
+        columns: Columns = {}
 
         def record(state: _State) -> None:
             if not state.feasible():
@@ -693,7 +703,7 @@ class ScalableSolver(GroupingSolver):
             # only lone-task networks fit the budget
             record(_State(problem, np.arange(problem.n)))
         else:
-            for lab in starts + initial_labelings(problem, rng, self.restarts)[: self.restarts]:
+            for lab in given + initial_labelings(problem, rng, self.restarts)[: self.restarts]:
                 if time.perf_counter() > deadline and pool:
                     break
                 st = _State(problem, lab)
@@ -723,7 +733,7 @@ class ScalableSolver(GroupingSolver):
         return out
 
 
-def _recombine(problem: GroupingProblem, columns, deadline: float) -> _State | None:
+def _recombine(problem: GroupingProblem, columns: Columns, deadline: float) -> _State | None:
     """Solve the set-partitioning MILP over the served sets collected from local optima.
 
     Blocks of different local optima combine into a solution at least as good as

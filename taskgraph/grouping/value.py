@@ -19,10 +19,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from taskgraph.exceptions import GroupingError
 from taskgraph.grouping.objective import GroupingProblem, Objective, as_problem
 from taskgraph.grouping.plot import plot_grouping
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["Grouping"]
 
@@ -150,7 +154,7 @@ class Grouping:
         )
 
     @classmethod
-    def from_groups(cls, matrix, groups: Sequence[Sequence[str]], *, k: int | None = None,
+    def from_groups(cls, matrix: Any, groups: Sequence[Sequence[str]], *, k: int | None = None,
                     objective: Objective | None = None, solver: str = "given") -> Grouping:
         """Score named groups against an affinity matrix (AffinityMatrix, problem, or array+names).
 
@@ -211,7 +215,7 @@ class Grouping:
             return self.serving
         return tuple(next(i for i, g in enumerate(self.groups) if t in g) for t in self.names)
 
-    def key(self) -> frozenset:
+    def key(self) -> frozenset[frozenset[str]]:
         """Identity of the grouping as a set of groups (what "distinct groupings" compares)."""
         return frozenset(frozenset(g) for g in self.groups)
 
@@ -220,7 +224,7 @@ class Grouping:
         return [tuple(index[x] for x in g) for g in self.groups]
 
     # ----------------------------------------------------------------- I/O
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "names": list(self.names),
             "groups": [list(g) for g in self.groups],
@@ -234,7 +238,7 @@ class Grouping:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> Grouping:
+    def from_dict(cls, d: Mapping[str, Any]) -> Grouping:
         """Inverse of :meth:`to_dict`.
 
         Raises:
@@ -286,7 +290,8 @@ class Grouping:
         except GroupingError as e:
             raise GroupingError(f"{p}: {e}") from None
 
-    def plot(self, matrix, path: str | Path | None = None, *, title: str | None = None, seed: int = 0):
+    def plot(self, matrix: Any, path: str | Path | None = None, *, title: str | None = None,
+             seed: int = 0) -> Figure:
         """Draw the groups coloured on the task graph; write a PNG when ``path`` is given.
 
         Returns the matplotlib Figure (Agg backend). See :func:`taskgraph.grouping.plot.plot_grouping`.
