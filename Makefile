@@ -36,13 +36,16 @@ demo: $(STAMP)
 	@echo "Review the study in optuna-dashboard:  $(BIN)/taskgraph dashboard runs/quickstart/study.db"
 	@echo "then open http://127.0.0.1:8080"
 
+# mypy reads its files and strictness from pyproject.toml ([tool.mypy]).
 test: $(STAMP)
 	@mkdir -p $(RAY_TMPDIR)
 	$(BIN)/ruff check taskgraph tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check taskgraph tests benchmarks
+	$(BIN)/mypy
 
 clean-venv:
 	rm -rf $(VENV)
