@@ -9,6 +9,8 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
   ``auto_group`` and a study's prepare stage run it; ``default:mean-noise``: the same with the
   validation set's noise counted by the mean's standard error (the former default) instead of
   Yuen's trimmed test; ``default:seeds-only``: without the validation set's noise test;
+  ``default:recombine``: also checking each proposal with some groups split into single tasks
+  (no extra training, more candidates);
 - ``all-in-one``, ``single-task``: the two references (no training to decide);
 - ``affinity:<estimator>:<optimizer>``: the affinity's first partition (TAG's serving
   score) from one all-in-one run: ``exact`` (TAG lookahead), ``first_order``, ``cosine``;
@@ -200,6 +202,7 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "default": _timed(_default),
     "default:mean-noise": _timed(partial(_default, sample_test="mean")),
     "default:seeds-only": _timed(partial(_default, samples=False)),
+    "default:recombine": _timed(partial(_default, recombine=True)),
     "all-in-one": _timed(_all_in_one),
     "single-task": _timed(_single_task),
     "affinity:exact:study": _timed(partial(_affinity, estimator="exact", optimizer="study")),

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import combinations
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -73,6 +74,8 @@ class GroupingPolicy:
             the seeds (SD of the per-seed differences / √S); None: the two-sided ``confidence``
             t quantile with S − 1 degrees of freedom (4.30 for 3 seeds at 95%).
         references: candidates checked beside the affinity's proposals: ``"single-task"``.
+        recombine: with the single-task reference, also check every proposal with some of its
+            groups split into single tasks (their networks are trained anyway: no extra cost).
         check_epochs: the checked networks train at most this many epochs (None: the config's).
         check_patience: they stop after this many epochs without a better validation loss
             (None: the config's ``patience``).
@@ -111,6 +114,7 @@ class GroupingPolicy:
     z: float | None = None
     z_samples: float | None = None
     samples: bool = True
+    recombine: bool = False
     sample_test: str = "trimmed"
     trim: float = 0.2
     references: tuple[str, ...] = ("single-task",)
@@ -460,11 +464,28 @@ class CheckedCandidate:
 
 def candidates(ranked, policy: GroupingPolicy, names: Sequence[str]) -> list[tuple[Groups, str]]:
     """What the checks compare with all-in-one: the affinity's proposals, then the policy's
-    references (``"single-task"``: every task alone)."""
+    references (``"single-task"``: every task alone), then, with ``policy.recombine`` and the
+    single-task reference, every proposal with some of its groups split into single tasks:
+    partitions whose networks the checks train anyway, so they cost nothing more.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> ranked = [SimpleNamespace(groups=(("a", "b"), ("c", "d")))]
+        >>> [src for _, src in candidates(ranked, GroupingPolicy(recombine=True), "abcd")]
+        ['affinity #1', 'single-task', 'affinity #1, {a, b} split', 'affinity #1, {c, d} split']
+    """
     out: list[tuple[Groups, str]] = [(tuple(tuple(x) for x in g.groups), f"affinity #{i}")
                                      for i, g in enumerate(ranked, 1)]
     if "single-task" in policy.references:
         out.append((tuple((t,) for t in names), "single-task"))
+        if policy.recombine:
+            for i, g in enumerate(ranked, 1):
+                groups = [tuple(x) for x in g.groups]
+                multi = [x for x in groups if len(x) > 1]
+                for r in range(1, len(multi)):  # splitting every group is single-task itself
+                    for split in combinations(multi, r):
+                        parts = [x for x in groups if x not in split] + [(t,) for x in split for t in x]
+                        out.append((tuple(parts), f"affinity #{i}, {' '.join(_fmt((x,)) for x in split)} split"))
     return out
 
 
