@@ -48,13 +48,58 @@ def test_seeded_runs_are_reproducible_on_cpu():
     assert r3.test.losses != r1.test.losses
 
 
+class _Record(Callback):
+    """Per step: the optimizer, the learning rate the step uses, and the gradient norm it stepped with."""
+
+    def __init__(self):
+        self.optimizers, self.lrs, self.norms = [], [], []
+
+    def on_step_begin(self, state, batch):
+        self.optimizers.append(state.optimizer)
+        self.lrs.append(state.optimizer.param_groups[0]["lr"])
+
+    def on_step_end(self, state, batch, losses):
+        # optimizer.step() leaves .grad as clipping left it
+        grads = [p.grad for p in state.model.parameters() if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+
 @pytest.mark.parametrize("opt", [{"optimizer": "sgd", "momentum": 0.9, "nesterov": True},
                                  {"optimizer": "adamw", "weight_decay": 0.01, "scheduler": "cosine"},
-                                 {"optimizer": "adam", "scheduler": "step", "grad_clip": 1.0}])
+                                 {"optimizer": "adam", "scheduler": "step", "grad_clip": 0.01}])
 def test_optimizers_and_schedules(opt):
+    """The optimizer named is the one that steps (with its settings, over every parameter), the
+    scheduler sets each step's lr by its formula, and clipping bounds the gradient norm stepped with."""
     data = small()
-    res = fit(model_for(data), data, TrainConfig(epochs=2, **opt))
+    model = model_for(data)
+    rec = _Record()
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.01, **opt)
+    res = fit(model, data, cfg, callbacks=[rec])
     assert all(math.isfinite(v) for v in res.test.losses.values())
+    total = res.steps
+    assert total == 2 * math.ceil(len(data.train) / 64) and len(rec.lrs) == total
+    used = rec.optimizers[0]
+    assert all(o is used for o in rec.optimizers)
+    assert {id(p) for g in used.param_groups for p in g["params"]} == {id(p) for p in model.parameters()}
+    group = used.param_groups[0]
+    if opt["optimizer"] == "sgd":
+        assert type(used) is torch.optim.SGD and group["momentum"] == 0.9 and group["nesterov"] is True
+    elif opt["optimizer"] == "adamw":
+        assert type(used) is torch.optim.AdamW and group["weight_decay"] == 0.01
+    else:
+        assert type(used) is torch.optim.Adam and group["weight_decay"] == 0.0
+    scheduler = opt.get("scheduler")
+    if scheduler == "cosine":  # to 0 over the run
+        want = [0.01 * (1 + math.cos(math.pi * t / total)) / 2 for t in range(total)]
+    elif scheduler == "step":  # x0.1 at 2/3 of the run
+        want = [0.01 if t < (2 * total) // 3 else 0.001 for t in range(total)]
+    else:
+        want = [0.01] * total
+    assert rec.lrs == pytest.approx(want, rel=1e-9)
+    if "grad_clip" in opt:  # every raw norm is far above 0.01: every step is clipped to it
+        assert rec.norms == pytest.approx([0.01] * total, rel=1e-4)
+    else:
+        assert max(rec.norms) > 0.01
 
 
 def test_missing_labels_do_not_count():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -70,12 +72,22 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, kind: str = "mlp",
         opt.step()
 
 
-def zero_gradient_lookahead(opt: torch.optim.Optimizer, params) -> list[torch.Tensor]:
-    """The reference for the momentum step: the optimizer's lookahead with a zero gradient."""
-    from taskgraph.affinity.optim import lookahead_parameters
+def zero_gradient_step(opt: torch.optim.Optimizer, params, model: nn.Module | None = None
+                       ) -> tuple[list[torch.Tensor], nn.Module | None]:
+    """The reference for the momentum step, independent of the package: deep copies of the
+    optimizer, ``params`` (and ``model``), a zero gradient on ``params`` only (every other
+    parameter's gradient None, so the optimizer skips it) and one real ``optimizer.step()``.
 
-    zeros = [torch.zeros((1, *p.shape), dtype=p.dtype, device=p.device) for p in params]
-    return [q[0] for q in lookahead_parameters(opt, params, zeros)]
+    Returns the copied ``params`` after the step and the copied model (None without one).
+    """
+    copy_opt, copy_params, copy_model = copy.deepcopy((opt, list(params), model))  # one memo: shared tensors
+    for group in copy_opt.param_groups:
+        for p in group["params"]:
+            p.grad = None
+    for p in copy_params:
+        p.grad = torch.zeros_like(p)
+    copy_opt.step()
+    return [p.detach() for p in copy_params], copy_model
 
 
 def losses_at(model: nn.Module, batch, tasks: TaskSet = TASKS) -> torch.Tensor:

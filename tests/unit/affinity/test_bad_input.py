@@ -60,7 +60,7 @@ def test_model_with_frozen_trunk_has_no_shared_parameters():
 def test_unknown_estimator_lists_valid_names():
     with pytest.raises(UnknownNameError, match="valid: cosine, exact, first_order"):
         make_estimator("tag")
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(UnknownNameError, match="unknown affinity estimator 'nope'; valid: cosine, exact, first_order"):
         AffinityTracker("nope")
     assert ESTIMATORS.names() == ["cosine", "exact", "first_order"]
 

@@ -77,7 +77,8 @@ def test_single_task_with_forbidden_singletons():
 @pytest.mark.parametrize("bad", [dict(variant="tree"), dict(singletons="maybe"), dict(group_cost=0),
                                  dict(budget=-1.0), dict(singleton_value=float("nan"))])
 def test_objective_rejects_bad_values(bad):
-    with pytest.raises(GroupingError):
+    (key,) = bad
+    with pytest.raises(GroupingError, match=f"Objective: '{key}' must be"):
         Objective(**bad)
 
 
@@ -123,7 +124,7 @@ def test_grouping_from_bad_json():
 
 
 def test_errors_share_the_root():
-    with pytest.raises(TaskGraphError):
+    with pytest.raises(TaskGraphError, match="hierarchy: 'method' must be one of average, .*got 'ward-ish'"):
         hierarchy(Z3, names=NAMES, method="ward-ish")
-    with pytest.raises(TaskGraphError):
+    with pytest.raises(TaskGraphError, match="1 <= k <= n must hold to cut the tree, got k=5 with n=3"):
         hierarchy(Z3, names=NAMES).cut(5)

@@ -147,7 +147,7 @@ def test_grouping_is_immutable_and_canonical():
     g1 = Grouping.from_indices(p, [(2, 1), (0, 1)])
     g2 = Grouping.from_indices(p, [(0, 1), (1, 2)])
     assert g1 == g2 and g1.groups == (("a", "b"), ("b", "c"))
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field 'score'"):
         g1.score = 3.0  # type: ignore[misc]
 
 
