@@ -208,14 +208,24 @@ def _wait_http(url: str, timeout: float) -> None:
             time.sleep(0.5)
 
 
-def _trials_so_far(db: Path, name: str):
-    """The study's trials, or None while the driver is still creating the storage or the study."""
+_STORAGES: dict = {}
+
+
+def _trials_so_far(db: Path | str, name: str):
+    """The study's trials, or None while the driver is still creating the storage or the study.
+
+    ``db``: a SQLite file, or an RDB URL (a PostgreSQL study).
+    """
     import optuna
 
-    if not db.exists():
+    if isinstance(db, Path) and not db.exists():
         return None
     try:
-        return optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+        if isinstance(db, str):  # one storage per URL: polling must not open a connection pool per look
+            storage = _STORAGES.get(db) or _STORAGES.setdefault(db, optuna.storages.RDBStorage(db))
+        else:
+            storage = f"sqlite:///{db}"
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     except Exception:  # KeyError: no study yet; OperationalError: tables being created by the driver
         return None
 
@@ -299,20 +309,118 @@ def _cmdline(pid: int) -> bytes:
 
 @pytest.fixture
 def two_drivers(cli):
-    """Run a first driver, and once it has prepared its study a second one (``--join``); both must exit 0.
+    """Run a first driver, and once it has prepared its study a second one (``--join`` or ``--resume``); both must
+    exit 0.
 
-    Call as ``two_drivers(first_argv, second_argv, env=..., cwd=..., db=Path, name=str,
-    second_env=None)``. The first driver is killed also when the test fails.
+    Call as ``two_drivers(first_argv, second_argv, env=..., cwd=..., db=Path or URL, name=str,
+    second_env=None)``; returns (the second driver's completed process, the first driver's stderr).
+    The first driver is killed also when the test fails.
     """
 
-    def run(first_argv: list[str], second_argv: list[str], *, env: dict, cwd: Path, db: Path, name: str,
-            second_env: dict | None = None) -> None:
+    def run(first_argv: list[str], second_argv: list[str], *, env: dict, cwd: Path, db: Path | str, name: str,
+            second_env: dict | None = None) -> tuple[subprocess.CompletedProcess, str]:
         with _driver(first_argv, env=env, cwd=cwd, keep_stderr=True) as first:
             deadline = time.time() + 240
             while time.time() < deadline and not _trials_so_far(db, name):
                 time.sleep(0.2)  # join once the first driver has prepared the study
             r = cli(*second_argv, env=second_env or env, cwd=cwd, timeout=300)
             assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-            assert first.wait(timeout=240) == 0, first.stderr.read()[-2000:]
+            _, first_err = first.communicate(timeout=240)
+            assert first.returncode == 0, first_err[-2000:]
+            return r, first_err
 
     return run
+
+
+#: a PostgreSQL server the tests may use (CI's .ci/run starts one and sets this); else each session starts its own
+POSTGRES_URL_ENV = "TASKGRAPH_TEST_POSTGRES_URL"
+_PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in _PG_BIN_DIRS:
+        if (d / name).is_file():
+            return str(d / name)
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a PostgreSQL server on 127.0.0.1 with a password (its maintenance database ``postgres``).
+
+    CI's (``$TASKGRAPH_TEST_POSTGRES_URL``, started by ``.ci/run``) when set; else a private
+    cluster (Debian's ``initdb`` + ``pg_ctl``, scram-sha-256, a random password, a port of its own,
+    a temporary data folder) for this session, stopped at its end. Skipped, with the reason, where
+    neither the variable nor the binaries, or the psycopg driver, are there.
+    """
+    try:
+        import psycopg  # noqa: F401  (SQLAlchemy's default driver for postgresql://)
+    except ImportError:
+        pytest.skip("the psycopg driver is not installed (pip install 'psycopg[binary]')")
+    if os.environ.get(POSTGRES_URL_ENV):
+        yield os.environ[POSTGRES_URL_ENV]
+        return
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip(f"no PostgreSQL: {POSTGRES_URL_ENV} is not set and initdb/pg_ctl are not installed "
+                    f"(Debian: apt-get install postgresql)")
+    as_user: list[str] = []
+    d = Path(tempfile.mkdtemp(prefix="tgpg"))
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the cluster as the postgres user
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        import pwd
+
+        try:
+            pg = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
+        os.chown(d, pg.pw_uid, pg.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    import secrets
+
+    password = "S3cretPW" + secrets.token_hex(8)
+    pwfile = d / "pw"
+    pwfile.write_text(password + "\n")
+    if as_user:
+        os.chown(pwfile, pg.pw_uid, pg.pw_gid)
+    port = free_port()
+    data = d / "data"
+    started = False
+    try:
+        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "tg", f"--pwfile={pwfile}", "-A", "scram-sha-256",
+                        "--no-sync"], check=True, capture_output=True, timeout=120)
+        pwfile.unlink()
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(d / "log"), "-w", "-t", "60", "-o",
+                        f"-h 127.0.0.1 -p {port} -k {d} -c fsync=off", "start"],
+                       check=True, capture_output=True, timeout=120)
+        started = True
+        yield f"postgresql://tg:{password}@127.0.0.1:{port}/postgres"
+    finally:
+        if started:
+            subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True,
+                           timeout=60)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(postgres_server):
+    """A fresh database of its own on the test PostgreSQL server, dropped afterwards; yields ``(url, password)``."""
+    import secrets
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server)
+    name = "tg_" + secrets.token_hex(6)
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False), str(server.password)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
