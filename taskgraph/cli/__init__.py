@@ -59,9 +59,9 @@ class LazyGroup(click.Group):
 
 
 EPILOG = """\b
-Results go to stdout; logs and progress to stderr (a progress bar only on a terminal).
-Exit status: 0 done; 1 the run failed; 2 usage error (a bad option or argument, or an
-invalid study or search-space file)."""
+Results go to stdout; logs and progress to stderr (a progress bar
+only on a terminal). Exit status: 0 done; 1 the run failed; 2 usage
+error (a bad option or argument, or an invalid study or space file)."""
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)

@@ -44,9 +44,10 @@ def group_cmd(dataset, options, matrix_path, k, variant, singletons, budget, sol
               seed, out_dir, quiet):
     """Rank groupings of DATASET's tasks by TAG's serving score and pick one.
 
-    Affinity is measured with TAG's exact lookahead during a short SGD run (or read
-    from --matrix). With --check (the default) the top groupings and the all-in-one
-    model are trained over paired seeds; a grouping replaces all-in-one only when its
+    Affinity is measured with TAG's exact lookahead during a short training run
+    (plain SGD with --no-check, the checks' Adam otherwise), or read from --matrix.
+    With --check (the default) the top groupings and the all-in-one model are
+    trained over paired seeds; a grouping replaces all-in-one only when its
     validation gain is sure (lower validation loss is better).
     """
     from taskgraph.affinity import AffinityMatrix, measure_affinity

@@ -47,8 +47,9 @@ def test_estimator_and_solver_choices_are_the_registries_names():
 def test_help_states_the_exit_status_and_streams(invoke):
     r = invoke("--help")
     assert r.exit_code == 0
-    assert "Exit status: 0 done; 1 the run failed; 2 usage error" in r.stdout
+    assert "Exit status: 0 done; 1 the run failed; 2 usage" in r.stdout
     assert "logs and progress to stderr" in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80
 
 
 @pytest.mark.parametrize("args, message", [
