@@ -117,7 +117,10 @@ class Table:
             return v
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.error(name, f"{self.key(name)!r} must be a number, got {_type_name(v)} {v!r}")
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:  # an int beyond the floats
+            raise self.error(name, f"{self.key(name)!r} must be finite, got {v!r}") from None
         if not math.isfinite(v):
             raise self.error(name, f"{self.key(name)!r} must be finite, got {v!r}")
         if strict_low and low is not None and v <= low:

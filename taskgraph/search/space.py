@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,6 +52,8 @@ _TYPES = ("float", "int", "categorical", "grouping")
 _STRUCTURAL = ("grouping", "topology", "weighting")
 # TrainConfig fields a space may search (the budget owns epochs; the study owns seed and device)
 _TRAIN_FIELDS_EXCLUDED = ("epochs", "seed", "device", "max_steps", "restore_best")
+#: the largest magnitude of an int parameter's range (Optuna stores parameters as floats: exact up to 2**53)
+_INT_MAX = 2**53
 
 
 def _train_fields() -> list[str]:
@@ -127,7 +130,7 @@ def _train_value_error(_name: str, field_name: str, value: Any) -> str | None:
         TrainConfig(**{**base, field_name: value})
     except ConfigError as e:
         return _message(e) if e.key in (None, field_name) else None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError) as e:
         return _message(e)
     return None
 
@@ -146,7 +149,7 @@ def _topology_value_error(name: str, param: str, value: Any) -> str | None:
                 value = (value,)
     try:
         make_topology(name, **{param: value})
-    except (TaskGraphError, TypeError, ValueError) as e:
+    except (TaskGraphError, TypeError, ValueError, ArithmeticError) as e:
         return _message(e)
     return None
 
@@ -158,7 +161,31 @@ def _weighting_value_error(name: str, param: str, value: Any) -> str | None:
 
     try:
         make_weighting(name, **{param: value})
-    except (TaskGraphError, TypeError, ValueError) as e:
+    except (TaskGraphError, TypeError, ValueError, ArithmeticError) as e:
+        return _message(e)
+    return None
+
+
+def _build_error(head: str, name: str, params: Mapping[str, Any]) -> str | None:
+    """Why topology or weighting ``name`` refuses ``params`` together (None: it builds)."""
+    import dataclasses
+
+    from taskgraph.exceptions import TaskGraphError
+    from taskgraph.models.topology import TOPOLOGIES, make_topology
+    from taskgraph.weighting import make_weighting
+
+    kw = dict(params)
+    try:
+        if head == "weighting":
+            make_weighting(name, **kw)
+        else:
+            cls = TOPOLOGIES.get(name)
+            if dataclasses.is_dataclass(cls):
+                for f in dataclasses.fields(cls):
+                    if f.name in kw and isinstance(f.default, tuple) and not isinstance(kw[f.name], list | tuple):
+                        kw[f.name] = (kw[f.name],)
+            make_topology(name, **kw)
+    except (TaskGraphError, TypeError, ValueError, ArithmeticError) as e:
         return _message(e)
     return None
 
@@ -235,21 +262,31 @@ class SearchSpace:
             target = t.str("target", default_target) if default_target else t.str("target")
             kw: dict[str, Any] = {}
             if ptype in ("float", "int"):
-                num = t.int if ptype == "int" else t.float
-                low, high = num("low"), num("high")
+                if ptype == "int":  # Optuna stores every parameter as a float: exact up to 2**53
+                    low, high = (t.int(k, low=-_INT_MAX, high=_INT_MAX) for k in ("low", "high"))
+                else:
+                    low, high = t.float("low"), t.float("high")
                 if not low < high:
                     raise t.error("high", f"'low < high' must hold for {key!r} (an empty or inverted range "
                                           f"cannot be searched); got low={low}, high={high}")
+                if not math.isfinite(high - low):
+                    raise t.error("high", f"'high - low' must be finite for {key!r} (samplers draw in it); "
+                                          f"got low={low}, high={high}")
+                num = t.int if ptype == "int" else t.float
                 log = t.bool("log", False)
                 if log and low <= 0:
                     raise t.error("low", f"a log-scale range needs 'low > 0'; got low={low}")
                 step = num("step", None)
-                if step is not None and (step <= 0 or log):
-                    raise t.error("step", f"'step' must be > 0 and not combined with log; got step={step}, "
-                                          f"log={log}")
+                if step is not None and (step <= 0 or log or step > high - low):
+                    raise t.error("step", f"'step' must be > 0, at most 'high - low' and not combined with log; "
+                                          f"got step={step}, low={low}, high={high}, log={log}")
                 kw.update(low=low, high=high, log=log, step=step)
             elif ptype == "categorical":
                 choices = t.list("choices", of=(str, int, float, bool), nonempty=True)
+                bad = [c for c in choices if isinstance(c, float) and not math.isfinite(c)
+                       or isinstance(c, int) and not isinstance(c, bool) and abs(c) > _INT_MAX]
+                if bad:
+                    raise t.error("choices", f"numeric 'choices' must be finite and within ±2**53; got {bad[0]!r}")
                 if len(set(map(repr, choices))) != len(choices):
                     raise t.error("choices", f"'choices' must be unique; got {choices}")
                 kw["choices"] = tuple(choices)
@@ -258,8 +295,8 @@ class SearchSpace:
                 for r in refs:
                     if r not in REFERENCES:
                         raise t.error("references", f"'references' may hold {', '.join(REFERENCES)}; got {r!r}")
-                top_m = t.int("top_m", 3, low=0)
-                k = t.int("k", 3, low=1)
+                top_m = t.int("top_m", 3, low=0, high=100)
+                k = t.int("k", 3, low=1, high=10_000)
                 if top_m + len(refs) < 1:
                     raise t.error("top_m", "a grouping parameter needs 'top_m' >= 1 or at least one reference")
                 kw.update(references=tuple(refs), top_m=top_m, k=k)
@@ -292,7 +329,33 @@ class SearchSpace:
                                             f"drop one, or make their 'when' conditions exclusive")
             out.append(p)
             by_name[name] = p
+        cls._check_structures_build(out, ptab)
         return cls(tuple(out), description=description, file=file)
+
+    @staticmethod
+    def _check_structures_build(params: Sequence[Param], ptab: Table) -> None:
+        """Each topology and weighting the space may choose must build with the parameters it surely gets.
+
+        A parameter counts when it is active whenever that choice is (its only conditions are on the
+        choice's own parameter and allow the choice); its low end (or first choice) stands for its values,
+        each of which was checked alone already. So ``weighting = "fixed"`` without a per-task
+        ``weighting.weights`` parameter under it is refused here, not in every trial that draws it.
+        """
+        for head, check in (("topology", _topology_value_error), ("weighting", _weighting_value_error)):
+            chooser = next((p for p in params if p.name == head and p.type == "categorical"), None)
+            for choice in chooser.choices if chooser is not None else ():
+                given: dict[str, Any] = {}
+                for p in params:
+                    h, _, rest = p.target.partition(".")
+                    if h != head or not rest or any(par != head or choice not in allowed for par, allowed in p.when):
+                        continue
+                    v = p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low)
+                    given[rest] = {"__task__": v} if p.per_task else v
+                err = _build_error(head, choice, given) if check is _weighting_value_error or given else None
+                if err:
+                    t = Table(ptab.data[head], file=ptab.file, prefix=ptab.key(head))
+                    raise t.error("choices", f"{head} {choice!r} must build with the parameters this space always "
+                                             f"gives it ({', '.join(sorted(given)) or 'none'}); it does not: {err}")
 
     @staticmethod
     def _check_target(p: Param, by_name: Mapping[str, Param], train_fields: list[str], t: Table) -> None:

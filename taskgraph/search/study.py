@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -112,6 +113,15 @@ DATASET_BOUNDS: dict[str, tuple[int, int]] = {
 }
 #: n_samples × dim at most (the features alone: 0.8 GB in float32)
 MAX_FEATURE_VALUES = 200_000_000
+#: upper bounds of the study's sizes: values a run can reach (and that fit the int64 of Ray, Optuna and torch)
+MAX_TRIALS = 1_000_000
+MAX_EPOCHS = 100_000
+MAX_STEPS = 1_000_000
+MAX_SECONDS = 1e9  # about 31 years
+MAX_WIDTH = 65_536
+MAX_LAYERS = 64
+#: the largest int a training setting may hold (batch sizes, steps, patience)
+MAX_INT = 2**31 - 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -147,6 +157,14 @@ def _estimator(af: Table) -> str:
     return name
 
 
+def _finite(v: float) -> bool:
+    """True for a number that converts to a finite float (an int beyond the floats does not)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | None = None,
                           key: str = "dataset.options", sep: str = ".") -> None:
     """Check dataset ``name``'s option values before any data is made.
@@ -171,7 +189,6 @@ def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | 
         dataset.options.n_tasks | 'dataset.options.n_tasks' must be an int in [1, 10000]; got 0
     """
     import inspect
-    import math
 
     from taskgraph.data import DATASETS
 
@@ -191,7 +208,7 @@ def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | 
             if not isinstance(v, bool):
                 raise ConfigError(f"{k!r} must be true or false; got {v!r}", file=file, key=k)
         elif isinstance(d, float):
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v):
                 raise ConfigError(f"{k!r} must be a finite number; got {v!r}", file=file, key=k)
         elif isinstance(d, str) and not isinstance(v, str):
             raise ConfigError(f"{k!r} must be a string; got {v!r}", file=file, key=k)
@@ -285,10 +302,12 @@ class TrunkSection(Section):
 
         out = cls(kind=tr.str("kind", "mlp", choices=("mlp", "cnn")),
                   hidden=tuple(tr.list("hidden", [256, 128], of=int, nonempty=True)),
-                  out_features=tr.int("out_features", 64, low=1), dropout=tr.float("dropout", 0.0, low=0.0, high=0.99))
+                  out_features=tr.int("out_features", 64, low=1, high=MAX_WIDTH),
+                  dropout=tr.float("dropout", 0.0, low=0.0, high=0.99))
         tr.check_unknown()
-        if any(h < 1 for h in out.hidden):
-            raise tr.error("hidden", f"'trunk.hidden' widths must be >= 1; got {list(out.hidden)}")
+        if any(not 1 <= h <= MAX_WIDTH for h in out.hidden) or len(out.hidden) > MAX_LAYERS:
+            raise tr.error("hidden", f"'trunk.hidden' must hold at most {MAX_LAYERS} widths in [1, {MAX_WIDTH}]; "
+                                     f"got {list(out.hidden)}")
         TrunkSpec.from_dict(out.to_dict())
         return out
 
@@ -323,8 +342,12 @@ class SearchSection(Section):
                                     f"study file); nothing at {str(space_path)!r}")
         objective = se.str("objective", "val_loss", choices=OBJECTIVES)
         sampler = se.str("sampler", "tpe")
-        options = se.table("sampler_options").data
+        so = se.table("sampler_options")
+        options = so.data
         se.check_unknown()
+        for k, v in options.items():  # samplers take sizes and rates: finite numbers (NaN passes their checks)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise so.error(k, f"{so.key(k)!r} must be finite, got {v!r}")
         if sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}", file=se.file,
                               key="search.sampler")
@@ -350,10 +373,12 @@ class BudgetSection(Section):
 
     @classmethod
     def from_table(cls, bu: Table) -> BudgetSection:
-        out = cls(trials=bu.int("trials", 10, low=1), epochs=bu.int("epochs", 5, low=1),
-                  wall_time_s=bu.float("wall_time_s", None, low=0.0, strict_low=True),
+        out = cls(trials=bu.int("trials", 10, low=1, high=MAX_TRIALS),
+                  epochs=bu.int("epochs", 5, low=1, high=MAX_EPOCHS),
+                  wall_time_s=bu.float("wall_time_s", None, low=0.0, strict_low=True, high=MAX_SECONDS),
                   early_stopping=bu.str("early_stopping", "asha", choices=("asha", "none")),
-                  grace_epochs=bu.int("grace_epochs", 1, low=1), reduction_factor=bu.int("reduction_factor", 3, low=2))
+                  grace_epochs=bu.int("grace_epochs", 1, low=1, high=MAX_EPOCHS),
+                  reduction_factor=bu.int("reduction_factor", 3, low=2, high=100))
         bu.check_unknown()
         if out.grace_epochs > out.epochs:
             raise bu.error("grace_epochs", f"'budget.grace_epochs' <= 'budget.epochs' ({out.epochs}) must hold; "
@@ -389,6 +414,17 @@ class TrainSection(Section):
             if k in train:
                 raise tt.error(k, f"'train.{k}' is set by the study ({'budget.epochs' if k == 'epochs' else k}), "
                                   "not in [train]")
+        for f in fields(TrainConfig):  # each value of the TOML type its field takes, before TrainConfig's checks
+            if f.name in train:
+                kind = str(f.type).split(" | ")[0]
+                if kind == "float":
+                    tt.float(f.name)
+                elif kind == "int":
+                    tt.int(f.name, high=MAX_INT)
+                elif kind == "bool":
+                    tt.bool(f.name)
+                elif kind == "str":
+                    tt.str(f.name)
         try:
             TrainConfig(**train)
         except TypeError as e:
@@ -416,8 +452,10 @@ class AffinitySection(Section):
 
     @classmethod
     def from_table(cls, af: Table, *, epochs: int) -> AffinitySection:
-        out = cls(estimator=_estimator(af), every=af.int("every", 1, low=1), epochs=af.int("epochs", epochs, low=1),
-                  check_seeds=af.int("check_seeds", 3, low=0), z=af.float("z", None, low=0.0))
+        out = cls(estimator=_estimator(af), every=af.int("every", 1, low=1, high=MAX_STEPS),
+                  epochs=af.int("epochs", epochs, low=1, high=MAX_EPOCHS),
+                  check_seeds=af.int("check_seeds", 3, low=0, high=100),
+                  z=af.float("z", None, low=0.0, high=100.0))
         af.check_unknown()
         return out
 
@@ -461,7 +499,7 @@ class GroupingSection(Section):
         from taskgraph.exceptions import GroupingError
 
         solver = gr.str("solver", "auto", choices=STUDY_SOLVERS)
-        out = cls(solver=solver, time_limit=gr.float("time_limit", None, low=0.0, strict_low=True),
+        out = cls(solver=solver, time_limit=gr.float("time_limit", None, low=0.0, strict_low=True, high=MAX_SECONDS),
                   fallback=gr.str("fallback", "scalable", choices=("scalable", "raise")))
         gr.check_unknown()
         if solver == "hierarchy" and out.time_limit is not None:
@@ -544,8 +582,9 @@ class ResourcesSection(Section):
 
     @classmethod
     def from_table(cls, rs: Table) -> ResourcesSection:
-        out = cls(cpus=rs.float("cpus", 1.0, low=0.0, strict_low=True), gpus=rs.float("gpus", 0.0, low=0.0),
-                  concurrent=rs.int("concurrent", 2, low=1))
+        out = cls(cpus=rs.float("cpus", 1.0, low=0.0, strict_low=True, high=1024.0),
+                  gpus=rs.float("gpus", 0.0, low=0.0, high=64.0),
+                  concurrent=rs.int("concurrent", 2, low=1, high=10_000))
         rs.check_unknown()
         return out
 
