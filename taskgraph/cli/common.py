@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import click
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from taskgraph.exceptions import ConfigError
@@ -112,14 +113,14 @@ def groups_text(groups: Sequence[Sequence[str]]) -> str:
 
 
 def make_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], *,
-               caption: str | None = None) -> Table:
+               caption: str | None = None, compact: bool = False) -> Table:
     """A table that stays readable at 80 columns and when piped.
 
-    Light borders (one space between columns), and a cell that does not fit is folded onto
-    the next line, never cut to ``…``. Floats show 4 decimals.
+    Light borders, and a cell that does not fit is folded onto the next line, never cut to
+    ``…``. ``compact`` drops the cell padding (one space between columns). Floats show 4 decimals.
     """
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True,
-                  title_justify="left", caption_justify="left")
+                  padding=(0, 0) if compact else (0, 1), title_justify="left", caption_justify="left")
     for i, c in enumerate(columns):
         table.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
     for r in rows:
@@ -129,9 +130,15 @@ def make_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[objec
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], *,
                 caption: str | None = None) -> None:
-    """Print :func:`make_table` on stdout (a result); piped, its lines carry no trailing padding."""
+    """Print :func:`make_table` on stdout (a result); piped, its lines carry no trailing padding.
+
+    A table wider than the console is printed compact first (no cell padding), and folds cells only
+    when even that does not fit.
+    """
     console = Console(highlight=False)
     table = make_table(title, columns, rows, caption=caption)
+    if Measurement.get(console, console.options.update_width(10_000), table).maximum > console.width:
+        table = make_table(title, columns, rows, caption=caption, compact=True)
     if console.is_terminal:
         console.print(table)
         return
