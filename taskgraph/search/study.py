@@ -134,6 +134,8 @@ def _try_sampler(sampler, name: str, options: Mapping[str, Any], *, file: str | 
 
     if not options:
         return
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" on the run's stderr
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -147,6 +149,8 @@ def _try_sampler(sampler, name: str, options: Mapping[str, Any], *, file: str | 
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConfigError(f"sampler {name!r} does not take these options {dict(options)}: {type(e).__name__}: {msg}",
                           file=file, key="search.sampler_options") from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _estimator(af: Table) -> str:

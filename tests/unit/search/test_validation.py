@@ -190,3 +190,66 @@ def test_one_target_under_exclusive_conditions_is_accepted(tmp_path):
 
 def test_every_refusal_is_the_projects_own_error():
     assert issubclass(ConfigError, TaskGraphError)
+
+
+# --- what the fuzz test (test_fuzz_files.py) found ------------------------------------------------
+
+FUZZ_FOUND = [
+    # ints beyond the floats: float() raised OverflowError
+    ({"budget": {"trials": 3, "epochs": 2, "wall_time_s": 2**1100}}, "budget.wall_time_s", "must be finite"),
+    ({"train": {"lr": 2**1100}}, "train.lr", "must be finite"),
+    ({"resources": {"cpus": 2**1100}}, "resources.cpus", "must be finite"),
+    ({"affinity": {"z": 2**1100}}, "affinity.z", "must be finite"),
+    ({"dataset": {"name": "planted-clusters", "options": {"n_tasks": 4, "noise": 2**1100}}},
+     "dataset.options.noise", "must be a finite number"),
+    # NaN passed the samplers' own checks
+    ({"search": {"space": SPACE, "sampler_options": {"n_startup_trials": float("nan")}}},
+     "search.sampler_options.n_startup_trials", "must be finite"),
+    # [train] values of the wrong TOML type were accepted (a string is truthy) or failed in TrainConfig
+    ({"train": {"nesterov": "yes"}}, "train.nesterov", "must be true or false"),
+    ({"train": {"restore_best": 1}}, "train.restore_best", "must be true or false"),
+    ({"train": {"batch_size": 2**63}}, "train.batch_size", "must be <= 2147483647"),
+    ({"train": {"optimizer": 3}}, "train.optimizer", "must be a string"),
+    # sizes no run can reach (or that overflow Ray's and torch's int64)
+    ({"budget": {"trials": 2**63, "epochs": 2}}, "budget.trials", "must be <= 1000000"),
+    ({"trunk": {"hidden": [10**9]}}, "trunk.hidden", "at most 64 widths in \\[1, 65536\\]"),
+    ({"resources": {"concurrent": 2**63}}, "resources.concurrent", "must be <= 10000"),
+]
+
+
+@pytest.mark.parametrize(("sections", "key", "match"), FUZZ_FOUND, ids=[k for _, k, _ in FUZZ_FOUND])
+def test_what_the_fuzzer_found_is_one_line(sections, key, match, tmp_path):
+    _refused(_good(**sections), key, match, tmp_path)
+
+
+FUZZ_FOUND_SPACES = [
+    ('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = ' + str(2**1100) + '\n', "params.lr.high", "must be finite"),
+    ('[params.batch_size]\ntype = "int"\nlow = 1\nhigh = 9223372036854775808\n', "params.batch_size.high",
+     "must be <= 9007199254740992"),
+    ('[params.x]\ntype = "float"\nlow = -1e308\nhigh = 1e308\ntarget = "train.weight_decay"\n', "params.x.high",
+     "'high - low' must be finite"),
+    ('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nstep = 0.5\n', "params.lr.step", "at most 'high - low'"),
+    ('[params.topology]\ntype = "categorical"\nchoices = ["hard", "mmoe"]\n'
+     '[params.h]\ntype = "categorical"\nchoices = [0, 2]\ntarget = "topology.head_hidden"\n'
+     '[params.g]\ntype = "categorical"\nchoices = [nan, 1.0]\ntarget = "weighting.alpha"\n', "params.g.choices",
+     "must be finite"),
+    ('[params.weighting]\ntype = "categorical"\nchoices = ["equal", "fixed"]\n', "params.weighting.choices",
+     "weighting 'fixed' must build with the parameters this space always gives it \\(none\\)"),
+    ('[params.weighting]\ntype = "categorical"\nchoices = ["equal", "fixed"]\n'
+     '[params.optimizer]\ntype = "categorical"\nchoices = ["sgd", "adam"]\n'
+     '[params.w]\ntype = "float"\nlow = 0.5\nhigh = 2.0\nper_task = true\ntarget = "weighting.weights"\n'
+     'when = { weighting = "fixed", optimizer = "sgd" }\n', "params.weighting.choices", "'fixed' must build"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "match"), FUZZ_FOUND_SPACES, ids=[b[1] for b in FUZZ_FOUND_SPACES])
+def test_what_the_fuzzer_found_in_spaces_is_one_line(text, key, match, tmp_path):
+    _space_refused(text, key, match, tmp_path)
+
+
+def test_a_fixed_weighting_with_its_weights_loads(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text('[params.weighting]\ntype = "categorical"\nchoices = ["equal", "fixed"]\n'
+                    '[params.w]\ntype = "float"\nlow = 0.5\nhigh = 2.0\nper_task = true\ntarget = "weighting.weights"\n'
+                    'when = { weighting = "fixed" }\n')
+    assert SearchSpace.load(path).names() == ["weighting", "w"]
