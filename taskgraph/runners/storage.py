@@ -238,11 +238,14 @@ class _RetryStale:
 def _rdb_storage(optuna, url: str, attempts: int = 5):
     """``RDBStorage(url)`` with heartbeats, retried when another driver is creating the same schema right now.
 
-    Two drivers that open a new SQLite study at once can both find a table
-    missing and one then fails with "table ... already exists"; the schema is
-    complete a moment later, so opening again succeeds.
+    Two drivers that open a new storage at once can both find the schema missing
+    and one then fails creating it ("table ... already exists", or a UNIQUE
+    constraint on the schema's version row); the schema is complete a moment
+    later, so opening again succeeds.
     """
     import time
+
+    from sqlalchemy.exc import IntegrityError
 
     interval, grace = heartbeat_settings()
     # ask/tell drivers record heartbeats themselves (TrialHeartbeat); Optuna warns on every ask that it
@@ -255,7 +258,8 @@ def _rdb_storage(optuna, url: str, attempts: int = 5):
                 return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=interval,
                                                   grace_period=grace, heartbeat_stale_trial_callback=_RetryStale())
         except Exception as e:
-            if "already exists" not in str(e) or attempt == attempts - 1:
+            racing = isinstance(e, IntegrityError) or "already exists" in str(e) or "database is locked" in str(e)
+            if not racing or attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")

@@ -8,15 +8,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from taskgraph.runners.storage import interrupted_numbers
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def _counted(trials):
-    """The trials that hold the budget: finished, neither skipped nor interrupted."""
-    return [t for t in trials if t.state in FINISHED
-            and not str(t.user_attrs.get("fail_reason", "")).startswith(("skipped:", "interrupted:"))]
+    """The trials that hold the budget: finished, neither skipped nor interrupted (a driver that died)."""
+    gone = interrupted_numbers(trials)
+    return [t for t in trials if t.state in FINISHED and t.number not in gone
+            and not str(t.user_attrs.get("fail_reason", "")).startswith("skipped:")]
 
 
 def _configs(trials):
