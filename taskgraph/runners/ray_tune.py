@@ -308,8 +308,13 @@ def error_reason(trial) -> str:
     return f"RayTrialError: {text}"[:500]
 
 
-def make_searcher(study, ctx, store, *, budget: int, log: Callable[[str], None] = print):
-    """A :class:`StudySearcher` over ``study`` (built here: Ray Tune is imported only when the runner runs)."""
+def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable[[str], None] = print):
+    """A :class:`StudySearcher` over ``study`` (built here: Ray Tune is imported only when the runner runs).
+
+    ``storage``: the study's storage; with heartbeats (an RDB storage opened by
+    :func:`~taskgraph.runners.storage.open_storage`), every trial this driver runs records its
+    heartbeat, so another driver or a ``--resume`` fails and retries it only once this driver is gone.
+    """
     from optuna.trial import TrialState
     from ray.tune.search import Searcher
 
@@ -317,7 +322,11 @@ def make_searcher(study, ctx, store, *, budget: int, log: Callable[[str], None] 
         INTERRUPTED,
         TrialRecord,
         budget_ahead,
+        fail_stale,
         find_duplicate,
+        heartbeat,
+        heartbeat_settings,
+        others_running,
         record_failure,
         record_skip,
         record_start,
@@ -328,12 +337,19 @@ def make_searcher(study, ctx, store, *, budget: int, log: Callable[[str], None] 
     class StudySearcher(Searcher):
         """A Tune ``Searcher`` over Optuna's ask/tell: one Optuna trial per Tune trial, closed with its true state.
 
+        As the local runner, it fails and queues again the trials of drivers that are gone (their
+        heartbeat went stale), and once the study's budget is held it waits (``suggest`` returns
+        None, Tune asks again) while other drivers' trials still run: a retry of one may fall to it.
+
         Attributes:
             live: Tune trial id → its Optuna trial, from :meth:`suggest` until the trial is told.
+            beats: Tune trial id → the heartbeat of its Optuna trial, while it is live.
             numbers: Tune trial id → Optuna trial number, for every trial it started.
         """
 
-        def __init__(self):
+        def __init__(self, study, ctx, store, budget, storage, log):
+            # everything arrives as arguments: Tune pickles this class by value (tuner.pkl), with the
+            # variables its methods close over, and the storage must not travel (its URL may hold a password)
             multi = ctx.spec.multi_objective
             names = ctx.task_names
             super().__init__(metric=[f"loss.{n}" for n in names] if multi else "objective",
@@ -344,9 +360,27 @@ def make_searcher(study, ctx, store, *, budget: int, log: Callable[[str], None] 
             self.budget = budget  # the study's: shared by every driver
             self.log = log
             self.labels = ctx.grouping_labels()
+            self.storage = storage
             self.live: dict = {}
+            self.beats: dict = {}
             self.numbers: dict[str, int] = {}
             self.reported: set[tuple[str, int]] = set()
+            self.interval = heartbeat_settings()[0]
+            self.next_look = 0.0  # when suggest next looks for other drivers' stale or running trials
+            self.waiting_said = False
+
+        def start_beating(self, ot):
+            """Record ``ot``'s heartbeat from now until it is told; returns the heartbeat."""
+            return heartbeat(self.storage, self.study.study_name, ot.number).start() if self.storage else None
+
+        def others_live(self) -> list[int]:
+            """Trials of other drivers that may still end, or fail and be queued again (stale ones failed now)."""
+            stale = fail_stale(self.study)
+            if stale:
+                self.log(f"ray runner: trial(s) {stale} lost their driver (no heartbeat for the grace period): "
+                         f"marked FAIL and queued again")
+            mine = {ot.number for ot in self.live.values()}
+            return [n for n in others_running(self.study) if n not in mine]
 
         def suggest(self, trial_id):
             """A configuration the study does not hold yet, while the study's budget lasts (as the local runner).
@@ -354,25 +388,44 @@ def make_searcher(study, ctx, store, *, budget: int, log: Callable[[str], None] 
             A trial asked for once other drivers' trials hold the budget, or one whose configuration
             the study already holds, is closed as FAIL ``skipped: ...`` (it never counts).
             """
+            now = time.monotonic()
+            if now < self.next_look:
+                return None  # waiting for other drivers' trials: Tune asks again
+            others = self.others_live()
             for _ in range(MAX_REPEATS):
                 if budget_ahead(self.study) >= self.budget:
-                    return Searcher.FINISHED
+                    if not others:
+                        return Searcher.FINISHED
+                    if not self.waiting_said:
+                        self.log(f"ray runner: waiting for trial(s) {others} of other drivers to finish (or, if "
+                                 f"their driver is gone, to be queued again)")
+                        self.waiting_said = True
+                    self.next_look = now + self.interval
+                    return None
                 ot = self.study.ask()
+                beat = self.start_beating(ot)
                 if budget_ahead(self.study, ot.number) >= self.budget:  # another driver asked first
                     record_skip(ot, "the study's budget was already held by other drivers' trials", study=self.study)
-                    return Searcher.FINISHED
+                    if beat:
+                        beat.stop()
+                    return Searcher.FINISHED if not others else None
                 try:
                     params = self.ctx.spec.space.suggest(ot, tasks=self.ctx.task_names, groupings=self.labels)
                 except BaseException:
                     record_skip(ot, "no configuration was drawn", study=self.study)
+                    if beat:
+                        beat.stop()
                     raise
                 dup = find_duplicate(self.study, params, number=ot.number)
                 if dup is None:
                     self.live[trial_id] = ot
+                    self.beats[trial_id] = beat
                     self.numbers[trial_id] = ot.number
                     record_start(ot, start_attrs(self.ctx, params))
                     return dict(params)
                 record_skip(ot, f"the sampler proposed trial {dup}'s configuration again", study=self.study)
+                if beat:
+                    beat.stop()
             self.log(f"ray runner: the sampler proposed only configurations the study already holds, {MAX_REPEATS} "
                      f"times in a row: the search space looks exhausted; no more trials are started")
             return Searcher.FINISHED
@@ -382,7 +435,7 @@ def make_searcher(study, ctx, store, *, budget: int, log: Callable[[str], None] 
             # taskgraph does not use: --resume reads the study's storage). The study and its trials hold the
             # storage URL with its password: they stay on the driver.
             state = self.__dict__.copy()
-            state.update(study=None, store=None, ctx=None, log=None, live={})
+            state.update(study=None, store=None, ctx=None, log=None, live={}, storage=None, beats={})
             return state
 
         def save(self, checkpoint_path):
@@ -459,9 +512,14 @@ def make_searcher(study, ctx, store, *, budget: int, log: Callable[[str], None] 
             ot = self.live.pop(trial_id)
             if values is not None and len(values) == 1:
                 values = values[0]
-            self.study.tell(ot, values, state=state, skip_if_finished=True)
+            try:
+                self.study.tell(ot, values, state=state, skip_if_finished=True)
+            finally:
+                beat = self.beats.pop(trial_id, None)
+                if beat:
+                    beat.stop()
 
-    return StudySearcher()
+    return StudySearcher(study, ctx, store, budget, storage, log)
 
 
 def _study_callback(searcher, progress):
@@ -539,7 +597,7 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
         ctx = run.ctx
-        searcher = make_searcher(run.study, ctx, run.store, budget=spec.trials, log=log)
+        searcher = make_searcher(run.study, ctx, run.store, budget=spec.trials, storage=run.storage, log=log)
         if spec.early_stopping == "asha" and spec.epochs > spec.grace_epochs:
             scheduler = ASHAScheduler(time_attr="epoch", metric="objective", mode="min", max_t=spec.epochs,
                                       grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)

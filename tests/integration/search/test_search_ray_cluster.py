@@ -15,6 +15,8 @@ import requests
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
+from taskgraph.runners.storage import interrupted_numbers
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -117,9 +119,10 @@ def test_run_with_the_ray_backend_on_a_cluster_multi_objective(tmp_path, study_f
     r = cli("run", str(path), "--backend", "ray", "--address", ray_head["gcs"], "--runs-root", str(tmp_path / "runs"),
             env=ray_head["env"], cwd=tmp_path, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    assert "Pareto front" in r.stdout
     url = f"sqlite:///{tmp_path / 'runs' / 'pareto' / 'study.db'}"
     study = _check_study(url, "pareto", 4, 2, tmp_path / "runs" / "pareto" / "artifacts")
+    if len(study.best_trials) > 1:  # one trial may dominate the other three: the CLI then names it alone
+        assert f"Pareto front: {len(study.best_trials)} trial(s)" in r.stdout, r.stdout
     assert len(study.directions) == 4
     assert study.metric_names == ["val_loss[t0]", "val_loss[t1]", "val_loss[t2]", "val_loss[t3]"]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -151,16 +154,22 @@ def test_ray_driver_killed_mid_run_then_resumed_keeps_every_finished_trial_once(
     r = cli(*args, "--resume", env=ray_head["env"], cwd=tmp_path, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "resume:" in r.stderr
+    # the killed driver's trials carry heartbeats: failed once stale, by the resume or by its searcher
+    assert "lost their driver (no heartbeat" in r.stderr or "left running by a driver that is gone" in r.stderr, \
+        r.stderr[-3000:]
     after = optuna.load_study(study_name="rayresume", storage=url).get_trials()
     by_number = {t.number: t for t in after}
     for n, (state, values, params) in done_before.items():  # kept, unchanged
         assert (by_number[n].state, by_number[n].values, by_number[n].params) == (state, values, params)
     assert not [t for t in after if t.state == TrialState.RUNNING]
-    interrupted = sorted(t.number for t in after if str(t.user_attrs.get("fail_reason", "")).startswith("interrupted:"))
+    interrupted = sorted(interrupted_numbers(after))
     assert interrupted == running
+    assert all(by_number[n].state == TrialState.FAIL for n in interrupted)
     counted = [t for t in after if t.state in FINISHED and t.number not in interrupted]
     assert len(counted) == 6, [(t.number, t.state) for t in after]
-    assert sorted(t.user_attrs["retry_of"] for t in after if "retry_of" in t.user_attrs) == drawn
+    retries = [t for t in after if "retry_of" in t.user_attrs]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == drawn
+    assert all(t.params == by_number[t.user_attrs["retry_of"]].params for t in retries)
 
 
 def test_a_ray_driver_joins_a_local_driver_and_they_share_the_budget(tmp_path, study_file, ray_head, two_drivers):
