@@ -11,7 +11,9 @@ Each generated file goes through :meth:`StudySpec.load`, what ``taskgraph run`` 
 nothing is written under the working directory (the default ``runs/`` folder) by the loader, and
 no file takes over 5 s (hypothesis' deadline). The mutations: keys removed, renamed or added, lines
 duplicated, values of the wrong type, out of range, negative, zero, huge (2**63, 10**30), NaN and
-infinities, unknown names; files truncated, non-UTF-8 bytes inserted, binary files.
+infinities, unknown names; files truncated, non-UTF-8 bytes inserted, binary files. A deterministic
+sweep beside the random mutations sets every key of every shipped file to each edge value in turn
+(what a random mutation of one field reaches only by luck).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 import math
 import pickle
 import shutil
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -229,6 +232,7 @@ def _check_valid(spec: StudySpec) -> None:
 
 def _run(load: Callable[[Path], StudySpec], inp: Path, work: Path, path: Path, data: bytes, outcomes: dict) -> None:
     path.write_bytes(data)
+    t0 = time.perf_counter()
     try:
         spec = load(path)
     except TaskGraphError as e:
@@ -239,6 +243,9 @@ def _run(load: Callable[[Path], StudySpec], inp: Path, work: Path, path: Path, d
     else:
         _check_valid(spec)
         outcomes["accepted"] = outcomes.get("accepted", 0) + 1
+    seconds = time.perf_counter() - t0
+    outcomes["slowest"] = max(outcomes.get("slowest", 0.0), seconds)
+    assert seconds < 5, f"loading and checking one file took {seconds:.1f} s"
     assert not any(work.iterdir()), f"the loader wrote {sorted(p.name for p in work.iterdir())}"
     outcomes.setdefault("files", set()).add(data)
 
@@ -262,7 +269,7 @@ def test_fuzzed_study_files(tmp_path, quiet_optuna):
 
         fuzz()
     print(f"study files: {len(outcomes['files'])} distinct, {outcomes.get('accepted', 0)} accepted, "
-          f"{outcomes.get('refused', 0)} refused")
+          f"{outcomes.get('refused', 0)} refused, slowest {outcomes['slowest']:.2f} s")
     assert len(outcomes["files"]) >= EXAMPLES and outcomes.get("accepted", 0) >= 10 and outcomes["refused"]
 
 
@@ -280,7 +287,7 @@ def test_fuzzed_search_space_files(tmp_path, quiet_optuna):
 
         fuzz()
     print(f"search-space files: {len(outcomes['files'])} distinct, {outcomes.get('accepted', 0)} accepted, "
-          f"{outcomes.get('refused', 0)} refused")
+          f"{outcomes.get('refused', 0)} refused, slowest {outcomes['slowest']:.2f} s")
     assert len(outcomes["files"]) >= EXAMPLES and outcomes.get("accepted", 0) >= 10 and outcomes["refused"]
 
 
@@ -328,6 +335,6 @@ def test_every_key_of_the_shipped_files_at_every_edge(kind, tmp_path, quiet_optu
             except Exception as e:  # collected: every failing file is reported, not only the first
                 failures.append(f"{type(e).__name__}: {str(e)[:300]}\n{data.decode(errors='replace')}")
     print(f"{kind} sweep: {len(files)} files, {outcomes.get('accepted', 0)} accepted, "
-          f"{outcomes.get('refused', 0)} refused, {len(failures)} failed")
+          f"{outcomes.get('refused', 0)} refused, {len(failures)} failed, slowest {outcomes.get('slowest', 0):.2f} s")
     assert not failures, f"{len(failures)} of {len(files)} files failed; the first:\n" + "\n---\n".join(failures[:3])
     assert len(files) >= 400 and outcomes.get("accepted", 0) >= 10
