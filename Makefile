@@ -36,12 +36,17 @@ demo: $(STAMP)
 	@echo "Review the study in optuna-dashboard:  $(BIN)/taskgraph dashboard runs/quickstart/study.db"
 	@echo "then open http://127.0.0.1:8080"
 
-# mypy reads its files and strictness from pyproject.toml ([tool.mypy]).
+# mypy reads its files and strictness from pyproject.toml ([tool.mypy]), coverage its sources, its
+# subprocess measurement and its floor ([tool.coverage.*]): the suite runs under `coverage run`, every
+# Python subprocess it starts (the CLI) writes its own data file, and the report fails under the floor.
 test: $(STAMP)
 	@mkdir -p $(RAY_TMPDIR)
 	$(BIN)/ruff check taskgraph tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage combine --quiet
+	$(BIN)/coverage report
 
 lint: $(STAMP)
 	$(BIN)/ruff check taskgraph tests benchmarks
