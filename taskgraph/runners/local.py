@@ -39,8 +39,13 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
 
     Args:
         spec: a :class:`~taskgraph.search.StudySpec`.
-        resume: continue a study whose driver died (its RUNNING trials are failed and queued again).
+        resume: continue a study; trials whose driver is gone (their heartbeat went stale; or, never watched by
+            a heartbeat, left RUNNING by an older driver) are failed and queued again, a live driver's are left alone.
         join: add this driver to a study others are running (several drivers on one RDB storage).
+
+    Every trial records its heartbeat (:func:`~taskgraph.runners.storage.heartbeat`) from ask to
+    tell; the driver fails and queues again other drivers' trials whose heartbeat went stale, and
+    once the budget is held it waits while other drivers' trials run, so that a retry falls to it.
         log: where progress lines go.
 
     Returns:
