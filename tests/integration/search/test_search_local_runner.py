@@ -161,22 +161,3 @@ def test_sigkill_mid_run_then_resume_keeps_every_finished_trial_once(tmp_path, s
     # prepare ran once: one set of study-level artifacts
     study_files = [m.filename for m in get_all_artifact_meta(study)]
     assert study_files.count("groupings.json") == 1
-
-
-def test_a_second_driver_joins_a_running_study(tmp_path, study_file, cli_environ, two_drivers):
-    """Two local drivers on one SQLite study (--join): every trial lands once, the budget is shared."""
-    space = tmp_path / "lr_space.toml"
-    space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
-    path = study_file("joined", space=space, trials=6, epochs=2, early="none")
-    url = f"sqlite:///{tmp_path / 'runs' / 'joined' / 'study.db'}"
-    runs = ["--runs-root", str(tmp_path / "runs")]
-    two_drivers(["run", str(path), "--backend", "local", *runs],
-                ["run", str(path), "--backend", "local", "--join", *runs], env=cli_environ, cwd=tmp_path,
-                db=tmp_path / "runs" / "joined" / "study.db", name="joined")
-    study = optuna.load_study(study_name="joined", storage=url)
-    trials = study.get_trials()
-    # a trial a driver asked for after the other's held the budget is closed unrun as "skipped:"
-    ran = [t for t in trials if not str(t.user_attrs.get("fail_reason", "")).startswith("skipped:")]
-    assert all(t.state == TrialState.COMPLETE for t in ran)
-    assert len(ran) == 6  # the budget is exact: running trials of the other driver hold their share
-    assert [m.filename for m in get_all_artifact_meta(study)].count("groupings.json") == 1  # prepared once

@@ -6,6 +6,7 @@ import json
 
 import optuna
 import pytest
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from taskgraph.runners.storage import interrupted_numbers
@@ -83,6 +84,8 @@ def test_two_joined_drivers_keep_the_budget_exact_and_repeat_nothing(tmp_path, s
     assert all(t.state == TrialState.COMPLETE for t in counted)
     assert len(set(_configs(counted))) == 6
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+    study = optuna.load_study(study_name="pair", storage=f"sqlite:///{tmp_path / 'runs/pair/study.db'}")
+    assert [m.filename for m in get_all_artifact_meta(study)].count("groupings.json") == 1  # prepared once
 
 
 def test_a_resumed_ray_driver_repeats_no_configuration(tmp_path, study_file, cli, local_ray_env):

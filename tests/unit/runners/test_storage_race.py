@@ -36,16 +36,15 @@ except Exception as e:
 
 
 def test_drivers_started_together_create_one_study(tmp_path):
-    for round_ in range(2):
-        url, go = f"sqlite:///{tmp_path / f'r{round_}.db'}", tmp_path / f"go{round_}"
-        procs = [subprocess.Popen([sys.executable, "-c", _DRIVER, url, str(go)], cwd=ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        for p in procs:
-            assert p.stdout.readline().strip() == "ready", p.stderr.read()[-2000:]
-        go.touch()  # both are imported and waiting: they open the storage within a millisecond of each other
-        outs = [p.communicate(timeout=120) for p in procs]
-        results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-        assert [r.get("error") for r in results] == [None, None], results
-        assert sorted(r["created"] for r in results) == [False, True]  # one created it, the other joined it
-        assert optuna.get_all_study_names(storage=url) == ["s"]
-        assert optuna.load_study(study_name="s", storage=url).user_attrs["fingerprint"] == "f"
+    url, go = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _DRIVER, url, str(go)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()[-2000:]
+    go.touch()  # both are imported and waiting: they open the storage within a millisecond of each other
+    outs = [p.communicate(timeout=120) for p in procs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert [r.get("error") for r in results] == [None, None], results
+    assert sorted(r["created"] for r in results) == [False, True]  # one created it, the other joined it
+    assert optuna.get_all_study_names(storage=url) == ["s"]
+    assert optuna.load_study(study_name="s", storage=url).user_attrs["fingerprint"] == "f"
