@@ -34,17 +34,18 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from taskgraph.affinity import measure_affinity
-from taskgraph.data.base import unpack_batch
+from taskgraph.affinity import AffinityMatrix, measure_affinity
+from taskgraph.data.base import MultiTaskData, unpack_batch
 from taskgraph.exceptions import ConfigError, GroupingError
 from taskgraph.grouping import group_tasks
 from taskgraph.grouping.partitions import canonical, set_partitions
+from taskgraph.grouping.value import Grouping
 from taskgraph.models import MultiTaskModel
 from taskgraph.tasks import TaskSet
 from taskgraph.training import Evaluation, TrainConfig, seed_everything, train
@@ -53,6 +54,13 @@ __all__ = ["DEFAULT_POLICY", "CheckedCandidate", "Decision", "GroupingPolicy", "
            "measure", "propose", "reseed_loader", "run_policy"]
 
 Groups = tuple[tuple[str, ...], ...]
+
+
+class _Proposal(Protocol):
+    """What :func:`candidates` reads of a proposal (a :class:`~taskgraph.grouping.value.Grouping`)."""
+
+    @property
+    def groups(self) -> Sequence[Sequence[str]]: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ class GroupingPolicy:
     affinity_config: TrainConfig | None = None
 
     def __post_init__(self) -> None:
-        def bad(key, must, got):
+        def bad(key: str, must: str, got: object) -> NoReturn:
             raise ConfigError(f"GroupingPolicy: {must}, got {got!r}", key=key)
 
         if not isinstance(self.affinity_epochs, int) or self.affinity_epochs < 1:
@@ -180,7 +188,7 @@ DEFAULT_POLICY = GroupingPolicy()
 
 # --- paired training runs -------------------------------------------------------------------------
 
-def reseed_loader(loader, seed: int) -> None:
+def reseed_loader(loader: object, seed: int) -> None:
     """Re-seed a DataLoader's own shuffling generators (sampler and batch sampler), when it has any.
 
     A loader without a generator of its own shuffles from torch's global generator, which
@@ -188,7 +196,7 @@ def reseed_loader(loader, seed: int) -> None:
     otherwise continue where the previous run left it, so two runs with one seed would see
     different batch orders.
     """
-    seen = set()
+    seen: set[int] = set()
     for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
         while obj is not None and id(obj) not in seen:
             seen.add(id(obj))
@@ -217,7 +225,7 @@ class GroupRun(NamedTuple):
 
 
 @torch.no_grad()
-def sample_shares(model: nn.Module, loader, tasks: TaskSet) -> np.ndarray:
+def sample_shares(model: nn.Module, loader: Iterable[Any], tasks: TaskSet) -> np.ndarray:
     """Each sample's share of the summed per-task mean losses (see :class:`GroupRun`), in loader order."""
     dev = next(model.parameters()).device
     was = model.training
@@ -235,10 +243,10 @@ def sample_shares(model: nn.Module, loader, tasks: TaskSet) -> np.ndarray:
                 masks[t.name].append(m.cpu())
     finally:
         model.train(was)
-    total = None
+    total: np.ndarray | None = None
     for t in tasks:
-        m = torch.cat(masks[t.name]).numpy()
-        v = np.where(m, torch.cat(losses[t.name]).numpy(), 0.0) * (len(m) / max(1, int(m.sum())))
+        labelled = torch.cat(masks[t.name]).numpy()
+        v = np.where(labelled, torch.cat(losses[t.name]).numpy(), 0.0) * (len(labelled) / max(1, int(labelled.sum())))
         total = v if total is None else total + v
     return np.asarray(total, dtype=float)
 
@@ -261,10 +269,10 @@ class Runs:
     val_loader: Any
     test_loader: Any = None
     config: TrainConfig = DEFAULT_CHECK_CONFIG
-    _cache: dict = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[tuple[str, ...], TrainConfig], GroupRun] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_data(cls, trunk: Callable[[], nn.Module], data, config: TrainConfig | None = None) -> Runs:
+    def from_data(cls, trunk: Callable[[], nn.Module], data: MultiTaskData, config: TrainConfig | None = None) -> Runs:
         """Runs over a :class:`~taskgraph.data.MultiTaskData`'s splits with a trunk factory."""
         config = config or DEFAULT_CHECK_CONFIG
         tr, va, te = data.loaders(config.batch_size, seed=config.seed)
@@ -335,7 +343,8 @@ class Runs:
 
 # --- stage 1: affinity --------------------------------------------------------------------------
 
-def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, progress: bool = False):
+def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *,
+            progress: bool = False) -> tuple[AffinityMatrix, int]:
     """Train the all-in-one network with affinity tracking; ``(matrix, steps)``.
 
     The run uses the checked networks' training (``runs.config``: the same optimizer and
@@ -357,15 +366,15 @@ def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, progress: bo
 
 # --- stage 2: proposals -------------------------------------------------------------------------
 
-def propose(matrix, policy: GroupingPolicy = DEFAULT_POLICY, *, singletons: str = "allow",
-            budget: float | None = None, solver: str = "auto") -> list:
+def propose(matrix: AffinityMatrix, policy: GroupingPolicy = DEFAULT_POLICY, *, singletons: str = "allow",
+            budget: float | None = None, solver: str = "auto") -> list[Grouping]:
     """The affinity's top partitions (:class:`~taskgraph.grouping.value.Grouping`), best first."""
     return group_tasks(matrix, k=policy.k, top_m=policy.top_m, variant="partition", singletons=singletons,
                        budget=budget, solver=solver)
 
 
 def surrogate(runs: Runs, *, m: int | None = None, seed: int = 0, config: TrainConfig | None = None,
-              top_m: int = 3) -> tuple[list[Groups], dict]:
+              top_m: int = 3) -> tuple[list[Groups], dict[str, Any]]:
     """Propose partitions from short runs on random task subsets (after Li et al. 2023).
 
     Trains one network on each of ``m`` random subsets (default ``2n``; each task joins a
@@ -390,7 +399,8 @@ def surrogate(runs: Runs, *, m: int | None = None, seed: int = 0, config: TrainC
         pick = tuple(t for t in names if rng.random() < 0.5)
         if pick and pick not in subsets:
             subsets.append(pick)
-    losses, steps = {}, 0
+    losses: dict[tuple[str, ...], dict[str, float]] = {}
+    steps = 0
     for s in subsets:
         run = runs.train_group(s, seed, config=config)
         losses[s] = run.val.losses
@@ -411,9 +421,9 @@ def surrogate(runs: Runs, *, m: int | None = None, seed: int = 0, config: TrainC
         base[i] = coef[0] * scale
         theta[i, [j for j in range(n) if j != i]] = coef[1:] * scale
 
-    def predicted(groups) -> float:
-        return sum(base[names.index(t)] + sum(theta[names.index(t), names.index(u)] for u in g if u != t)
-                   for g in groups for t in g)
+    def predicted(groups: Groups) -> float:
+        return float(sum(base[names.index(t)] + sum(theta[names.index(t), names.index(u)] for u in g if u != t)
+                         for g in groups for t in g))
 
     if n <= 8:
         ranked = sorted(set_partitions(names), key=predicted)[:top_m]
@@ -455,14 +465,14 @@ class CheckedCandidate:
     def test_total(self) -> float | None:
         return None if self.test_totals is None else float(np.mean(self.test_totals))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"groups": [list(g) for g in self.groups], "source": self.source, "val_totals": list(self.val_totals),
                 "test_totals": None if self.test_totals is None else list(self.test_totals),
                 "val_losses": dict(self.val_losses),
                 "test_losses": None if self.test_losses is None else dict(self.test_losses)}
 
 
-def candidates(ranked, policy: GroupingPolicy, names: Sequence[str]) -> list[tuple[Groups, str]]:
+def candidates(ranked: Sequence[_Proposal], policy: GroupingPolicy, names: Sequence[str]) -> list[tuple[Groups, str]]:
     """What the checks compare with all-in-one: the affinity's proposals, then the policy's
     references (``"single-task"``: every task alone), then, with ``policy.recombine`` and the
     single-task reference, every proposal with some of its groups split into single tasks:
@@ -489,7 +499,7 @@ def candidates(ranked, policy: GroupingPolicy, names: Sequence[str]) -> list[tup
     return out
 
 
-def _measured(runs: Runs, groups: Groups, source: str, seeds: Sequence[int], cfg: TrainConfig, order: dict,
+def _measured(runs: Runs, groups: Groups, source: str, seeds: Sequence[int], cfg: TrainConfig, order: dict[str, int],
               progress: bool) -> CheckedCandidate:
     val = np.zeros((len(seeds), len(runs.tasks)))
     test = np.zeros_like(val) if runs.test_loader is not None else None
@@ -547,10 +557,10 @@ def check(runs: Runs, candidates: Iterable[tuple[Sequence[Sequence[str]], str]],
     else:
         out = [_measured(runs, g, src, seeds, cfg, order, progress) for g, src in todo]
     if log:
-        for c in out:
-            log(f"  {c.source:<12} val total {c.val_total:.4f}"
-                + ("" if c.test_total is None else f", test total {c.test_total:.4f}")
-                + f" ({len(c.val_totals)} seed{'s' if len(c.val_totals) > 1 else ''})  {_fmt(c.groups)}")
+        for cand in out:
+            log(f"  {cand.source:<12} val total {cand.val_total:.4f}"
+                + ("" if cand.test_total is None else f", test total {cand.test_total:.4f}")
+                + f" ({len(cand.val_totals)} seed{'s' if len(cand.val_totals) > 1 else ''})  {_fmt(cand.groups)}")
     return out
 
 
@@ -608,7 +618,7 @@ class Decision:
         return (f"chosen {_fmt(self.groups)} (all-in-one); the best alternative, {_fmt(best.groups)} "
                 f"({best.source}): {figures}; {self.reason}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"groups": [list(g) for g in self.groups], "source": self.chosen.source, "diff": self.diff,
                 "se": self.se, "interval": list(self.interval), "seeds": self.seeds, "confidence": self.confidence,
                 "left_all_in_one": self.left_all_in_one, "reason": self.reason, "statement": self.statement(),
@@ -749,13 +759,17 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
                  f"({policy.trim:.0%}-trimmed mean)")
     else:
         extra = f" and {quantile(policy.z_samples, p.sample_df):.2f} SE with the validation set's noise"
-    reason = (f"kept all-in-one: the best alternative ({best.source}) is ahead by {sig(p)}, not by "
-              f"{bar_seeds:.2f} SE of the seeds{extra}")
+    if p.mean >= 0:
+        reason = f"kept all-in-one: no alternative has a lower validation total (the best, {best.source}, is behind)"
+    else:
+        reason = (f"kept all-in-one: the best alternative ({best.source}) is ahead by {sig(p)}, not by "
+                  f"{bar_seeds:.2f} SE of the seeds{extra}")
     return Decision(aio, aio, ranked, p.mean, p.se, p.interval, n, policy.confidence, reason)
 
 
-def unchecked(groups, reason: str = "the policy runs no checks (check_seeds = 0): the affinity's first "
-              "proposal, unconfirmed") -> Decision:
+def unchecked(groups: Iterable[Iterable[str]],
+              reason: str = "the policy runs no checks (check_seeds = 0): the affinity's first proposal, "
+              "unconfirmed") -> Decision:
     """A decision taken without check runs (nothing to compare: no interval)."""
     c = CheckedCandidate(tuple(tuple(g) for g in groups), "affinity #1", (), None, {}, None)
     return Decision(c, None, (c,), math.nan, math.nan, (math.nan, math.nan), 0, DEFAULT_POLICY.confidence, reason)
@@ -768,8 +782,9 @@ def checked_steps(runs: Runs, checked: Sequence[CheckedCandidate], policy: Group
     return sum(runs.train_group(g, seed, config=cfg).steps for g, seed in used)  # cached: nothing retrains
 
 
-def run_policy(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, matrix=None, progress: bool = False,
-               log: Callable[[str], None] | None = None) -> tuple[Decision, Any, list, int]:
+def run_policy(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, matrix: AffinityMatrix | None = None,
+               progress: bool = False,
+               log: Callable[[str], None] | None = None) -> tuple[Decision, AffinityMatrix, list[Grouping], int]:
     """Measure (unless ``matrix`` is given), propose, check and decide.
 
     Returns:
