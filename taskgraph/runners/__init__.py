@@ -1,7 +1,7 @@
 """Runners: a study file → trials in an Optuna storage (local Optuna, or Ray Tune).
 
 - :func:`run_local`: Optuna alone, one trial at a time.
-- :func:`run_ray`: Ray Tune ``Tuner`` + an ``OptunaSearch`` subclass writing into the same storage,
+- :func:`run_ray`: Ray Tune ``Tuner`` + a Tune ``Searcher`` over Optuna's ask/tell writing into the same storage,
   ASHA early stopping, per-trial resources, checkpoints.
 - :func:`submit`: the same study as a Ray job on a cluster.
 
