@@ -130,7 +130,7 @@ def _null_problem(base: GroupingProblem, seed: int) -> GroupingProblem | None:
 _CURVE_SCALABLE = {"restarts": 3, "kicks": 1, "recombine": 1}
 
 
-def _curve_solver(solver: str | GroupingSolver, n: int, solver_params: dict) -> GroupingSolver:
+def _curve_solver(solver: str | GroupingSolver, n: int, solver_params: dict[str, Any]) -> GroupingSolver:
     if isinstance(solver, GroupingSolver) or solver_params:
         return resolve_solver(solver, n, **solver_params)
     if solver == "scalable" or (solver == "auto" and n > AUTO_EXACT_MAX_TASKS):
@@ -138,7 +138,7 @@ def _curve_solver(solver: str | GroupingSolver, n: int, solver_params: dict) -> 
     return resolve_solver(solver, n)
 
 
-def choose_k(matrix, *, k_max: int | None = None, variant: str = "overlap", solver: str | GroupingSolver = "auto",
+def choose_k(matrix: Any, *, k_max: int | None = None, variant: str = "overlap", solver: str | GroupingSolver = "auto",
              gain_tolerance: float = 0.1, z: float = 1.0, names: Sequence[str] | None = None,
              objective: Objective | None = None, seed: int = 0, **solver_params: Any) -> KChoice:
     """Choose the number of groups: where the gain of one more group drops most sharply, above noise.
@@ -243,7 +243,7 @@ def _elbow(ks: Sequence[int], scores: Sequence[float], ses: Sequence[float], noi
 
 
 def group_tasks(
-    matrix,
+    matrix: Any,
     *,
     k: int | None = None,
     variant: str = "overlap",

@@ -38,6 +38,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -188,7 +189,8 @@ class ExactSolver(GroupingSolver):
                     from None
             return self._fall_back(problem, top_m, up, t0)
 
-    def _solve(self, problem: GroupingProblem, top_m: int, t0: float, deadline: float | None):
+    def _solve(self, problem: GroupingProblem, top_m: int, t0: float,
+               deadline: float | None) -> tuple[list[Grouping], SolveStats]:
         cols = _columns(problem)
         feasible = np.isfinite(cols.value)
         if problem.objective.budget is not None:
@@ -220,7 +222,7 @@ class ExactSolver(GroupingSolver):
         if not sols:
             raise GroupingError("the exact solver found no feasible grouping (check k, budget and singletons)")
         bound = lp_bound if lp_bound is not None else sols[0][0]
-        out: dict[frozenset, Grouping] = {}
+        out: dict[frozenset[frozenset[str]], Grouping] = {}
         for rank, (_, chosen) in enumerate(sols):
             groups = [members(cols.group(c)) for c in chosen]
             g = Grouping.from_indices(problem, groups, solver=self.name, bound=max(bound, sols[0][0]),
@@ -234,10 +236,11 @@ class ExactSolver(GroupingSolver):
                            bound=max(bound, best), gap=0.0)
         return ranked[:top_m], stats
 
-    def _fall_back(self, problem: GroupingProblem, top_m: int, up: _TimeUp, t0: float):
+    def _fall_back(self, problem: GroupingProblem, top_m: int, up: _TimeUp,
+                   t0: float) -> tuple[list[Grouping], SolveStats]:
         """The scalable solver's groupings (with any the MILP found), carrying the bound proven so far."""
         cols = _columns(problem) if up.found else None
-        out: dict[frozenset, Grouping] = {}
+        out: dict[frozenset[frozenset[str]], Grouping] = {}
         for _, chosen in up.found:
             assert cols is not None
             g = Grouping.from_indices(problem, [members(cols.group(c)) for c in chosen], solver=self.name)
@@ -260,7 +263,7 @@ class ExactSolver(GroupingSolver):
 
     # ------------------------------------------------------------ the LP
     def _column_generation(self, problem: GroupingProblem, cols: _Columns, feasible: np.ndarray,
-                           deadline: float | None = None):
+                           deadline: float | None = None) -> tuple[float, np.ndarray, int, np.ndarray]:
         from scipy.optimize import linprog
         from scipy.sparse import csc_matrix
 
@@ -329,7 +332,8 @@ class ExactSolver(GroupingSolver):
 
     # ---------------------------------------------------------- the MILP
     def _top_m(self, problem: GroupingProblem, cols: _Columns, cand: np.ndarray, top_m: int,
-               deadline: float | None = None, *, proves: bool = False):
+               deadline: float | None = None, *,
+               proves: bool = False) -> tuple[list[tuple[float, list[int]]], int, int]:
         """Best column solutions over ``cand`` by value, with no-good cuts, until ``top_m`` distinct
         groupings (as sets of groups) are found or none is left.
 
@@ -350,9 +354,9 @@ class ExactSolver(GroupingSolver):
             rows.append(LinearConstraint(csr_matrix(cols.cost[cand][None, :]), -np.inf, o.budget + 1e-9))
         cuts: list[np.ndarray] = []
         found: list[tuple[float, list[int]]] = []
-        keys: set[frozenset] = set()
+        keys: set[frozenset[int]] = set()
         solves = 0
-        options: dict = {"mip_rel_gap": 0.0, "presolve": True}
+        options: dict[str, Any] = {"mip_rel_gap": 0.0, "presolve": True}
         while len(keys) < top_m:
             if deadline is not None:
                 left = deadline - time.perf_counter()
@@ -388,7 +392,7 @@ class ExactSolver(GroupingSolver):
         return found, len(keys), solves
 
 
-def _membership(served: np.ndarray, n: int):
+def _membership(served: np.ndarray, n: int) -> Any:
     """(n, len(served)) sparse 0/1: row t, column c is 1 when task t is in served set c."""
     from scipy.sparse import csc_matrix
 
@@ -397,13 +401,13 @@ def _membership(served: np.ndarray, n: int):
     return csc_matrix((np.ones(len(r)), (r, c)), shape=(n, len(served)))
 
 
-def _hstack(a, b):
+def _hstack(a: Any, b: Any) -> Any:
     from scipy.sparse import hstack
 
     return hstack([a, b]).tocsc()
 
 
-def _with(g: Grouping, **changes) -> Grouping:
+def _with(g: Grouping, **changes: Any) -> Grouping:
     from dataclasses import replace
 
     return replace(g, **changes)
