@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.optimizer import ParamsT
 
-from taskgraph.data.base import MultiTaskData, unpack_batch
+from taskgraph.data.base import Batch, MultiTaskData, unpack_batch
 from taskgraph.exceptions import ConfigError, TaskGraphError
 from taskgraph.models.base import MultiTaskModel, resolve_device
 from taskgraph.tasks import TaskSet
@@ -108,7 +110,7 @@ class TrainConfig:
     patience: int | None = None
 
     def __post_init__(self) -> None:
-        def bad(key, must, got):
+        def bad(key: str, must: str, got: object) -> NoReturn:
             raise ConfigError(f"TrainConfig: {must}, got {got!r}", key=key)
 
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -146,7 +148,7 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds legacy global users
 
 
-def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(params: ParamsT, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer ``config`` names, over ``params``."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
@@ -155,7 +157,7 @@ def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     return cls(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
-def _build_scheduler(opt, config: TrainConfig, total_steps: int):
+def _build_scheduler(opt: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> LRScheduler | None:
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
     if config.scheduler == "step":
@@ -178,7 +180,7 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     stop: bool = False
-    history: list[dict] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     #: optimizer steps the run plans (epochs × batches per epoch, capped by ``max_steps``); None when
     #: the loader has no length and no ``max_steps`` is set. Early stopping may end the run sooner.
     total_steps: int | None = None
@@ -189,15 +191,15 @@ class Callback:
 
     def on_train_begin(self, state: TrainState) -> None: ...
 
-    def on_step_begin(self, state: TrainState, batch) -> None:
+    def on_step_begin(self, state: TrainState, batch: Batch) -> None:
         """Before the step's forward pass; parameters and optimizer state are pre-step."""
 
-    def on_losses(self, state: TrainState, batch, losses: Mapping[str, torch.Tensor]) -> None:
+    def on_losses(self, state: TrainState, batch: Batch, losses: Mapping[str, torch.Tensor]) -> None:
         """After the step's forward pass, before its backward: ``losses`` are the per-task loss
         tensors of the step (part of the autograd graph: detach what you keep); parameters and
         optimizer state are still pre-step."""
 
-    def on_step_end(self, state: TrainState, batch, losses: Mapping[str, float]) -> None: ...
+    def on_step_end(self, state: TrainState, batch: Batch, losses: Mapping[str, float]) -> None: ...
 
     def on_epoch_end(self, state: TrainState, val: Evaluation | None) -> None: ...
 
@@ -216,24 +218,26 @@ class Evaluation:
     def mean_loss(self) -> float:
         return float(np.mean(list(self.losses.values())))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"losses": self.losses, "metrics": self.metrics, "counts": self.counts}
 
 
-def task_losses(model: nn.Module, tasks: TaskSet, x, ys, ms) -> dict[str, torch.Tensor]:
+def task_losses(model: nn.Module, tasks: TaskSet, x: torch.Tensor, ys: Mapping[str, torch.Tensor],
+                ms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Masked mean loss of each task on one batch."""
     out = model(x)
     return {t.name: t.loss(out[t.name], ys[t.name], ms[t.name]) for t in tasks}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, tasks: TaskSet, *, device: torch.device | str | None = None) -> Evaluation:
+def evaluate(model: nn.Module, loader: Iterable[Any], tasks: TaskSet, *,
+             device: torch.device | str | None = None) -> Evaluation:
     """Per-task mean loss and metric over a whole loader; unlabelled samples ignored."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     was = model.training
     model.eval()
-    preds: dict[str, list] = {t: [] for t in tasks.names}
-    labels: dict[str, list] = {t: [] for t in tasks.names}
+    preds: dict[str, list[torch.Tensor]] = {t: [] for t in tasks.names}
+    labels: dict[str, list[torch.Tensor]] = {t: [] for t in tasks.names}
     try:
         for batch in loader:
             x, ys, ms = unpack_batch(batch)
@@ -258,7 +262,7 @@ def evaluate(model: nn.Module, loader, tasks: TaskSet, *, device: torch.device |
 class TrainResult:
     """What a run produced: per-epoch history, final validation/test evaluations."""
 
-    history: list[dict]
+    history: list[dict[str, Any]]
     val: Evaluation | None
     test: Evaluation | None
     best_epoch: int
@@ -266,7 +270,7 @@ class TrainResult:
     seconds: float
 
 
-def _to(batch, device):
+def _to(batch: object, device: torch.device) -> Batch:
     x, ys, ms = unpack_batch(batch)
     if x.device == device:
         return x, ys, ms
@@ -277,11 +281,11 @@ def _to(batch, device):
 def train(
     model: nn.Module,
     tasks: TaskSet,
-    train_loader,
+    train_loader: Iterable[Any],
     *,
     config: TrainConfig = TrainConfig(),
-    val_loader=None,
-    test_loader=None,
+    val_loader: Iterable[Any] | None = None,
+    test_loader: Iterable[Any] | None = None,
     callbacks: Sequence[Callback] = (),
     weighting: LossWeighting | None = None,
     progress: bool = False,
@@ -294,7 +298,8 @@ def train(
         tasks: the tasks to train; every one must have a head in ``model``.
         train_loader: yields ``(x, {task: y}, {task: mask})`` (masks optional).
         config: optimizer, schedule, budget and seed.
-        val_loader, test_loader: evaluated per task (validation each epoch).
+        val_loader: evaluated per task after each epoch and at the end.
+        test_loader: evaluated per task at the end.
         callbacks: hooks (affinity tracking, reporting, early stopping).
         weighting: how per-task losses become gradients (default: equal weights).
         progress: show a progress bar.
@@ -316,7 +321,7 @@ def train(
     params = list(model.parameters()) + list(weighting.extra_parameters(wstate))
     opt = build_optimizer(params, config)
     try:
-        per_epoch = len(train_loader)
+        per_epoch = len(cast(Sized, train_loader))  # a loader of an IterableDataset has no length
         known = True
     except TypeError:
         per_epoch, known = config.max_steps or 1000, bool(config.max_steps)
@@ -326,7 +331,7 @@ def train(
     state = TrainState(model=model, tasks=tasks, optimizer=opt, config=config, weighting=weighting,
                        weighting_state=wstate, scheduler=_build_scheduler(opt, config, total),
                        device=device, total_steps=total if known else None)
-    best = (math.inf, -1, None)
+    best: tuple[float, int, dict[str, torch.Tensor] | None] = (math.inf, -1, None)
     best_loss, best_epoch = math.inf, -1
     t0 = time.perf_counter()
     bar = _Progress(total, description) if progress else None
@@ -427,7 +432,7 @@ class _Progress:
         self._p.stop()
 
 
-def fit(model: nn.Module, data: MultiTaskData, config: TrainConfig = TrainConfig(), **kwargs) -> TrainResult:
+def fit(model: nn.Module, data: MultiTaskData, config: TrainConfig = TrainConfig(), **kwargs: Any) -> TrainResult:
     """:func:`train` on a :class:`MultiTaskData`'s fixed splits (shuffle seeded by ``config.seed``)."""
     tr, va, te = data.loaders(config.batch_size, seed=config.seed)
     return train(model, data.tasks, tr, config=config, val_loader=va, test_loader=te, **kwargs)
@@ -450,7 +455,8 @@ def train_partition(
     Returns:
         ``{"val": Evaluation, "test": Evaluation}`` over all tasks of ``groups``.
     """
-    merged: dict[str, dict] = {"val": {"l": {}, "m": {}, "c": {}}, "test": {"l": {}, "m": {}, "c": {}}}
+    merged: dict[str, dict[str, dict[str, Any]]] = {"val": {"l": {}, "m": {}, "c": {}},
+                                                    "test": {"l": {}, "m": {}, "c": {}}}
     for i, group in enumerate(groups):
         sub = data.subset_tasks(list(group))
         seed_everything(config.seed)

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from taskgraph.exceptions import DataError, TaskSpecError
 from taskgraph.tasks import TaskSet
@@ -37,12 +38,12 @@ __all__ = ["Batch", "MultiTaskData", "MultiTaskDataset", "split_indices", "unpac
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]
 
 
-def _as_tensor(a, *, dtype=None) -> torch.Tensor:
+def _as_tensor(a: object, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
     return t.to(dtype) if dtype is not None else t
 
 
-class MultiTaskDataset(Dataset):
+class MultiTaskDataset(Dataset[Batch]):
     """Features ``x`` (N, ...) with labels and masks for each task of ``tasks``.
 
     Args:
@@ -63,12 +64,12 @@ class MultiTaskDataset(Dataset):
     def __init__(
         self,
         tasks: TaskSet,
-        x,
+        x: object,
         labels: Mapping[str, object],
         masks: Mapping[str, object] | None = None,
         *,
         split: str = "data",
-    ):
+    ) -> None:
         self.tasks = tasks
         self.split = split
         x = _as_tensor(x)
@@ -115,7 +116,7 @@ class MultiTaskDataset(Dataset):
                     raise DataError(f"{where}: field 'y' must be integer class indices, got {y.dtype}")
                 y = y.long()
                 lab = y[m]
-                if lab.numel() and (lab.min() < 0 or lab.max() >= task.num_classes):
+                if lab.numel() and (lab.min() < 0 or lab.max() >= task.out_dim):
                     raise DataError(
                         f"{where}: field 'y' must be in [0, {task.num_classes}), "
                         f"got values in [{int(lab.min())}, {int(lab.max())}]"
@@ -138,9 +139,9 @@ class MultiTaskDataset(Dataset):
         self.masks = ms
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return int(self.x.shape[0])
 
-    def __getitem__(self, idx) -> Batch:
+    def __getitem__(self, idx: object) -> Batch:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return (
             self.x[idx],
@@ -158,8 +159,9 @@ class MultiTaskDataset(Dataset):
         return out
 
     def loader(self, batch_size: int = 256, *, shuffle: bool = False, seed: int = 0,
-               drop_last: bool = False) -> DataLoader:
+               drop_last: bool = False) -> DataLoader[Batch]:
         """A DataLoader over whole batches; shuffled with its own seeded generator."""
+        base: Sampler[int]
         if shuffle:
             g = torch.Generator().manual_seed(seed)
             base = RandomSampler(self, generator=g)
@@ -169,7 +171,7 @@ class MultiTaskDataset(Dataset):
         return DataLoader(self, sampler=sampler, batch_size=None)
 
 
-def unpack_batch(batch) -> Batch:
+def unpack_batch(batch: object) -> Batch:
     """Accept ``(x, ys)`` or ``(x, ys, masks)``; masks default to all-labelled.
 
     Checks what a loader of the user's own must hold (cheap: types and lengths only): ``x`` a
@@ -203,6 +205,8 @@ def unpack_batch(batch) -> Batch:
         if v.ndim == 0 or v.shape[0] != n:
             raise DataError(f"batch: every label tensor must have one row per sample of x ({n}); task {k!r} has "
                             f"{v.shape[0] if v.ndim else 'a scalar'}")
+    if not isinstance(ys, dict):
+        ys = dict(ys)  # a Mapping of the user's own: the Batch type promises a dict
     if len(batch) == 2:
         return x, ys, {k: torch.ones(v.shape[0], dtype=torch.bool, device=v.device) for k, v in ys.items()}
     ms = batch[2]
@@ -210,16 +214,17 @@ def unpack_batch(batch) -> Batch:
         raise DataError(f"batch: masks must be a mapping {{task: bool tensor}}, got {type(ms).__name__}")
     for k, m in ms.items():
         if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
-            got = m.dtype if isinstance(m, torch.Tensor) else type(m).__name__
+            got = str(m.dtype) if isinstance(m, torch.Tensor) else type(m).__name__
             raise DataError(f"batch: task {k!r}'s mask must be a bool tensor (True: labelled), got {got}; "
                             f"convert it with mask.bool()")
         if m.shape != (n,):
             raise DataError(f"batch: task {k!r}'s mask must have one entry per sample of x ({n}), got shape "
                             f"{tuple(m.shape)}")
-    return x, ys, ms
+    return x, ys, ms if isinstance(ms, dict) else dict(ms)
 
 
-def split_indices(n: int, fractions=(0.7, 0.15, 0.15), *, seed: int = 0):
+def split_indices(n: int, fractions: Sequence[float] = (0.7, 0.15, 0.15), *,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fixed, seeded train/val/test index arrays."""
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
@@ -246,13 +251,14 @@ class MultiTaskData:
     val: MultiTaskDataset
     test: MultiTaskDataset
     ground_truth: tuple[tuple[str, ...], ...] | None = None
-    info: dict = field(default_factory=dict, compare=False)
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
 
-    def loaders(self, batch_size: int = 256, *, seed: int = 0):
+    def loaders(self, batch_size: int = 256, *,
+                seed: int = 0) -> tuple[DataLoader[Batch], DataLoader[Batch], DataLoader[Batch]]:
         """``(train, val, test)`` loaders; train shuffled with ``seed``."""
         return (
             self.train.loader(batch_size, shuffle=True, seed=seed),
@@ -273,26 +279,28 @@ class MultiTaskData:
         )
 
     @classmethod
-    def from_arrays(cls, name: str, tasks: TaskSet, x, labels: Mapping, masks: Mapping | None = None,
-                    *, fractions=(0.7, 0.15, 0.15), seed: int = 0, standardize: bool = True,
-                    ground_truth=None, info=None) -> MultiTaskData:
+    def from_arrays(cls, name: str, tasks: TaskSet, x: object, labels: Mapping[str, object],
+                    masks: Mapping[str, object] | None = None, *, fractions: Sequence[float] = (0.7, 0.15, 0.15),
+                    seed: int = 0, standardize: bool = True,
+                    ground_truth: tuple[tuple[str, ...], ...] | None = None,
+                    info: Mapping[str, Any] | None = None) -> MultiTaskData:
         """Split arrays with a fixed seed; standardise features with train statistics."""
-        x = _as_tensor(x).float()
-        n = x.shape[0]
+        xt = _as_tensor(x).float()
+        n = xt.shape[0]
         tr, va, te = split_indices(n, fractions, seed=seed)
         if standardize:
-            mu = x[tr].mean(0, keepdim=True)
-            sd = x[tr].std(0, keepdim=True).clamp_min(1e-6)
-            x = (x - mu) / sd
-        masks = masks or {}
+            mu = xt[tr].mean(0, keepdim=True)
+            sd = xt[tr].std(0, keepdim=True).clamp_min(1e-6)
+            xt = (xt - mu) / sd
+        mask_arrays = masks or {}
 
-        def part(idx, split):
+        def part(idx: np.ndarray, split: str) -> MultiTaskDataset:
             idx_t = torch.as_tensor(idx, dtype=torch.long)
             return MultiTaskDataset(
                 tasks,
-                x[idx_t],
+                xt[idx_t],
                 {k: _as_tensor(v)[idx_t] for k, v in labels.items()},
-                {k: _as_tensor(v)[idx_t] for k, v in masks.items()},
+                {k: _as_tensor(v)[idx_t] for k, v in mask_arrays.items()},
                 split=f"{name}/{split}",
             )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+from types import ModuleType
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from taskgraph.tasks import Task, TaskSet
 __all__ = ["digits", "star", "yeast"]
 
 
-def _need(module: str, package: str):
+def _need(module: str, package: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:

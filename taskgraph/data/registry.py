@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from taskgraph.data import real, synthetic
 from taskgraph.data.base import MultiTaskData
@@ -29,7 +30,7 @@ DATASETS.register("digits", real.digits)
 DATASETS.register("star", real.star)
 
 
-def load_dataset(name: str, *, file: str | None = None, key: str | None = None, **kwargs) -> MultiTaskData:
+def load_dataset(name: str, *, file: str | None = None, key: str | None = None, **kwargs: Any) -> MultiTaskData:
     """Load a dataset by registry name; unknown names and options raise :class:`ConfigError`."""
     factory = DATASETS.get(name, file=file, key=key)
     try:

@@ -73,9 +73,9 @@ def mmoe_pair(
     beta = rng.normal(size=n_sin)
     x = rng.normal(size=(n_samples, dim))
 
-    def label(w):
+    def label(w: np.ndarray) -> np.ndarray:
         z = x @ w
-        return z + np.sin(np.outer(z, alpha) + beta).sum(1) + noise * rng.normal(size=n_samples)
+        return np.asarray(z + np.sin(np.outer(z, alpha) + beta).sum(1) + noise * rng.normal(size=n_samples))
 
     tasks = TaskSet([Task("t0", "regression"), Task("t1", "regression")])
     labels = {"t0": label(w1), "t1": label(w2)}
@@ -130,7 +130,8 @@ def planted_clusters(
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n_samples, dim))
     # latent directions per cluster; opposed pairs share them and flip the sign
-    bases, signs = [], []
+    bases: list[np.ndarray] = []
+    signs: list[float] = []
     for c in range(n_clusters):
         if relation == "opposed" and c % 2 == 1:
             bases.append(bases[c - 1])

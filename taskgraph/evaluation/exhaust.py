@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from taskgraph.evaluation.problems import Problem
 from taskgraph.evaluation.table import GroundTruth
@@ -35,8 +36,12 @@ from taskgraph.training import fit, seed_everything
 
 __all__ = ["all_subsets", "exhaust", "read_records", "train_subset"]
 
+_Job = tuple[tuple[str, ...], int]  # (subset, seed)
+_OnResult = Callable[[dict[str, Any]], None]
 
-def train_subset(problem: Problem, subset: Sequence[str], seed: int, *, threads: int | None = 1) -> dict:
+
+def train_subset(problem: Problem, subset: Sequence[str], seed: int, *,
+                 threads: int | None = 1) -> dict[str, Any]:
     """Train the problem's hard-sharing network on ``subset`` with ``seed``; one record.
 
     Returns:
@@ -64,7 +69,7 @@ def train_subset(problem: Problem, subset: Sequence[str], seed: int, *, threads:
             "steps": res.steps, "seconds": round(res.seconds, 3)}
 
 
-def read_records(path: str | Path, problem: Problem | None = None) -> list[dict]:
+def read_records(path: str | Path, problem: Problem | None = None) -> list[dict[str, Any]]:
     """The complete records of a ground-truth JSONL file (a torn last line is skipped).
 
     Raises:
@@ -102,7 +107,7 @@ def _drop_torn_tail(path: Path) -> None:
         path.write_bytes(blob[: blob.rfind(b"\n") + 1])
 
 
-def _local_pool(jobs, problem, workers, on_result):
+def _local_pool(jobs: Sequence[_Job], problem: Problem, workers: int, on_result: _OnResult) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -112,7 +117,8 @@ def _local_pool(jobs, problem, workers, on_result):
             on_result(f.result())
 
 
-def _ray_tasks(jobs, problem, workers, on_result, address):
+def _ray_tasks(jobs: Sequence[_Job], problem: Problem, workers: int, on_result: _OnResult,
+               address: str | None) -> None:
     import ray
 
     if not ray.is_initialized():
@@ -143,7 +149,8 @@ def exhaust(problem: Problem, path: str | Path, *, seeds: Iterable[int] = (0, 1,
         progress: called with one line per finished network.
 
     Raises:
-        ConfigError: bad backend or seeds; TaskGraphError: the file holds another problem's records.
+        ConfigError: bad backend or seeds.
+        TaskGraphError: the file holds another problem's records.
     """
     seeds = tuple(int(s) for s in seeds)
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
@@ -159,7 +166,7 @@ def exhaust(problem: Problem, path: str | Path, *, seeds: Iterable[int] = (0, 1,
     if jobs:
         workers = workers or len(os.sched_getaffinity(0))
         with path.open("a", encoding="utf-8") as fh:
-            def on_result(rec: dict) -> None:
+            def on_result(rec: dict[str, Any]) -> None:
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 done.add((tuple(rec["subset"]), rec["seed"]))

@@ -88,7 +88,7 @@ class Problem:
         """The dataset restricted to :attr:`tasks` (cached per process)."""
         return _load(self)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         ds = self.dataset if isinstance(self.dataset, str) else f"{self.dataset.__module__}.{self.dataset.__name__}"
         cfg = {k: v for k, v in self.config.__dict__.items() if k != "seed"}
         return {"name": self.name, "dataset": ds, "options": dict(self.options), "tasks": list(self.tasks),
@@ -113,7 +113,7 @@ def _load(problem: Problem) -> MultiTaskData:
 
 # --- the project's own problems ---------------------------------------------------------------
 
-def _digits_xy():
+def _digits_xy() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

@@ -38,7 +38,7 @@ Example (trains networks, so skipped in doctests):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -46,10 +46,12 @@ from typing import Any
 import numpy as np
 
 from taskgraph.affinity import group_lookahead
+from taskgraph.data.base import Batch
 from taskgraph.evaluation.problems import Problem
 from taskgraph.grouping.partitions import Partition, all_subsets, canonical, set_partitions
 from taskgraph.pipeline.stages import (
     DEFAULT_POLICY,
+    Decision,
     GroupingPolicy,
     Runs,
     candidates,
@@ -60,12 +62,15 @@ from taskgraph.pipeline.stages import (
     run_policy,
     surrogate,
 )
-from taskgraph.training import Callback, seed_everything, train
+from taskgraph.training import Callback, TrainConfig, TrainState, seed_everything, train
 
 __all__ = ["EVAL_SEED", "STRATEGIES", "Choice", "runs_for"]
 
 #: every strategy's networks use seeds from here on: never the ground truth's (0, 1, 2)
 EVAL_SEED = 1000
+
+#: what a strategy's body returns: the groups, the optimizer steps it trained, details
+_Outcome = tuple[Iterable[Iterable[str]], int, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ def runs_for(problem: Problem) -> Runs:
     return Runs.from_data(lambda: problem.trunk.build(data.input_shape), data, problem.config)
 
 
-def _timed(fn: Callable[[Problem, Runs], tuple[Partition, int, dict]]):
+def _timed(fn: Callable[[Problem, Runs], _Outcome]) -> Callable[[Problem, Runs | None], Choice]:
     def run(problem: Problem, runs: Runs | None = None) -> Choice:
         runs = runs or runs_for(problem)
         t0 = time.perf_counter()
@@ -101,18 +106,18 @@ def _timed(fn: Callable[[Problem, Runs], tuple[Partition, int, dict]]):
     return run
 
 
-def _all_in_one(problem: Problem, runs: Runs):
+def _all_in_one(problem: Problem, runs: Runs) -> _Outcome:
     return [problem.tasks], 0, {}
 
 
-def _single_task(problem: Problem, runs: Runs):
+def _single_task(problem: Problem, runs: Runs) -> _Outcome:
     return [[t] for t in problem.tasks], 0, {}
 
 
 _SGD = dict(optimizer="sgd", lr=0.05, momentum=0.0)
 
 
-def _affinity(problem: Problem, runs: Runs, *, estimator: str, optimizer: str):
+def _affinity(problem: Problem, runs: Runs, *, estimator: str, optimizer: str) -> _Outcome:
     cfg = runs.config if optimizer == "study" else runs.config.replace(**_SGD)
     epochs = 5 if optimizer == "study" else 3
     policy = GroupingPolicy(estimator=estimator, affinity_epochs=epochs, top_m=1, config=cfg, seed=EVAL_SEED)
@@ -124,15 +129,16 @@ def _affinity(problem: Problem, runs: Runs, *, estimator: str, optimizer: str):
 class _GroupLookahead(Callback):
     """Accumulates TAG's group→task lookahead for every subset at every ``every``-th step."""
 
-    def __init__(self, groups, every: int = 2):
-        self.groups, self.every, self.samples = [list(g) for g in groups], every, []
+    def __init__(self, groups: Iterable[Iterable[str]], every: int = 2) -> None:
+        self.groups, self.every = [list(g) for g in groups], every
+        self.samples: list[np.ndarray] = []
 
-    def on_step_begin(self, state, batch) -> None:
+    def on_step_begin(self, state: TrainState, batch: Batch) -> None:
         if state.step % self.every == 0:
             self.samples.append(group_lookahead(state.model, state.optimizer, batch, state.tasks, self.groups))
 
 
-def _group_lookahead(problem: Problem, runs: Runs):
+def _group_lookahead(problem: Problem, runs: Runs) -> _Outcome:
     subsets = all_subsets(problem.tasks)
     cb = _GroupLookahead(subsets)
     cfg = runs.config.replace(epochs=5, patience=None, seed=EVAL_SEED)
@@ -143,26 +149,26 @@ def _group_lookahead(problem: Problem, runs: Runs):
     row = {s: i for i, s in enumerate(subsets)}
     col = {t: i for i, t in enumerate(problem.tasks)}
 
-    def score(p):
-        return sum(z[row[g], col[t]] for g in p for t in g)
+    def score(p: Partition) -> float:
+        return float(sum(z[row[g], col[t]] for g in p for t in g))
 
     best = max(set_partitions(problem.tasks), key=score)
     return best, res.steps, {"score": float(score(best))}
 
 
-def _surrogate(problem: Problem, runs: Runs):
+def _surrogate(problem: Problem, runs: Runs) -> _Outcome:
     ranked, info = surrogate(runs, seed=EVAL_SEED)
     return ranked[0], info["steps"], {"subsets": len(info["subsets"])}
 
 
 def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float | None = None, top_m: int = 2,
            epochs: int | None = None, z_samples: float | None = None, single: bool = False,
-           finalists: int | None = None, patience: int | None = None, samples: bool = True):
+           finalists: int | None = None, patience: int | None = None, samples: bool = True) -> _Outcome:
     """A check-run policy: proposals from ``proposer``, paired checks, the z rule."""
     cfg = runs.config if epochs is None else runs.config.replace(epochs=epochs, patience=patience)
     proposals: list[tuple[Any, str]] = []
     steps = 0
-    used: set = set()
+    used: set[tuple[tuple[str, ...], int, TrainConfig]] = set()
     if proposer in ("affinity", "both", "sgd-affinity"):
         acfg = runs.config.replace(**_SGD) if proposer == "sgd-affinity" else runs.config
         policy = GroupingPolicy(top_m=top_m, config=acfg, affinity_epochs=3 if proposer == "sgd-affinity" else 5,
@@ -186,12 +192,12 @@ def _check(problem: Problem, runs: Runs, *, proposer: str, seeds: int, z: float 
     return decision.groups, steps, _decision_info(decision)
 
 
-def _decision_info(decision) -> dict:
+def _decision_info(decision: Decision) -> dict[str, Any]:
     return {"statement": decision.statement(), "diff": decision.diff, "se": decision.se,
             "left_all_in_one": decision.left_all_in_one}
 
 
-def _default(problem: Problem, runs: Runs, **changes: Any):
+def _default(problem: Problem, runs: Runs, **changes: Any) -> _Outcome:
     """The pipeline's :data:`~taskgraph.pipeline.DEFAULT_POLICY`, exactly as ``auto_group`` runs it
     (``changes``: a variant of it)."""
     decision, _, _, steps = run_policy(runs, DEFAULT_POLICY.replace(seed=EVAL_SEED, **changes))

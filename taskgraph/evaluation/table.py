@@ -33,6 +33,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, cast
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class Assessment:
         d, se = self.diff_to_all_in_one["test"]
         return d <= se
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"groups": [list(g) for g in self.groups], "val_total": self.val_total, "test_total": self.test_total,
                 "val_rank": self.val_rank, "test_rank": self.test_rank, "n_partitions": self.n_partitions,
                 "ratio_to_best": self.ratio_to_best, "ratio_to_all_in_one": self.ratio_to_all_in_one,
@@ -105,7 +106,7 @@ class GroundTruth:
         self.seconds = seconds
 
     @classmethod
-    def from_records(cls, records: Iterable[Mapping], *, tasks: Sequence[str], seeds: Sequence[int],
+    def from_records(cls, records: Iterable[Mapping[str, Any]], *, tasks: Sequence[str], seeds: Sequence[int],
                      name: str = "") -> GroundTruth:
         """Assemble records; every (subset, seed) must be present once.
 
@@ -113,7 +114,7 @@ class GroundTruth:
             TaskGraphError: a subset or seed is missing.
         """
         tasks, seeds = tuple(tasks), tuple(seeds)
-        by: dict[tuple[tuple[str, ...], int], Mapping] = {}
+        by: dict[tuple[tuple[str, ...], int], Mapping[str, Any]] = {}
         for r in records:
             key = (canonical([r["subset"]], order=tasks)[0], int(r["seed"]))
             if key[1] in seeds:
@@ -146,7 +147,7 @@ class GroundTruth:
         if sorted(seen) != sorted(self.tasks):
             raise TaskGraphError(f"ground truth {self.name!r}: a partition must cover each task exactly once, "
                                  f"got {[list(g) for g in part]}")
-        return sum(self._losses[split][g].sum(axis=1) for g in part)
+        return cast(np.ndarray, sum(self._losses[split][g].sum(axis=1) for g in part))  # part is not empty
 
     def served(self, groups: Iterable[Iterable[str]]) -> dict[str, tuple[str, ...]]:
         """Each task's serving group in an overlapping choice: the chosen group where the task's mean
@@ -165,7 +166,7 @@ class GroundTruth:
 
     def served_total(self, groups: Iterable[Iterable[str]], split: str = "val") -> np.ndarray:
         """An overlapping choice's total: each task's loss in the chosen group serving it."""
-        return sum(self.loss(g, t, split) for t, g in self.served(groups).items())
+        return cast(np.ndarray, sum(self.loss(g, t, split) for t, g in self.served(groups).items()))  # tasks >= 1
 
     # --- every partition -------------------------------------------------------------------------
 
@@ -210,7 +211,7 @@ class GroundTruth:
             ratio_to_all_in_one=float(tot["test"].mean() / aio["test"].mean()),
             diff_to_all_in_one={sp: paired(tot[sp], aio[sp]) for sp in SPLITS})
 
-    def landscape(self) -> dict:
+    def landscape(self) -> dict[str, Any]:
         """Is grouping worth it here? The best partition by validation against all-in-one.
 
         Returns:

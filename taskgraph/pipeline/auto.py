@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from taskgraph.data.base import unpack_batch
+from taskgraph.data.base import MultiTaskData, unpack_batch
 from taskgraph.exceptions import GroupingError
 from taskgraph.graph import TaskGraph
 from taskgraph.grouping.base import SOLVERS
@@ -46,6 +46,7 @@ from taskgraph.pipeline.stages import (
     CheckedCandidate,
     Decision,
     GroupingPolicy,
+    Groups,
     Runs,
     candidates,
     check,
@@ -91,7 +92,7 @@ class Candidate:
     def test_loss(self) -> float | None:
         return None if self.test_losses is None else float(np.mean(list(self.test_losses.values())))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"grouping": self.grouping.to_dict(), "val_losses": dict(self.val_losses),
                 "test_losses": None if self.test_losses is None else dict(self.test_losses),
                 "val_loss": self.val_loss, "test_loss": self.test_loss, "affinity_rank": self.affinity_rank,
@@ -151,14 +152,14 @@ class AutoGroupResult:
         lines.append(self.decision.statement())
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"grouping": self.grouping.to_dict(), "k": self.k, "decision": self.decision.to_dict(),
                 "candidates": [c.to_dict() for c in self.candidates], "matrix": self.matrix.to_dict(),
                 "pictures": {k: str(v) for k, v in self.pictures.items()}, "seconds": dict(self.seconds),
                 "steps": self.steps}
 
 
-def _first_input_shape(loader) -> tuple[int, ...]:
+def _first_input_shape(loader: Iterable[Any]) -> tuple[int, ...]:
     try:
         batch = next(iter(loader))
     except StopIteration:
@@ -167,7 +168,8 @@ def _first_input_shape(loader) -> tuple[int, ...]:
     return tuple(x.shape[1:])
 
 
-def _builder(model, tasks: TaskSet, input_shape, data, train_loader) -> Callable[[TaskSet], nn.Module]:
+def _builder(model: nn.Module | Callable[[], nn.Module], tasks: TaskSet, input_shape: Sequence[int] | None,
+             data: MultiTaskData | None, train_loader: Iterable[Any]) -> Callable[[TaskSet], nn.Module]:
     if isinstance(model, MultiTaskModel):
         if tuple(model.task_names) != tuple(tasks.names):
             raise GroupingError(f"auto_group: the model's tasks {list(model.task_names)} must be the task set's "
@@ -189,12 +191,12 @@ def _builder(model, tasks: TaskSet, input_shape, data, train_loader) -> Callable
 def auto_group(
     model: nn.Module | Callable[[], nn.Module],
     tasks: TaskSet,
-    train_loader,
-    val_loader,
+    train_loader: Iterable[Any] | None,
+    val_loader: Iterable[Any] | None,
     *,
-    test_loader=None,
-    data=None,
-    input_shape=None,
+    test_loader: Iterable[Any] | None = None,
+    data: MultiTaskData | None = None,
+    input_shape: Sequence[int] | None = None,
     seed: int = 0,
     policy: GroupingPolicy | None = None,
     budget: float | None = None,
@@ -217,8 +219,9 @@ def auto_group(
         model: a :class:`~taskgraph.models.MultiTaskModel` (trunk + one head per task; it is
             copied, never trained in place) or a trunk factory ``() -> nn.Module``.
         tasks: the tasks (the matrix and groupings use their order).
-        train_loader, val_loader: yield ``(x, {task: y}[, {task: mask}])`` with every task's labels.
-            A loader's own batch size is the one every run uses.
+        train_loader: yields ``(x, {task: y}[, {task: mask}])`` with every task's labels. A
+            loader's own batch size is the one every run uses (None: made from ``data``).
+        val_loader: the same for validation, which decides (None: made from ``data``).
         test_loader: optional; candidates' test losses are then reported too (never used to decide).
         data: a :class:`~taskgraph.data.MultiTaskData` whose loaders replace missing ones.
         input_shape: per-sample input shape for a trunk factory (default: from data or a batch).
@@ -230,7 +233,8 @@ def auto_group(
         variant: ``"partition"`` (each task in one network; the only variant checks can decide).
         singletons: ``"allow"`` (a task alone scores 0, no transfer) or ``"forbid"`` (TAG).
         top_m: how many proposals to check.
-        estimator, every: the affinity estimator and measuring period (steps).
+        estimator: the affinity estimator (default: the policy's).
+        every: the affinity measuring period in steps (default: the policy's).
         affinity_config: the affinity run's training (default: ``check_config`` for the policy's
             ``affinity_epochs``: the networks' own optimizer, so the lookahead is their update).
         check_config: every checked network's training (default
@@ -244,8 +248,9 @@ def auto_group(
         An :class:`AutoGroupResult`; ``result.decision.statement()`` says how sure the choice is.
 
     Raises:
-        GroupingError: bad grouping parameters or input, checked before any training;
-        AffinityError / ModelError from the stages.
+        GroupingError: bad grouping parameters or input, checked before any training.
+        AffinityError: measuring or reading the affinity fails (raised by the stages).
+        ModelError: a group's network cannot be built (raised by the stages).
     """
     from rich.console import Console
 
@@ -319,7 +324,7 @@ def auto_group(
         decision = decide(checked, policy)
     seconds["checks"] = time.perf_counter() - t0
 
-    def grouping_of(groups) -> tuple[Grouping, int]:
+    def grouping_of(groups: Groups) -> tuple[Grouping, int]:
         g = Grouping.from_groups(matrix, [list(x) for x in groups], objective=objective,
                                  solver="all-in-one" if len(groups) == 1 else "given")
         return by_key.get(g.key(), (g, 0 if len(groups) == 1 else -1))
