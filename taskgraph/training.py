@@ -79,7 +79,8 @@ class TrainConfig:
         epochs: passes over the training loader (>= 1).
         lr: learning rate (> 0).
         optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
-        momentum, nesterov: SGD's.
+        momentum: SGD's momentum, 0 <= momentum < 1.
+        nesterov: SGD's Nesterov momentum (needs ``optimizer="sgd"`` and momentum > 0).
         weight_decay: L2 (SGD/Adam) or decoupled (AdamW), >= 0.
         betas: Adam's.
         scheduler: ``"none"``, ``"cosine"`` (to 0 over the run) or ``"step"`` (×0.1 at 2/3).

@@ -240,7 +240,9 @@ class MultiTaskData:
     Attributes:
         name: the dataset's name.
         tasks: the task set.
-        train, val, test: validated datasets.
+        train: the validated training split.
+        val: the validated validation split.
+        test: the validated test split.
         ground_truth: the planted grouping for synthetic data (tuple of groups), else None.
         info: free-form facts (feature names, generator parameters).
     """

@@ -51,8 +51,10 @@ class Assessment:
 
     Attributes:
         groups: the choice, canonical.
-        val_total, test_total: mean over seeds of the summed task losses.
-        val_rank, test_rank: 1-based rank among all partitions (1 + how many are strictly better).
+        val_total: mean over seeds of the summed task validation losses.
+        test_total: the same on test.
+        val_rank: 1-based rank by validation total among all partitions (1 + how many are strictly better).
+        test_rank: the same by test total.
         n_partitions: how many partitions there are.
         ratio_to_best: test total / the best partition's test total.
         ratio_to_all_in_one: test total / all-in-one's test total.

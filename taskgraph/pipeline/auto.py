@@ -71,7 +71,8 @@ class Candidate:
         test_losses: the same on the test loader (None without one).
         affinity_rank: 1-based rank by serving score (0: the all-in-one reference; -1: another
             reference, such as single-task).
-        val_totals, test_totals: per check seed, the sum of the task losses.
+        val_totals: per check seed, the sum of the task validation losses.
+        test_totals: per check seed, the sum of the task test losses (None without a test loader).
         source: where the candidate came from (``"affinity #1"``, ``"single-task"``, ``"all-in-one"``).
     """
 

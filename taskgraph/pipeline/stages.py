@@ -210,7 +210,8 @@ class GroupRun(NamedTuple):
     """One trained network's evaluations.
 
     Attributes:
-        val, test: per-task :class:`~taskgraph.training.Evaluation` (test None without a loader).
+        val: the per-task validation :class:`~taskgraph.training.Evaluation`.
+        test: the per-task test :class:`~taskgraph.training.Evaluation` (None without a test loader).
         steps: its optimizer steps.
         val_samples: each validation sample's share of the summed task losses, shape ``(N,)``:
             ``Σ_t m_t(i)·l_t(i)·N/n_t`` (``m_t`` the label mask, ``n_t`` the task's labelled count), so
@@ -259,7 +260,9 @@ class Runs:
         build: ``build(sub_taskset) -> nn.Module``, a fresh network for some tasks (the trunk is
             built first, so one seed gives every subset the same trunk initialisation).
         tasks: every task.
-        train_loader, val_loader, test_loader: the loaders (test optional).
+        train_loader: the training loader.
+        val_loader: the validation loader (the checks decide on it).
+        test_loader: the test loader (optional; reported, never used to decide).
         config: the training of every checked network (its ``seed`` is replaced per run).
     """
 
@@ -443,8 +446,10 @@ class CheckedCandidate:
     Attributes:
         groups: the partition.
         source: where it came from (``"all-in-one"``, ``"affinity #1"``, ...).
-        val_totals, test_totals: per seed, the sum over tasks of each task's loss in its group's network.
-        val_losses, test_losses: per task, the mean over seeds.
+        val_totals: per seed, the sum over tasks of each task's validation loss in its group's network.
+        test_totals: the same on the test loader (None without one).
+        val_losses: per task, the validation loss's mean over seeds.
+        test_losses: the same on the test loader (None without one).
         val_samples: ``(seeds, N)`` each validation sample's share of the total per seed (see
             :class:`GroupRun`); None when not measured.
     """
