@@ -16,11 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import math
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from taskgraph.exceptions import ConfigError
 
@@ -35,7 +36,7 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-def read_toml(path: str | Path) -> dict:
+def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; a missing file or a syntax error is a :class:`ConfigError` naming it."""
     p = Path(path)
     if not p.is_file():
@@ -83,10 +84,11 @@ class Table:
             return default
         return self.data[name]
 
-    def str(self, name: str, default: Any = MISSING, *, choices: Iterable[str] | None = None) -> str:
+    def str(self, name: builtins.str, default: Any = MISSING, *,
+            choices: Iterable[builtins.str] | None = None) -> builtins.str:
         v = self.raw(name, default, expect="a string")
         if v is default and default is not MISSING:
-            return v
+            return str(v)
         if not isinstance(v, str):
             raise self.error(name, f"{self.key(name)!r} must be a string, got {_type_name(v)} {v!r}")
         if choices is not None:
@@ -95,26 +97,43 @@ class Table:
                 raise self.error(name, f"{self.key(name)!r} must be one of {', '.join(valid)}; got {v!r}")
         return v
 
-    def bool(self, name: str, default: Any = MISSING) -> bool:
+    def bool(self, name: builtins.str, default: Any = MISSING) -> builtins.bool:
         v = self.raw(name, default, expect="true or false")
         if not isinstance(v, bool):
             raise self.error(name, f"{self.key(name)!r} must be true or false, got {_type_name(v)} {v!r}")
         return v
 
-    def int(self, name: str, default: Any = MISSING, *, low: int | None = None, high: int | None = None) -> int:
+    @overload
+    def int(self, name: builtins.str, default: None, *, low: builtins.int | None = None,
+            high: builtins.int | None = None) -> builtins.int | None: ...
+
+    @overload
+    def int(self, name: builtins.str, default: builtins.int = ..., *, low: builtins.int | None = None,
+            high: builtins.int | None = None) -> builtins.int: ...
+
+    def int(self, name: builtins.str, default: Any = MISSING, *, low: builtins.int | None = None,
+            high: builtins.int | None = None) -> builtins.int | None:
         v = self.raw(name, default, expect="an int")
         if v is None and default is None:
-            return v
+            return None
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.error(name, f"{self.key(name)!r} must be an int, got {_type_name(v)} {v!r}")
         self._range(name, v, low, high)
         return v
 
-    def float(self, name: str, default: Any = MISSING, *, low: float | None = None,
-              high: float | None = None, strict_low: bool = False) -> float:
+    @overload
+    def float(self, name: builtins.str, default: None, *, low: builtins.float | None = None,
+              high: builtins.float | None = None, strict_low: builtins.bool = False) -> builtins.float | None: ...
+
+    @overload
+    def float(self, name: builtins.str, default: builtins.float = ..., *, low: builtins.float | None = None,
+              high: builtins.float | None = None, strict_low: builtins.bool = False) -> builtins.float: ...
+
+    def float(self, name: builtins.str, default: Any = MISSING, *, low: builtins.float | None = None,
+              high: builtins.float | None = None, strict_low: builtins.bool = False) -> builtins.float | None:
         v = self.raw(name, default, expect="a number")
         if v is None and default is None:
-            return v
+            return None
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.error(name, f"{self.key(name)!r} must be a number, got {_type_name(v)} {v!r}")
         try:
@@ -128,17 +147,26 @@ class Table:
         self._range(name, v, None if strict_low else low, high)
         return v
 
-    def _range(self, name: str, v: float, low, high) -> None:
+    def _range(self, name: builtins.str, v: builtins.float, low: builtins.float | None,
+               high: builtins.float | None) -> None:
         if low is not None and v < low:
             raise self.error(name, f"{self.key(name)!r} must be >= {low}, got {v!r}")
         if high is not None and v > high:
             raise self.error(name, f"{self.key(name)!r} must be <= {high}, got {v!r}")
 
-    def list(self, name: str, default: Any = MISSING, *, of: type | tuple[type, ...] | None = None,
-             nonempty: bool = False) -> list:
+    @overload
+    def list(self, name: builtins.str, default: None, *, of: type | tuple[type, ...] | None = None,
+             nonempty: builtins.bool = False) -> builtins.list[Any] | None: ...
+
+    @overload
+    def list(self, name: builtins.str, default: builtins.list[Any] = ..., *,
+             of: type | tuple[type, ...] | None = None, nonempty: builtins.bool = False) -> builtins.list[Any]: ...
+
+    def list(self, name: builtins.str, default: Any = MISSING, *, of: type | tuple[type, ...] | None = None,
+             nonempty: builtins.bool = False) -> builtins.list[Any] | None:
         v = self.raw(name, default, expect="an array")
         if v is None and default is None:
-            return v
+            return None
         if not isinstance(v, list):
             raise self.error(name, f"{self.key(name)!r} must be an array, got {_type_name(v)} {v!r}")
         if nonempty and not v:
@@ -152,13 +180,13 @@ class Table:
                                            f"{item!r}")
         return v
 
-    def table(self, name: str, *, required: bool = False) -> Table:
+    def table(self, name: builtins.str, *, required: builtins.bool = False) -> Table:
         v = self.raw(name, MISSING if required else {}, expect="a table")
         if not isinstance(v, Mapping):
             raise self.error(name, f"{self.key(name)!r} must be a table, got {_type_name(v)} {v!r}")
         return Table(v, file=self.file, prefix=self.key(name))
 
-    def check_unknown(self, extra_allowed: Iterable[str] = ()) -> None:
+    def check_unknown(self, extra_allowed: Iterable[builtins.str] = ()) -> None:
         """Raise on keys nobody read: a typo must not be silently ignored."""
         allowed = self._used | set(extra_allowed)
         unknown = [k for k in self.data if k not in allowed]
@@ -167,7 +195,7 @@ class Table:
             raise self.error(unknown[0], f"unknown key {self.key(unknown[0])!r}; valid keys here: {valid}")
 
 
-class FrozenMap(Mapping):
+class FrozenMap(Mapping[str, Any]):
     """A read-only, hashable, picklable mapping (a frozen value's table; ``MappingProxyType`` does not pickle).
 
     Example:
@@ -177,6 +205,7 @@ class FrozenMap(Mapping):
     """
 
     __slots__ = ("_d",)
+    _d: dict[str, Any]
 
     def __init__(self, data: Mapping[str, Any] = ()):  # type: ignore[assignment]
         object.__setattr__(self, "_d", {k: freeze(v) for k, v in dict(data).items()})
@@ -184,7 +213,7 @@ class FrozenMap(Mapping):
     def __getitem__(self, key: str) -> Any:
         return self._d[key]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._d)
 
     def __len__(self) -> int:
@@ -202,7 +231,7 @@ class FrozenMap(Mapping):
     def __repr__(self) -> str:
         return f"FrozenMap({self._d!r})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[FrozenMap], tuple[dict[str, Any]]]:
         return FrozenMap, (self._d,)
 
 

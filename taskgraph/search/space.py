@@ -37,7 +37,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -85,8 +85,8 @@ class Param:
     high: float | None = None
     log: bool = False
     step: float | None = None
-    choices: tuple = ()
-    when: tuple[tuple[str, tuple], ...] = ()
+    choices: tuple[Any, ...] = ()
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     per_task: bool = False
     top_m: int = 0
     k: int = 0
@@ -95,11 +95,18 @@ class Param:
     def active(self, values: Mapping[str, Any]) -> bool:
         return all(parent in values and values[parent] in allowed for parent, allowed in self.when)
 
-    def suggest(self, trial, name: str, groupings: Sequence[str]) -> Any:
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a ``float`` or ``int`` parameter."""
+        if self.low is None or self.high is None:
+            raise TypeError(f"parameter {self.name!r} of type {self.type!r} has no range")
+        return self.low, self.high
+
+    def suggest(self, trial: Any, name: str, groupings: Sequence[str]) -> Any:
         if self.type == "float":
-            return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+            return trial.suggest_float(name, *self.bounds(), log=self.log, step=self.step)
         if self.type == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            low, high = self.bounds()
+            return trial.suggest_int(name, int(low), int(high), log=self.log, step=int(self.step or 1))
         if self.type == "grouping":
             return trial.suggest_categorical(name, list(groupings))
         return trial.suggest_categorical(name, list(self.choices))
@@ -198,7 +205,7 @@ class _DefineByRun:
     tasks: tuple[str, ...]
     groupings: tuple[str, ...]
 
-    def __call__(self, trial) -> None:
+    def __call__(self, trial: Any) -> None:
         self.space.suggest(trial, tasks=self.tasks, groupings=self.groupings)
 
 
@@ -208,12 +215,12 @@ class TrialConfig:
 
     grouping: str = "all-in-one"
     topology: str = "hard"
-    topology_params: dict = field(default_factory=dict)
+    topology_params: dict[str, Any] = field(default_factory=dict)
     weighting: str = "equal"
-    weighting_params: dict = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
+    weighting_params: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"grouping": self.grouping, "topology": self.topology, "topology_params": self.topology_params,
                 "weighting": self.weighting, "weighting_params": self.weighting_params, "train": self.train}
 
@@ -262,6 +269,8 @@ class SearchSpace:
             target = t.str("target", default_target) if default_target else t.str("target")
             kw: dict[str, Any] = {}
             if ptype in ("float", "int"):
+                low: float
+                high: float
                 if ptype == "int":  # Optuna stores every parameter as a float: exact up to 2**53
                     low, high = (t.int(k, low=-_INT_MAX, high=_INT_MAX) for k in ("low", "high"))
                 else:
@@ -349,7 +358,8 @@ class SearchSpace:
                     h, _, rest = p.target.partition(".")
                     if h != head or not rest or any(par != head or choice not in allowed for par, allowed in p.when):
                         continue
-                    v = p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low)
+                    v = p.choices[0] if p.type == "categorical" else (
+                        int(p.bounds()[0]) if p.type == "int" else p.bounds()[0])
                     given[rest] = {"__task__": v} if p.per_task else v
                 err = _build_error(head, choice, given) if check is _weighting_value_error or given else None
                 if err:
@@ -409,11 +419,13 @@ class SearchSpace:
         if p.type == "categorical":
             values = [("choices", v) for v in p.choices]
         else:
-            cast = int if p.type == "int" else float
-            values = [("low", cast(p.low)), ("high", cast(p.high))]
+            cast: Callable[[float], Any] = int if p.type == "int" else float
+            values = [("low", cast(p.bounds()[0])), ("high", cast(p.bounds()[1]))]
+        check: Callable[[str, str, Any], str | None]
+        names: tuple[Any, ...]
         if head == "train":
             check = _train_value_error
-            names: tuple = ("",)
+            names = ("",)
         else:
             check = _topology_value_error if head == "topology" else _weighting_value_error
             names = next((allowed for par, allowed in p.when if par == head), ())
@@ -439,7 +451,7 @@ class SearchSpace:
         return [p.name for p in self.params]
 
     # --- sampling -----------------------------------------------------------------------
-    def suggest(self, trial, *, tasks: Sequence[str], groupings: Sequence[str]) -> dict[str, Any]:
+    def suggest(self, trial: Any, *, tasks: Sequence[str], groupings: Sequence[str]) -> dict[str, Any]:
         """Sample a trial's flat parameters define-by-run (conditionals honoured).
 
         Args:
@@ -461,7 +473,7 @@ class SearchSpace:
                 values[p.name] = p.suggest(trial, p.name, groupings)
         return values
 
-    def define_by_run(self, *, tasks: Sequence[str], groupings: Sequence[str]):
+    def define_by_run(self, *, tasks: Sequence[str], groupings: Sequence[str]) -> _DefineByRun:
         """A ``trial -> None`` function for Ray Tune's ``OptunaSearch(space=...)``."""
         return _DefineByRun(self, tuple(tasks), tuple(groupings))
 

@@ -83,15 +83,20 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from taskgraph.exceptions import ConfigError
 from taskgraph.runners.samplers import SAMPLERS, make_sampler
 from taskgraph.search._toml import FrozenMap, Table, read_toml, thaw
 from taskgraph.search.space import SearchSpace
+
+if TYPE_CHECKING:  # only for annotations: these stay imported inside functions, keeping `import taskgraph.search` light
+    from taskgraph.grouping.base import GroupingSolver
+    from taskgraph.models import TrunkSpec
+    from taskgraph.training import TrainConfig
 
 __all__ = ["DATASET_BOUNDS", "FLAT", "OBJECTIVES", "SAMPLERS", "STUDY_SOLVERS", "AffinitySection", "BudgetSection",
            "DatasetSection", "GroupingSection", "ResourcesSection", "RunnerSection", "SearchSection", "Section",
@@ -125,7 +130,7 @@ MAX_INT = 2**31 - 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def _try_sampler(sampler, name: str, options: Mapping[str, Any], *, file: str | None, n_objectives: int) -> None:
+def _try_sampler(sampler: Any, name: str, options: Mapping[str, Any], *, file: str | None, n_objectives: int) -> None:
     """Ask the sampler for two trials of a throwaway in-memory study: option values it accepts at
     construction but cannot use (``n_startup_trials = "x"``) fail here, not in the run."""
     import warnings
@@ -196,6 +201,7 @@ def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | 
 
     from taskgraph.data import DATASETS
 
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(DATASETS.get(name, file=file, key="dataset.name")).parameters
     except (TypeError, ValueError):  # pragma: no cover - a factory without a signature
@@ -230,7 +236,7 @@ def check_dataset_options(name: str, options: Mapping[str, Any], *, file: str | 
 
 # --- sections: one frozen value and one validator per table of the study file ----------------------
 
-class Section(Mapping):
+class Section(Mapping[str, Any]):
     """A validated table of a study file: a frozen value whose fields are the table's keys.
 
     Each section is also a read-only mapping of those keys to plain values (``dict(spec.budget)`` is
@@ -238,7 +244,7 @@ class Section(Mapping):
     its validator.
     """
 
-    KEY = ""
+    KEY: ClassVar[str] = ""
 
     def _keys(self) -> tuple[str, ...]:
         return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
@@ -248,15 +254,15 @@ class Section(Mapping):
             raise KeyError(key)
         return thaw(getattr(self, key))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._keys())
 
     def __len__(self) -> int:
         return len(self._keys())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The section as plain, JSON-safe values."""
-        return thaw(dict(self))
+        return {k: thaw(v) for k, v in self.items()}
 
 
 @dataclass(frozen=True)
@@ -492,7 +498,7 @@ class GroupingSection(Section):
             params["fallback"] = self.fallback
         return params
 
-    def make_solver(self, n_tasks: int):
+    def make_solver(self, n_tasks: int) -> GroupingSolver:
         """The solver instance for ``n_tasks`` tasks (what the prepare stage passes as ``solver=``)."""
         from taskgraph.grouping.api import resolve_solver
 
@@ -539,7 +545,7 @@ class StorageSection(Section):
 
         return mask_url(self.url)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"url": self.shown, "artifacts": self.artifacts}
 
     @classmethod
@@ -622,7 +628,7 @@ FLAT: dict[str, tuple[str, str]] = {
 _PLAIN = ("dataset_options", "sampler_options")
 
 
-def _flat(name: str):
+def _flat(name: str) -> property:
     section, attr = FLAT[name]
     if name in _PLAIN:
         return property(lambda self: thaw(getattr(getattr(self, section), attr)),
@@ -756,12 +762,12 @@ class StudySpec:
         """Optuna directions: one per task for ``per_task``, else one (everything is minimised)."""
         return ("minimize",) * n_tasks if self.multi_objective else ("minimize",)
 
-    def trunk_spec(self):
+    def trunk_spec(self) -> TrunkSpec:
         from taskgraph.models import TrunkSpec
 
         return TrunkSpec.from_dict(self.trunk.to_dict())
 
-    def train_config(self, overrides: Mapping[str, Any] | None = None, *, epochs: int | None = None):
+    def train_config(self, overrides: Mapping[str, Any] | None = None, *, epochs: int | None = None) -> TrainConfig:
         """The TrainConfig of a trial: study defaults, then the trial's ``overrides``."""
         from taskgraph.training import TrainConfig
 
@@ -781,7 +787,7 @@ class StudySpec:
 
         return self.replace(storage=replace(self.storage, url=self.storage.shown))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The normalised study (JSON-safe; stored as a study user attr; the storage password masked).
 
         The flat layout of before, plus ``grouping`` (the solver settings).
