@@ -1,8 +1,11 @@
+from types import MappingProxyType
+
 import numpy as np
 import pytest
 import torch
 
 from taskgraph.data import MultiTaskData, MultiTaskDataset, load_dataset, mmoe_pair, planted_clusters
+from taskgraph.data.base import unpack_batch
 from taskgraph.exceptions import ConfigError, DataError, TaskGraphError, TaskSpecError, UnknownNameError
 from taskgraph.tasks import Task, TaskSet
 
@@ -120,6 +123,17 @@ def test_split_without_labels_for_a_task_is_caught():
     m["r"][:2] = True  # only 2 labelled samples: some split will have none
     with pytest.raises(DataError, match="no labelled sample"):
         MultiTaskData.from_arrays("tiny", TaskSet([Task("r")]), x, y, m, seed=0)
+
+
+def test_unpack_batch_gives_dicts_for_read_only_mappings():
+    # a loader of the user's own may yield any Mapping; the Batch it becomes holds dicts of the same tensors
+    x, y = torch.zeros(4, 2), torch.arange(4.0)
+    mask = torch.tensor([True, False, True, True])
+    for batch in ((x, MappingProxyType({"t": y})), (x, MappingProxyType({"t": y}), MappingProxyType({"t": mask}))):
+        xb, ys, ms = unpack_batch(batch)
+        assert type(ys) is dict and type(ms) is dict
+        assert xb is x and ys["t"] is y
+        assert ms["t"].tolist() == ([True] * 4 if len(batch) == 2 else mask.tolist())
 
 
 @pytest.mark.slow
