@@ -44,6 +44,7 @@ from taskgraph.affinity import AffinityMatrix, measure_affinity
 from taskgraph.data.base import MultiTaskData, unpack_batch
 from taskgraph.exceptions import ConfigError, GroupingError
 from taskgraph.grouping import group_tasks
+from taskgraph.grouping.base import GroupingSolver
 from taskgraph.grouping.partitions import canonical, set_partitions
 from taskgraph.grouping.value import Grouping
 from taskgraph.models import MultiTaskModel
@@ -370,8 +371,11 @@ def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *,
 # --- stage 2: proposals -------------------------------------------------------------------------
 
 def propose(matrix: AffinityMatrix, policy: GroupingPolicy = DEFAULT_POLICY, *, singletons: str = "allow",
-            budget: float | None = None, solver: str = "auto") -> list[Grouping]:
-    """The affinity's top partitions (:class:`~taskgraph.grouping.value.Grouping`), best first."""
+            budget: float | None = None, solver: str | GroupingSolver = "auto") -> list[Grouping]:
+    """The affinity's top partitions (:class:`~taskgraph.grouping.value.Grouping`), best first.
+
+    ``solver``: a solver name or instance (a study's ``[grouping]`` table builds one with its time
+    limit and fallback)."""
     return group_tasks(matrix, k=policy.k, top_m=policy.top_m, variant="partition", singletons=singletons,
                        budget=budget, solver=solver)
 

@@ -90,18 +90,17 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     t0 = time.perf_counter()
     # the same threads as a trial: small models train much faster on one thread than on an
     # oversubscribed pool (OpenMP workers spin while they wait for a core)
-    torch.set_num_threads(max(1, int(spec.cpus)))
+    torch.set_num_threads(max(1, int(spec.resources.cpus)))
     names = tuple(data.tasks.names)
     trunk = spec.trunk_spec()
-    gp = spec.space.grouping
+    gp = spec.search.loaded.grouping if spec.search.loaded is not None else None
     top_m = gp.top_m if gp is not None else 0
     k = gp.k if gp is not None else 1
     af = spec.affinity
     train_cfg = spec.train_config()
     # the default policy, with what the study file sets
-    policy = DEFAULT_POLICY.replace(estimator=af["estimator"], affinity_epochs=af["epochs"], every=af["every"],
-                                    k=min(k, len(names)), z=af.get("z"),
-                                    check_seeds=af.get("check_seeds", DEFAULT_POLICY.check_seeds) if top_m else 0,
+    policy = DEFAULT_POLICY.replace(estimator=af.estimator, affinity_epochs=af.epochs, every=af.every,
+                                    k=min(k, len(names)), z=af.z, check_seeds=af.check_seeds if top_m else 0,
                                     seed=spec.seed, config=train_cfg)
     runs = Runs.from_data(lambda: trunk.build(data.input_shape), data, train_cfg)
     log(f"prepare: all-in-one model with {policy.estimator} affinity on {len(names)} tasks ...")
@@ -112,7 +111,12 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     if top_m:
         seen = {json.dumps(sorted(sorted(g) for g in v)) for v in groupings.values()}
         # the search's choices: the space's top_m proposals; the checks: the policy's first top_m
-        ranked = propose(matrix, policy.replace(top_m=top_m))
+        # the study file's [grouping] solver, its time limit and its fallback at that limit
+        ranked = propose(matrix, policy.replace(top_m=top_m), solver=spec.grouping.make_solver(len(names)))
+        if "timed out" in ranked[0].solver:
+            bound = "no bound proven" if ranked[0].bound is None else f"a proven bound of {ranked[0].bound:.4g}"
+            log(f"prepare: the exact solver stopped at its time limit ({spec.grouping.time_limit or 'default'} s); "
+                f"the proposals are the scalable solver's (best score {ranked[0].score:.4g}, {bound})")
         for r in ranked:
             key = json.dumps(sorted(sorted(g) for g in r.groups))
             if key in seen:
@@ -129,7 +133,8 @@ def prepare(spec, data, study, store, *, log=print) -> Prepared:
     aio = runs.train_group(names, policy.seed)
     all_in_one = {"val": aio.val.to_dict(), "test": None if aio.test is None else aio.test.to_dict()}
     log("prepare: single-task baselines ...")
-    single = stages.single_task_baselines(data, trunk, train_cfg, cache_dir=Path(spec.run_dir).parent / "_baselines")
+    single = stages.single_task_baselines(data, trunk, train_cfg,
+                                          cache_dir=Path(spec.storage.run_dir).parent / "_baselines")
     affinity = matrix.to_dict()
     with tempfile.TemporaryDirectory() as d:
         # framed by the decision's partition, else the affinity's first proposal

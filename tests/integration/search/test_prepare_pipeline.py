@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore
@@ -41,3 +43,22 @@ def test_prepare_and_auto_group_run_one_policy_to_one_decision(tmp_path, study_f
     assert [list(g) for g in result.decision.groups] == stored["groups"]
     assert result.decision.diff == pytest.approx(stored["diff"], rel=1e-6, abs=1e-9)
     assert result.decision.se == pytest.approx(stored["se"], rel=1e-6, abs=1e-9)
+
+
+def test_the_study_files_grouping_table_reaches_the_prepare_stages_solver(tmp_path, study_file):
+    """[grouping] solver = exact with a time limit too short to prove anything: the prepare stage's
+    proposals come from the scalable fallback, and it says so with the bound."""
+    path = study_file("solver-settings", epochs=2, n_samples=300)
+    path.write_text(path.read_text() + '\n[grouping]\nsolver = "exact"\ntime_limit = 1e-6\nfallback = "scalable"\n')
+    spec = StudySpec.load(path, storage=f"sqlite:///{tmp_path / 'study.db'}", runs_root=str(tmp_path / "runs"))
+    assert (spec.grouping.solver, spec.grouping.time_limit, spec.grouping.fallback) == ("exact", 1e-6, "scalable")
+    spec = spec.replace(affinity=dataclasses.replace(spec.affinity, check_seeds=0))  # only the proposals matter
+    data = load_study_data(spec)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="solver-settings", storage=storage)
+    (tmp_path / "artifacts").mkdir()
+    lines: list[str] = []
+    prepared = prepare(spec, data, study, FileSystemArtifactStore(str(tmp_path / "artifacts")), log=lines.append)
+    assert any("the exact solver stopped at its time limit (1e-06 s); the proposals are the scalable solver's" in s
+               for s in lines), lines
+    assert any(label.startswith("top") for label in prepared.groupings)
