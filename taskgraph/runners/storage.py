@@ -112,7 +112,7 @@ def mask_url(url: str) -> str:
 
 
 def _secrets(url: str) -> list[str]:
-    """The password(s) ``url`` holds, raw and percent-decoded, to scrub from a driver's message."""
+    """The password(s) ``url`` holds, raw and percent-decoded, longest first."""
     from urllib.parse import unquote
 
     out: list[str] = []
@@ -128,14 +128,32 @@ def _secrets(url: str) -> list[str]:
     if m:
         raw = url[m.end(1):m.end() - 1]
         out += [raw, unquote(raw)]
+    for k, v in re.findall(r"[?&](\w+)=([^&#\s]*)", url):
+        if k.lower() in _SECRET_QUERY_KEYS:
+            out += [v, unquote(v)]
     return sorted({s for s in out if s}, key=len, reverse=True)
 
 
 def scrub(text: str, url: str) -> str:
-    """``text`` with every password of ``url`` replaced by ``***`` (for messages that quote a URL)."""
-    for secret in _secrets(url):
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with ``url``'s password replaced by ``***`` where it stands as a password (for messages quoting a URL).
+
+    Only whole occurrences are replaced: the full ``url`` (by :func:`mask_url`'s form), and each
+    password where it stands as one: ``:PASSWORD@`` (a URL's userinfo) or ``password=PASSWORD``
+    (a query or a libpq connection string). A short password (``p``) thus never blanks the same
+    letters elsewhere in the text.
+
+    Example:
+        >>> scrub("psycopg.OperationalError: postgresql://u:p@h/db: no pg_hba entry", "postgresql://u:p@h/db")
+        'psycopg.OperationalError: postgresql://u:***@h/db: no pg_hba entry'
+    """
+    secrets = _secrets(url)
+    if not secrets:
+        return text
+    text = text.replace(url, mask_url(url))
+    alternatives = "|".join(re.escape(s) for s in secrets)  # longest first: a prefix never wins over the whole
+    text = re.sub(rf"(:)(?:{alternatives})(@)", r"\1***\2", text)
+    keys = "|".join(_SECRET_QUERY_KEYS)
+    return re.sub(rf"(?i)(\b(?:{keys})\s*=\s*['\"]?)(?:{alternatives})(?=$|[&'\"\s;,)#])", r"\1***", text)
 
 
 def in_memory_sqlite(url: str) -> bool:

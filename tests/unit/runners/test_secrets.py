@@ -78,3 +78,23 @@ def test_a_ray_job_gets_the_storage_url_in_its_environment_not_its_command_line(
     entrypoint, env = job_command(spec, resume=True)
     assert PW not in entrypoint and "--storage" not in entrypoint and entrypoint.endswith("--resume")
     assert env[STORAGE_ENV] == url  # what `taskgraph run` reads as --storage
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p@127.0.0.1:1/db", "postgresql://db/studies?password=p&sslmode=off",
+                                 "weird://u:p@[not a url"])
+def test_a_one_character_password_is_masked_only_where_it_stands_as_the_password(url):
+    text = (f"psycopg.OperationalError: connection to {url} failed: password=p (user 'optuna', pg_hba.conf); "
+            f"retry with postgresql://u:p@other/db")
+    out = scrub(text, url)
+    assert out.startswith("psycopg.OperationalError: connection to ")  # the letter p elsewhere is left alone
+    assert "pg_hba.conf" in out and "'optuna'" in out
+    assert mask_url(url) in out and url not in out
+    assert "password=***" in out and "u:***@other" in out
+    assert ":p@" not in out and "password=p" not in out
+
+
+def test_an_unreachable_storage_with_a_one_character_password_keeps_the_error_readable():
+    with pytest.raises(StorageError, match=r"postgresql://user:\*\*\*@127\.0\.0\.1:1/db.* must be reachable; "
+                                           r"got OperationalError: .*127\.0\.0\.1") as e:
+        open_storage("postgresql://user:p@127.0.0.1:1/db", file="s.toml")
+    assert "***" not in str(e.value).replace("user:***@", "")
