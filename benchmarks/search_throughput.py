@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +78,7 @@ def _trial_phase(spec, slots: int) -> tuple[float, int, float, float, float]:
     trial of each slot, the same for the other trials)."""
     import optuna
 
-    study = optuna.load_study(study_name=spec.name, storage=spec.storage_url)
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage.url)
     done = sorted((t for t in study.get_trials() if t.datetime_complete is not None), key=lambda t: t.datetime_start)
     start = min(t.datetime_start for t in done)
     end = max(t.datetime_complete for t in done)
@@ -169,7 +168,7 @@ def _throughput_one(args, epochs: int) -> None:
             run_local(spec, log=lambda s: None)
             e2e = time.perf_counter() - t0
             rows["local (sequential)"].append((*_trial_phase(spec, 1), e2e, os.getloadavg()[0]))
-            spec = replace(_study(tmp, f"ray{r}", args.trials, epochs, args.n_samples), concurrent=2)
+            spec = _study(tmp, f"ray{r}", args.trials, epochs, args.n_samples).replace(concurrent=2)
             init_ray(num_cpus=2)
             t0 = time.perf_counter()
             run_ray(spec, log=lambda s: None)

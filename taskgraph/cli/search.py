@@ -17,30 +17,28 @@ _RUNS_HELP = "Folder for default storage and artifacts (runs/<study>/)."
 
 def _load_spec(study_file: str, storage: str | None, artifacts: str | None, runs_root: str, trials: int | None,
                space: str | None = None):
-    from dataclasses import replace
-
     from taskgraph.search import StudySpec
 
     spec = StudySpec.load(study_file, storage=storage, artifacts=artifacts, space=space, runs_root=runs_root)
     if trials is not None:
-        spec = replace(spec, trials=trials)
+        spec = spec.replace(trials=trials)
     return spec
 
 
 def _storage_arg(spec) -> str:
     """The STORAGE argument that reopens this study (a short path for SQLite files)."""
-    url = spec.storage_url
+    url = spec.storage.url
     if not url.startswith("sqlite:///"):
-        arg = shlex.quote(spec.storage_shown)  # a password shows as ***: type it, or set TASKGRAPH_STORAGE
-        return f"{arg} --artifact-dir {shlex.quote(spec.artifacts_dir)}"
+        arg = shlex.quote(spec.storage.shown)  # a password shows as ***: type it, or set TASKGRAPH_STORAGE
+        return f"{arg} --artifact-dir {shlex.quote(spec.storage.artifacts)}"
     db = Path(url[len("sqlite:///"):])
     try:
         shown = os.path.relpath(db) if db.is_relative_to(Path.cwd()) else str(db)
     except ValueError:
         shown = str(db)
     arg = shlex.quote(shown)
-    if Path(spec.artifacts_dir) != db.parent / "artifacts":
-        arg += f" --artifact-dir {shlex.quote(spec.artifacts_dir)}"
+    if Path(spec.storage.artifacts) != db.parent / "artifacts":
+        arg += f" --artifact-dir {shlex.quote(spec.storage.artifacts)}"
     return arg
 
 
@@ -56,7 +54,7 @@ def _print_summary(spec, summary) -> None:
         con.print("[yellow]no trial completed[/]")
     elif len(summary.best) == 1:
         b = summary.best[0]
-        con.print(f"[bold]best trial {b['number']}[/]: {spec.objective} = {b['values'][0]:.4f} (lower is better)"
+        con.print(f"[bold]best trial {b['number']}[/]: {spec.search.objective} = {b['values'][0]:.4f} (lower is better)"
                   + (f", test Δm% = {b['delta_m_test']:+.2f} (lower is better)"
                      if b.get("delta_m_test") is not None else ""))
         for k, v in b["params"].items():
@@ -97,9 +95,9 @@ def run_cmd(study_file, backend, resume, join, storage, artifacts, address, tria
         raise click.UsageError("--resume and --join exclude each other")
     spec = _load_spec(study_file, storage, artifacts, runs_root, trials, space)
     os.environ.pop("TASKGRAPH_STORAGE", None)  # read: the Ray processes this driver starts need not inherit it
-    backend = backend or spec.backend
-    log(f"study {spec.name!r}: {spec.dataset}, objective {spec.objective}, {spec.trials} trials x "
-        f"{spec.epochs} epochs, backend {backend}, storage {spec.storage_shown}")
+    backend = backend or spec.runner.backend
+    log(f"study {spec.name!r}: {spec.data.name}, objective {spec.search.objective}, {spec.budget.trials} trials x "
+        f"{spec.budget.epochs} epochs, backend {backend}, storage {spec.storage.shown}")
     # stdout carries the summary alone: what the runners, Ray Tune and the trials print goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         if backend == "ray":

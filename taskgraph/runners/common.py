@@ -49,9 +49,10 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_study_data(spec)
     check_topologies_build(spec, data)
-    make_sampler(spec.sampler, spec.sampler_options, spec.seed, file=spec.file)  # options checked before writing
-    storage = open_storage(spec.storage_url, file=spec.file)
-    store = artifact_store(spec.artifacts_dir)
+    # the sampler's options are checked before anything is written
+    make_sampler(spec.search.sampler, spec.search.sampler_options, spec.seed, file=spec.file)
+    storage = open_storage(spec.storage.url, file=spec.file)
+    store = artifact_store(spec.storage.artifacts)
     # creation is atomic: of drivers started together on a new study one creates it, the others join it
     study, created = open_study(spec, storage, n_tasks=len(data.tasks), resume=resume, join=join, pruner=pruner,
                                 task_names=list(data.tasks.names))
@@ -59,7 +60,7 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     # a driver of a study that already holds trials, or one of several, draws its own configurations
     nonce = int.from_bytes(os.urandom(4), "little") if join and not created else None
     seed = driver_seed(spec.seed, n_trials=n_before, nonce=nonce)
-    study.sampler = make_sampler(spec.sampler, spec.sampler_options, seed, file=spec.file)
+    study.sampler = make_sampler(spec.search.sampler, spec.search.sampler_options, seed, file=spec.file)
     recovered = recover_interrupted(study, storage, resume=resume) if not created else []
     if recovered:
         log(f"{'resume' if resume else 'join'}: trial(s) {recovered} were left running by a driver that is gone: "
@@ -72,7 +73,7 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
         _wait_prepared(study, storage, log)
     prepared = prepare(spec, data, study, store, log=log)
     ctx = StudyContext(spec.without_secrets(), prepared)  # trials never open the storage: no password in them
-    remaining = spec.trials - count_finished(study)
+    remaining = spec.budget.trials - count_finished(study)
     if seed != spec.seed:
         log(f"{'join' if nonce is not None else 'resume'}: the sampler's seed is {seed}, derived from the study's "
             f"seed {spec.seed}, its {n_before} trial(s){' and this driver' if nonce is not None else ''}, so it "
@@ -93,7 +94,7 @@ def check_topologies_build(spec, data) -> None:
     from taskgraph.exceptions import ConfigError, TaskGraphError
     from taskgraph.runners import stages
 
-    space = spec.space
+    space = spec.search.loaded
     topo = next((p for p in space.params if p.name == "topology"), None)
     names = topo.choices if topo is not None else ("hard",)
     groups = [list(data.tasks.names)]
@@ -116,7 +117,7 @@ def check_topologies_build(spec, data) -> None:
                     msg = str(e).rsplit(" [", 1)[0] if isinstance(e, ConfigError) and e.key else str(e)
                     key = f"params.{p.name}.{where}"
                     raise ConfigError(f"{key!r} must be a value topology {name!r} accepts on the study's trunk "
-                                      f"({spec.trunk['kind']} {spec.trunk['hidden']}); got {v!r}: {msg}",
+                                      f"({spec.trunk.kind} {list(spec.trunk.hidden)}); got {v!r}: {msg}",
                                       file=space.file, key=key) from None
 
 
@@ -154,7 +155,7 @@ class Progress:
         from optuna.trial import TrialState
 
         self.done += 1
-        name = self.spec.objective
+        name = self.spec.search.objective
         if frozen.state == TrialState.COMPLETE:
             vals = ", ".join(f"{v:.4f}" for v in frozen.values)
             what = f"[green]COMPLETE[/] {name}={vals}"
@@ -173,7 +174,7 @@ class Progress:
             best = f" | Pareto front: {len(study.best_trials)} trial(s)"
         ua = frozen.user_attrs
         label = f"{ua.get('grouping', '?')}, {ua.get('topology', '?')}/{ua.get('weighting', '?')}"
-        self.console.print(f"[{self.done}/{self.spec.trials}] trial {frozen.number} {what} ({label})"
+        self.console.print(f"[{self.done}/{self.spec.budget.trials}] trial {frozen.number} {what} ({label})"
                            f"{best}  [{time.perf_counter() - self.t0:.0f} s]")
 
 
@@ -207,5 +208,6 @@ def summarize(run: StudyRun, seconds: float, errors: list[str] | None = None) ->
                      "groups": b.user_attrs.get("groups"), "delta_m_test": b.user_attrs.get("delta_m_test")})
     if len(study.directions) == 1 and bests:
         best = best[:1]
-    return RunSummary(study.study_name, run.spec.storage_shown, run.spec.artifacts_dir, run.spec.objective, counts,
+    spec = run.spec
+    return RunSummary(study.study_name, spec.storage.shown, spec.storage.artifacts, spec.search.objective, counts,
                       best, seconds, list(errors or []))

@@ -17,9 +17,9 @@ __all__ = ["run_local"]
 def _pruner(spec):
     import optuna
 
-    if spec.early_stopping == "asha" and not spec.multi_objective:
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.grace_epochs,
-                                                      reduction_factor=spec.reduction_factor)
+    if spec.budget.early_stopping == "asha" and not spec.multi_objective:
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.budget.grace_epochs,
+                                                      reduction_factor=spec.budget.reduction_factor)
     return optuna.pruners.NopPruner()
 
 
@@ -75,7 +75,7 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
     labels = ctx.grouping_labels()
     multi = spec.multi_objective
     if run.remaining == 0:
-        log(f"study {spec.name!r} already has {spec.trials} finished trial(s); nothing to run")
+        log(f"study {spec.name!r} already has {spec.budget.trials} finished trial(s); nothing to run")
         return summarize(run, time.perf_counter() - t0)
     log(f"local runner: {run.remaining} trial(s) to run, one at a time")
 
@@ -89,7 +89,7 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
 
     def train(trial, params):
         def report(epoch, values, _metrics):
-            if multi or epoch >= spec.epochs:  # a trial that trained to the end is not pruned
+            if multi or epoch >= spec.budget.epochs:  # a trial that trained to the end is not pruned
                 if not multi:
                     trial.report(values[0], epoch)
                 return
@@ -98,7 +98,7 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         try:
-            record, _ = run_trial(ctx, params, report=report, threads=max(1, int(spec.cpus)))
+            record, _ = run_trial(ctx, params, report=report, threads=max(1, int(spec.resources.cpus)))
         except optuna.TrialPruned:
             return tell(trial, state=TrialState.PRUNED)
         except Exception as e:
@@ -116,7 +116,7 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
         return tell(trial, record.values if multi else record.values[0])
 
     progress = Progress(spec, count_finished(study), console=console)
-    deadline = None if spec.wall_time_s is None else time.monotonic() + spec.wall_time_s
+    deadline = None if spec.budget.wall_time_s is None else time.monotonic() + spec.budget.wall_time_s
     repeats = 0
     waiting_said = False
     while deadline is None or time.monotonic() < deadline:
@@ -124,7 +124,7 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
         if stale:
             log(f"local runner: trial(s) {stale} lost their driver (no heartbeat for the grace period): marked FAIL "
                 f"and queued again")
-        if budget_ahead(study) >= spec.trials:
+        if budget_ahead(study) >= spec.budget.trials:
             # finished, or the rest is running on other drivers: wait while one of them may still die
             # (its trials would be queued again for this driver), stop once none is left running
             live = others_running(study)
@@ -138,11 +138,11 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
             continue
         trial = study.ask()
         with heartbeat(storage, study.study_name, trial.number):
-            if budget_ahead(study, trial.number) >= spec.trials:  # another driver asked first
+            if budget_ahead(study, trial.number) >= spec.budget.trials:  # another driver asked first
                 record_skip(trial, "the study's budget was already held by other drivers' trials", study=study)
                 continue
             try:
-                params = spec.space.suggest(trial, tasks=ctx.task_names, groupings=labels)
+                params = spec.search.loaded.suggest(trial, tasks=ctx.task_names, groupings=labels)
             except BaseException:
                 record_skip(trial, "no configuration was drawn", study=study)
                 raise

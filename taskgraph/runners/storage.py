@@ -386,7 +386,7 @@ def open_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False,
         created = False
     if not created and not (resume or join):
         raise StorageError(
-            f"study {spec.name!r} already exists in {mask_url(spec.storage_url)}; pass --join to add a driver to it "
+            f"study {spec.name!r} already exists in {spec.storage.shown}; pass --join to add a driver to it "
             f"while it runs, --resume to continue it (trials whose driver is gone are run again; a live driver is "
             f"left alone), or give the study another 'name' [{spec.file}, key 'name']")
     study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
@@ -394,12 +394,12 @@ def open_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False,
         stored = study.user_attrs.get("fingerprint")
         if stored is not None and stored != spec.fingerprint():
             raise StorageError(
-                f"study {spec.name!r} in {mask_url(spec.storage_url)} was made from a different study definition "
+                f"study {spec.name!r} in {spec.storage.shown} was made from a different study definition "
                 f"(fingerprint {stored} != {spec.fingerprint()}); resume with the same file or rename the study "
                 f"[{spec.file}, key 'name']")
     else:
         study.set_user_attr("fingerprint", spec.fingerprint())
-        study.set_metric_names(metric_names(spec.objective, task_names or [f"task{i}" for i in range(n_tasks)]))
+        study.set_metric_names(metric_names(spec.search.objective, task_names or [f"task{i}" for i in range(n_tasks)]))
         study.set_user_attr("config", spec.to_dict())
         study.set_user_attr("versions", package_versions())
     return study, created
