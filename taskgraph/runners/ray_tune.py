@@ -402,30 +402,24 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
                         self.waiting_said = True
                     self.next_look = now + self.interval
                     return None
+                # a trial closed here as skipped lives milliseconds: only a trial that will run gets a heartbeat
                 ot = self.study.ask()
-                beat = self.start_beating(ot)
                 if budget_ahead(self.study, ot.number) >= self.budget:  # another driver asked first
                     record_skip(ot, "the study's budget was already held by other drivers' trials", study=self.study)
-                    if beat:
-                        beat.stop()
                     return Searcher.FINISHED if not others else None
                 try:
                     params = self.ctx.spec.space.suggest(ot, tasks=self.ctx.task_names, groupings=self.labels)
                 except BaseException:
                     record_skip(ot, "no configuration was drawn", study=self.study)
-                    if beat:
-                        beat.stop()
                     raise
                 dup = find_duplicate(self.study, params, number=ot.number)
                 if dup is None:
                     self.live[trial_id] = ot
-                    self.beats[trial_id] = beat
+                    self.beats[trial_id] = self.start_beating(ot)
                     self.numbers[trial_id] = ot.number
                     record_start(ot, start_attrs(self.ctx, params))
                     return dict(params)
                 record_skip(ot, f"the sampler proposed trial {dup}'s configuration again", study=self.study)
-                if beat:
-                    beat.stop()
             self.log(f"ray runner: the sampler proposed only configurations the study already holds, {MAX_REPEATS} "
                      f"times in a row: the search space looks exhausted; no more trials are started")
             return Searcher.FINISHED

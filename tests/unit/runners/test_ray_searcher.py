@@ -15,7 +15,7 @@ pytest.importorskip("ray.tune")
 
 from ray.tune.search import Searcher
 
-from taskgraph.runners.ray_tune import MAX_REPEATS, error_reason, make_searcher
+from taskgraph.runners.ray_tune import error_reason, make_searcher
 from taskgraph.runners.storage import TrialRecord, artifact_store, open_storage
 from taskgraph.search.space import SearchSpace
 
@@ -107,13 +107,16 @@ def test_ctrl_c_closes_the_live_trials_as_interrupted_and_they_do_not_count(tmp_
     assert count_finished(study) == 1
 
 
-def test_a_repeated_configuration_is_skipped_and_an_exhausted_space_ends_the_search(tmp_path, storage):
+def test_a_repeated_configuration_is_skipped_and_an_exhausted_space_ends_the_search(tmp_path, storage, monkeypatch):
+    from taskgraph.runners import ray_tune
+
+    monkeypatch.setattr(ray_tune, "MAX_REPEATS", 5)  # each draw is a SQLite write or three: keep the test fast
     logs: list[str] = []
     s, study = _searcher(tmp_path, storage, ONE_CHOICE, budget=5, logs=logs)
     assert s.suggest("t0") == {"weighting": "equal"}
     assert s.suggest("t1") == Searcher.FINISHED  # the only configuration is running: every draw repeats it
     trials = study.get_trials()
-    assert len(trials) == 1 + MAX_REPEATS
+    assert len(trials) == 1 + 5
     assert all(t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "skipped: the sampler proposed "
                "trial 0's configuration again" for t in trials[1:])
     assert any("search space looks exhausted" in line for line in logs)
