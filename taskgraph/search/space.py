@@ -44,7 +44,7 @@ from typing import Any
 
 from taskgraph.search._toml import Table, read_toml
 
-__all__ = ["REFERENCES", "Param", "SearchSpace", "TrialConfig"]
+__all__ = ["REFERENCES", "TOPOLOGY_BOUNDS", "Param", "SearchSpace", "TrialConfig"]
 
 #: the reference groupings a grouping parameter may include
 REFERENCES = ("all-in-one", "single-task")
@@ -54,6 +54,14 @@ _STRUCTURAL = ("grouping", "topology", "weighting")
 _TRAIN_FIELDS_EXCLUDED = ("epochs", "seed", "device", "max_steps", "restore_best")
 #: the largest magnitude of an int parameter's range (Optuna stores parameters as floats: exact up to 2**53)
 _INT_MAX = 2**53
+#: inclusive bounds of the topology sizes a space may search, what builds in reasonable memory: MMoE builds one
+#: trunk copy per expert, a head's hidden width is a head_hidden × out_features matrix per task (the trunk's own
+#: widths stop at 65,536), and a branch depth is a trunk stage (a trunk has at most 64 layers)
+TOPOLOGY_BOUNDS: dict[str, tuple[int, int]] = {
+    "n_experts": (1, 64),
+    "head_hidden": (0, 65_536),
+    "branch_depths": (0, 64),
+}
 
 
 def _train_fields() -> list[str]:
@@ -432,6 +440,7 @@ class SearchSpace:
             if not names:
                 parent = by_name.get(head)
                 names = parent.choices if parent is not None else (("hard",) if head == "topology" else ("equal",))
+        bounds = TOPOLOGY_BOUNDS.get(rest) if head == "topology" else None
         for where, v in values:
             for n in names:
                 value = {"__task__": v} if p.per_task else v
@@ -440,6 +449,10 @@ class SearchSpace:
                     of = f"{head} {n!r}" if n else "training"
                     raise t.error(where, f"{t.key(where)!r} must be a value {of} accepts for {rest!r}; "
                                          f"got {v!r}: {err}")
+            if bounds is not None and isinstance(v, int | float) and not isinstance(v, bool) \
+                    and not bounds[0] <= v <= bounds[1]:
+                raise t.error(where, f"{t.key(where)!r} must lie in [{bounds[0]}, {bounds[1]}] for {p.target!r} "
+                                     f"(larger topologies do not build in reasonable memory); got {v!r}")
 
     # --- views --------------------------------------------------------------------------
     @property

@@ -126,3 +126,33 @@ def test_bad_toml_syntax_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match="valid TOML") as e:
         SearchSpace.load(p)
     assert e.value.file == str(p)
+
+
+@pytest.mark.parametrize(("target", "choice", "low", "high", "where"), [
+    ("n_experts", "mmoe", 2, 10**8, "high"),
+    ("head_hidden", "mmoe", 0, 10**7, "high"),
+    ("head_hidden", "hard", 0, 65_537, "high"),
+    ("branch_depths", "branched", 65, 70, "low"),
+])
+def test_topology_sizes_beyond_what_builds_in_memory_are_refused_at_load(target, choice, low, high, where):
+    import time
+
+    data = {"params": {"topology": {"type": "categorical", "choices": [choice]},
+                       "x": {"type": "int", "low": low, "high": high, "target": f"topology.{target}"}}}
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"'params\.x\.{where}' must lie in \[\d+, \d+\] for 'topology\.{target}' "
+                                          rf".*reasonable memory.*got \d+ \[space\.toml, key 'params\.x\.{where}'\]"):
+        SearchSpace.from_dict(data, file="space.toml")
+    assert time.perf_counter() - t0 < 5
+
+
+def test_topology_sizes_at_their_bounds_load():
+    from taskgraph.search.space import TOPOLOGY_BOUNDS
+
+    space = SearchSpace.from_dict({"params": {
+        "topology": {"type": "categorical", "choices": ["mmoe"]},
+        "n_experts": {"type": "int", "low": 1, "high": TOPOLOGY_BOUNDS["n_experts"][1], "target": "topology.n_experts"},
+        "head_hidden": {"type": "categorical", "choices": [0, TOPOLOGY_BOUNDS["head_hidden"][1]],
+                        "target": "topology.head_hidden"},
+    }}, file="space.toml")
+    assert [p.name for p in space.params] == ["topology", "n_experts", "head_hidden"]
