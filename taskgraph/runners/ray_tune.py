@@ -41,10 +41,13 @@ RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    # Tune's default result loggers include TensorBoard's, which says to install TensorBoard when it is
-    # missing; the runner adds the JSON logger (each trial's result.json) itself
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
+
+#: Tune's settings while the runner's ``Tuner.fit()`` runs (public environment variables, put back after):
+#: Ctrl-C raises KeyboardInterrupt (Tune's handler would stop gracefully, keep the trials RUNNING for
+#: ``Tuner.restore`` and return), and Tune's default result loggers are off: they include TensorBoard's,
+#: which says to install TensorBoard when it is missing (the runner adds the JSON logger itself)
+TUNE_FIT_ENV = {"TUNE_DISABLE_SIGINT_HANDLER": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 
 
 
@@ -613,14 +616,15 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(Path(spec.run_dir) / "ray"),
                 verbose=0,
-                # each trial's result.json; Tune's other default loggers are off (RAY_ENV_DEFAULTS)
+                # each trial's result.json; Tune's other default loggers are off (TUNE_FIT_ENV)
                 callbacks=[_study_callback(searcher, progress), JsonLoggerCallback()],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        # Ctrl-C raises KeyboardInterrupt here instead of Tune's handler keeping the trials for Tuner.restore
-        with _environ(TUNE_DISABLE_SIGINT_HANDLER="1"), _prestarted_workers():
+        # Ctrl-C raises KeyboardInterrupt here instead of Tune's handler keeping the trials for Tuner.restore;
+        # a variable the user set wins
+        with _environ(**{k: os.environ.get(k, v) for k, v in TUNE_FIT_ENV.items()}), _prestarted_workers():
             try:
                 grid = tuner.fit()
             except KeyboardInterrupt:

@@ -43,6 +43,8 @@ def test_run_with_a_local_ray_records_every_epoch_though_trials_report_only_at_r
     r = cli("run", str(path), "--backend", "ray", "--runs-root", str(tmp_path / "runs"), env=local_ray_env,
             timeout=420)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "tensorboard" not in (r.stdout + r.stderr).lower()  # Tune's TensorBoard logger (and its hint) is off
+    assert "Configuration for experiment" not in r.stdout and "Started a local Ray" not in r.stdout  # Ray: stderr
     # what the trials sent Tune (its result.json per trial): reports only at rungs and at the end, each
     # carrying the epochs since the one before
     sent = [[json.loads(line) for line in f.read_text().splitlines()] for f in (tmp_path / "runs").rglob("result.json")]
