@@ -7,16 +7,21 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from taskgraph.cli.common import groups_text, log, stderr_console
 
+if TYPE_CHECKING:  # the CLI imports the search package when a command runs, keeping `taskgraph --help` light
+    from taskgraph.runners.common import RunSummary
+    from taskgraph.search import StudySpec
+
 _RUNS_HELP = "Folder for default storage and artifacts (runs/<study>/)."
 
 
 def _load_spec(study_file: str, storage: str | None, artifacts: str | None, runs_root: str, trials: int | None,
-               space: str | None = None):
+               space: str | None = None) -> StudySpec:
     from taskgraph.search import StudySpec
 
     spec = StudySpec.load(study_file, storage=storage, artifacts=artifacts, space=space, runs_root=runs_root)
@@ -25,7 +30,7 @@ def _load_spec(study_file: str, storage: str | None, artifacts: str | None, runs
     return spec
 
 
-def _storage_arg(spec) -> str:
+def _storage_arg(spec: StudySpec) -> str:
     """The STORAGE argument that reopens this study (a short path for SQLite files)."""
     url = spec.storage.url
     if not url.startswith("sqlite:///"):
@@ -42,7 +47,7 @@ def _storage_arg(spec) -> str:
     return arg
 
 
-def _print_summary(spec, summary) -> None:
+def _print_summary(spec: StudySpec, summary: RunSummary) -> None:
     from rich.console import Console
 
     con = Console(highlight=False, soft_wrap=True)  # stdout: the run's result
@@ -83,7 +88,8 @@ def _print_summary(spec, summary) -> None:
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Override budget.trials.")
 @click.option("--space", default=None, help="Override search.space (a search-space file).")
 @click.option("--runs-root", default="runs", show_default=True, help=_RUNS_HELP)
-def run_cmd(study_file, backend, resume, join, storage, artifacts, address, trials, space, runs_root):
+def run_cmd(study_file: str, backend: str | None, resume: bool, join: bool, storage: str | None, artifacts: str | None,
+            address: str | None, trials: int | None, space: str | None, runs_root: str) -> None:
     """Run the study STUDY_FILE: prepare once (affinity, groupings, baselines), then the trials.
 
     Every trial lands in the study's Optuna storage with its artifacts. Logs and
@@ -126,7 +132,8 @@ def run_cmd(study_file, backend, resume, join, storage, artifacts, address, tria
 @click.option("--python", "python", default="python", show_default=True,
               help="The Python the cluster runs the job with (must have taskgraph's dependencies).")
 @click.option("--runs-root", default="runs", show_default=True, help=_RUNS_HELP)
-def submit_cmd(study_file, address, storage, artifacts, resume, follow, python, runs_root):
+def submit_cmd(study_file: str, address: str, storage: str | None, artifacts: str | None, resume: bool, follow: bool,
+               python: str, runs_root: str) -> None:
     """Submit STUDY_FILE to a Ray cluster as a Ray job (working_dir = this repository, no pip).
 
     Prints the job id (stdout), follows its logs (stderr), prints its final
@@ -151,7 +158,7 @@ def submit_cmd(study_file, address, storage, artifacts, resume, follow, python, 
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (the default keeps the dashboard on this machine).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
-def dashboard_cmd(storage, artifact_dir, host, port):
+def dashboard_cmd(storage: str, artifact_dir: str | None, host: str, port: int) -> None:
     """Serve optuna-dashboard on STORAGE (an RDB URL, a .db file or a study folder) with its artifacts.
 
     Says where it serves on stderr; exits 1 with one line when --host/--port cannot be
@@ -167,7 +174,7 @@ def dashboard_cmd(storage, artifact_dir, host, port):
 @click.option("--study", "study_name", default=None, help="Which study (default: the only one in the storage).")
 @click.option("--artifact-dir", default=None, help="The study's artifact folder (default: next to a SQLite file).")
 @click.option("--out", default=None, help="Output folder (default: <storage folder>/report).")
-def report_cmd(storage, study_name, artifact_dir, out):
+def report_cmd(storage: str, study_name: str | None, artifact_dir: str | None, out: str | None) -> None:
     """Write a markdown report of a study: best configuration, Pareto front, per-task table, pictures."""
     from taskgraph.report import build_report, write_report
     from taskgraph.runners.storage import storage_from_arg

@@ -1,31 +1,158 @@
-"""What both runners share: opening a study for a run, progress lines, the run summary."""
+"""What both runners share: the study configuration they take, opening a study for a run, progress lines,
+the run summary.
+
+The runners take the study's typed sections (:class:`StudyConfig`: ``search``, ``budget``,
+``storage``, ``resources``, ``trunk``, ...), as :class:`taskgraph.search.StudySpec` holds them.
+They are described here as protocols, not imported: ``taskgraph.search`` sits above the runners
+(it validates a study file with their samplers, stages and storage helpers), and imports run one way.
+"""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["Progress", "RunSummary", "StudyRun", "check_topologies_build", "open_run", "summarize"]
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.storages import RDBStorage
+    from optuna.trial import FrozenTrial
+    from rich.console import Console
+
+    from taskgraph.models import TrunkSpec
+    from taskgraph.runners.trial import StudyContext
+
+__all__ = ["BudgetConfig", "Progress", "ResourcesConfig", "RunSummary", "SearchConfig", "SpaceConfig",
+           "StorageConfig", "StudyConfig", "StudyRun", "TrunkConfig", "check_topologies_build", "open_run",
+           "space_of", "summarize"]
+
+
+class SpaceConfig(Protocol):
+    """The loaded search space (:class:`taskgraph.search.SearchSpace`): its parameters, file and sampling."""
+
+    @property
+    def params(self) -> Sequence[Any]: ...
+    @property
+    def file(self) -> str | None: ...
+    def suggest(self, trial: Any, *, tasks: Sequence[str], groupings: Sequence[str]) -> dict[str, Any]: ...
+
+
+class SearchConfig(Protocol):
+    """``[search]`` (:class:`taskgraph.search.SearchSection`)."""
+
+    @property
+    def objective(self) -> str: ...
+    @property
+    def sampler(self) -> str: ...
+    @property
+    def sampler_options(self) -> Mapping[str, Any]: ...
+    @property
+    def loaded(self) -> SpaceConfig | None: ...
+
+
+class BudgetConfig(Protocol):
+    """``[budget]`` (:class:`taskgraph.search.BudgetSection`)."""
+
+    @property
+    def trials(self) -> int: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def wall_time_s(self) -> float | None: ...
+    @property
+    def early_stopping(self) -> str: ...
+    @property
+    def grace_epochs(self) -> int: ...
+    @property
+    def reduction_factor(self) -> int: ...
+
+
+class StorageConfig(Protocol):
+    """``[storage]`` (:class:`taskgraph.search.StorageSection`): ``url`` may hold a password, ``shown`` does not."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def artifacts(self) -> str: ...
+    @property
+    def shown(self) -> str: ...
+
+
+class ResourcesConfig(Protocol):
+    """``[resources]`` (:class:`taskgraph.search.ResourcesSection`): per trial."""
+
+    @property
+    def cpus(self) -> float: ...
+    @property
+    def gpus(self) -> float: ...
+    @property
+    def concurrent(self) -> int: ...
+
+
+class TrunkConfig(Protocol):
+    """``[trunk]`` (:class:`taskgraph.search.TrunkSection`)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def hidden(self) -> tuple[int, ...]: ...
+
+
+class StudyConfig(Protocol):
+    """What the runners read of a validated study (:class:`taskgraph.search.StudySpec`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def file(self) -> str | None: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def search(self) -> SearchConfig: ...
+    @property
+    def budget(self) -> BudgetConfig: ...
+    @property
+    def storage(self) -> StorageConfig: ...
+    @property
+    def resources(self) -> ResourcesConfig: ...
+    @property
+    def trunk(self) -> TrunkConfig: ...
+    @property
+    def multi_objective(self) -> bool: ...
+    def directions(self, n_tasks: int) -> tuple[str, ...]: ...
+    def trunk_spec(self) -> TrunkSpec: ...
+    def without_secrets(self) -> StudyConfig: ...
+    def fingerprint(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def space_of(spec: StudyConfig) -> SpaceConfig:
+    """The study's loaded search space (a validated study always holds one)."""
+    space = spec.search.loaded
+    if space is None:  # pragma: no cover - StudySpec.load always loads it
+        raise TypeError(f"study {spec.name!r} holds no loaded search space")
+    return space
 
 
 @dataclass
 class StudyRun:
     """A study opened for running: storage, artifact store, study, prepared facts, remaining budget."""
 
-    spec: Any
-    storage: Any
-    store: Any
-    study: Any
-    ctx: Any
+    spec: StudyConfig
+    storage: RDBStorage
+    store: FileSystemArtifactStore
+    study: optuna.Study
+    ctx: StudyContext
     remaining: int
     recovered: list[int] = field(default_factory=list)
     sampler_seed: int = 0
 
 
-def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callable[[str], None] = print) -> StudyRun:
+def open_run(spec: StudyConfig, *, resume: bool, join: bool = False, pruner: optuna.pruners.BasePruner | None = None,
+             log: Callable[[str], None] = print) -> StudyRun:
     """Validate the data, open the storage, create/resume the study and run the prepare stage.
 
     The data (task names included) is loaded *before* the storage is touched, so
@@ -47,7 +174,7 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     from taskgraph.runners.trial import StudyContext, load_study_data
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = load_study_data(spec)
+    data = load_study_data(spec)  # type: ignore[no-untyped-call]  # trial.py is not annotated yet
     check_topologies_build(spec, data)
     # the sampler's options are checked before anything is written
     make_sampler(spec.search.sampler, spec.search.sampler_options, spec.seed, file=spec.file)
@@ -81,7 +208,7 @@ def open_run(spec, *, resume: bool, join: bool = False, pruner=None, log: Callab
     return StudyRun(spec, storage, store, study, ctx, max(0, remaining), recovered, seed)
 
 
-def check_topologies_build(spec, data) -> None:
+def check_topologies_build(spec: StudyConfig, data: Any) -> None:
     """Each end of every topology parameter's range (each choice) builds on the study's trunk and data.
 
     What a topology accepts can depend on the trunk (a branched split at most as deep as the
@@ -94,7 +221,7 @@ def check_topologies_build(spec, data) -> None:
     from taskgraph.exceptions import ConfigError, TaskGraphError
     from taskgraph.runners import stages
 
-    space = spec.search.loaded
+    space = space_of(spec)
     topo = next((p for p in space.params if p.name == "topology"), None)
     names = topo.choices if topo is not None else ("hard",)
     groups = [list(data.tasks.names)]
@@ -121,7 +248,8 @@ def check_topologies_build(spec, data) -> None:
                                       file=space.file, key=key) from None
 
 
-def _wait_prepared(study, storage, log, timeout_s: float = 3600.0) -> None:
+def _wait_prepared(study: optuna.Study, storage: RDBStorage, log: Callable[[str], None],
+                   timeout_s: float = 3600.0) -> None:
     """A joining driver waits for the first driver's prepare stage instead of repeating it."""
     import optuna
 
@@ -143,7 +271,7 @@ def _wait_prepared(study, storage, log, timeout_s: float = 3600.0) -> None:
 class Progress:
     """One line per finished trial: how many are done, its outcome, the best so far."""
 
-    def __init__(self, spec, done: int, *, console=None):
+    def __init__(self, spec: StudyConfig, done: int, *, console: Console | None = None):
         from rich.console import Console
 
         self.spec = spec
@@ -151,7 +279,7 @@ class Progress:
         self.console = console or Console(highlight=False, soft_wrap=True)
         self.t0 = time.perf_counter()
 
-    def trial_finished(self, study, frozen) -> None:
+    def trial_finished(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         from optuna.trial import TrialState
 
         self.done += 1
@@ -186,8 +314,8 @@ class RunSummary:
     storage_url: str  # password masked
     artifacts_dir: str
     objective: str
-    counts: dict
-    best: list[dict]
+    counts: dict[str, int]
+    best: list[dict[str, Any]]
     seconds: float
     errors: list[str] = field(default_factory=list)
 
@@ -198,7 +326,7 @@ def summarize(run: StudyRun, seconds: float, errors: list[str] | None = None) ->
     study = run.study
     trials = study.get_trials(deepcopy=False)
     counts = state_counts(trials)
-    best = []
+    best: list[dict[str, Any]] = []
     try:
         bests = study.best_trials
     except ValueError:

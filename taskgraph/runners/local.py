@@ -7,14 +7,20 @@ counterpart of ASHA, Li et al. 2020) on the per-epoch objective.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from taskgraph.runners.common import Progress, RunSummary, open_run, summarize
+from taskgraph.runners.common import Progress, RunSummary, StudyConfig, open_run, space_of, summarize
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+    from rich.console import Console
 
 __all__ = ["run_local"]
 
 
-def _pruner(spec):
+def _pruner(spec: StudyConfig) -> optuna.pruners.BasePruner:
     import optuna
 
     if spec.budget.early_stopping == "asha" and not spec.multi_objective:
@@ -27,8 +33,8 @@ def _pruner(spec):
 MAX_REPEATS = 50
 
 
-def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[str], None] = print,
-              console=None) -> RunSummary:
+def run_local(spec: StudyConfig, *, resume: bool = False, join: bool = False, log: Callable[[str], None] = print,
+              console: Console | None = None) -> RunSummary:
     """Run ``spec`` with Optuna in this process; every trial lands in the study's storage.
 
     Trials are asked for one at a time (``study.ask``/``study.tell``). Before training, a
@@ -73,13 +79,15 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
     run = open_run(spec, resume=resume, join=join, pruner=_pruner(spec), log=log)
     ctx, store, study, storage = run.ctx, run.store, run.study, run.storage
     labels = ctx.grouping_labels()
+    space = space_of(spec)
     multi = spec.multi_objective
     if run.remaining == 0:
         log(f"study {spec.name!r} already has {spec.budget.trials} finished trial(s); nothing to run")
         return summarize(run, time.perf_counter() - t0)
     log(f"local runner: {run.remaining} trial(s) to run, one at a time")
 
-    def tell(trial, values=None, state=None):
+    def tell(trial: optuna.Trial, values: float | Sequence[float] | None = None,
+             state: TrialState | None = None) -> FrozenTrial:
         """``study.tell``; a trial another driver already closed (its heartbeat was late) is left as it is."""
         frozen = study.tell(trial, values, state=state, skip_if_finished=True)
         if frozen.state != (state or TrialState.COMPLETE):
@@ -87,8 +95,8 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
                 f"heartbeat looked stale); its result is not stored")
         return frozen
 
-    def train(trial, params):
-        def report(epoch, values, _metrics):
+    def train(trial: optuna.Trial, params: Mapping[str, Any]) -> FrozenTrial:
+        def report(epoch: int, values: Sequence[float], _metrics: Any) -> None:
             if multi or epoch >= spec.budget.epochs:  # a trial that trained to the end is not pruned
                 if not multi:
                     trial.report(values[0], epoch)
@@ -142,7 +150,7 @@ def run_local(spec, *, resume: bool = False, join: bool = False, log: Callable[[
                 record_skip(trial, "the study's budget was already held by other drivers' trials", study=study)
                 continue
             try:
-                params = spec.search.loaded.suggest(trial, tasks=ctx.task_names, groupings=labels)
+                params = space.suggest(trial, tasks=ctx.task_names, groupings=labels)
             except BaseException:
                 record_skip(trial, "no configuration was drawn", study=study)
                 raise

@@ -26,12 +26,21 @@ import re
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from taskgraph.exceptions import StorageError
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.storages import BaseStorage, RDBStorage
+    from optuna.trial import FrozenTrial
+
+    from taskgraph.runners.common import StudyConfig
 
 __all__ = [
     "HEARTBEAT_MARK",
@@ -177,7 +186,7 @@ def in_memory_sqlite(url: str) -> bool:
     return db in ("", ":memory:") or "mode=memory" in db or u.query.get("mode") == "memory"
 
 
-def open_storage(url: str, *, file: str | None = None, key: str | None = "storage.url"):
+def open_storage(url: str, *, file: str | None = None, key: str | None = "storage.url") -> RDBStorage:
     """An Optuna ``RDBStorage`` on ``url``; an unreachable storage is a :class:`StorageError`.
 
     A SQLite file's folder is created when missing. This is the one place a storage URL's
@@ -245,7 +254,7 @@ class _RetryStale:
 
             self._retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
-    def __call__(self, study, trial) -> None:
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         import copy
 
         t = copy.deepcopy(trial)
@@ -253,7 +262,7 @@ class _RetryStale:
         self._retry(study, t)
 
 
-def _rdb_storage(optuna, url: str, attempts: int = 5):
+def _rdb_storage(optuna: ModuleType, url: str, attempts: int = 5) -> RDBStorage:
     """``RDBStorage(url)`` with heartbeats, retried when another driver is creating the same schema right now.
 
     Two drivers that open a new storage at once can both find the schema missing
@@ -273,8 +282,10 @@ def _rdb_storage(optuna, url: str, attempts: int = 5):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ExperimentalWarning for heartbeat_interval
-                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=interval,
-                                                  grace_period=grace, heartbeat_stale_trial_callback=_RetryStale())
+                storage: RDBStorage = optuna.storages.RDBStorage(
+                    url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=interval, grace_period=grace,
+                    heartbeat_stale_trial_callback=_RetryStale())
+                return storage
         except Exception as e:
             racing = isinstance(e, IntegrityError) or "already exists" in str(e) or "database is locked" in str(e)
             if not racing or attempt == attempts - 1:
@@ -283,7 +294,7 @@ def _rdb_storage(optuna, url: str, attempts: int = 5):
     raise AssertionError("unreachable")
 
 
-def _engine_kwargs(url: str) -> dict:
+def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # several processes (a driver, the dashboard, a report) share the file
         return {"connect_args": {"timeout": 60}}
@@ -317,7 +328,7 @@ def storage_from_arg(arg: str) -> tuple[str, str | None]:
     return f"sqlite:///{p.resolve()}", str(p.resolve().parent / "artifacts")
 
 
-def artifact_store(directory: str | Path):
+def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
     """An ``optuna.artifacts.FileSystemArtifactStore`` in ``directory`` (created)."""
     from optuna.artifacts import FileSystemArtifactStore
 
@@ -347,7 +358,7 @@ def _package_versions() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def metric_names(objective: str, task_names) -> list[str]:
+def metric_names(objective: str, task_names: Iterable[str]) -> list[str]:
     """What the study's objective values are, for the dashboard (lower is better for all of them).
 
     Example:
@@ -361,8 +372,9 @@ def metric_names(objective: str, task_names) -> list[str]:
     return ["val_delta_m_pct" if objective == "delta_m" else "val_loss"]
 
 
-def open_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False, sampler=None, pruner=None,
-               task_names=None):
+def open_study(spec: StudyConfig, storage: BaseStorage, *, n_tasks: int, resume: bool, join: bool = False,
+               sampler: optuna.samplers.BaseSampler | None = None, pruner: optuna.pruners.BasePruner | None = None,
+               task_names: Sequence[str] | None = None) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when resuming/joining (its definition must match the file); → (study, created).
 
     Creation is atomic (the storage's unique study name): of several drivers started at the
@@ -405,14 +417,16 @@ def open_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False,
     return study, created
 
 
-def create_or_load_study(spec, storage, *, n_tasks: int, resume: bool, join: bool = False, sampler=None,
-                         pruner=None, task_names=None):
+def create_or_load_study(spec: StudyConfig, storage: BaseStorage, *, n_tasks: int, resume: bool, join: bool = False,
+                         sampler: optuna.samplers.BaseSampler | None = None,
+                         pruner: optuna.pruners.BasePruner | None = None,
+                         task_names: Sequence[str] | None = None) -> optuna.Study:
     """:func:`open_study`'s study alone."""
     return open_study(spec, storage, n_tasks=n_tasks, resume=resume, join=join, sampler=sampler, pruner=pruner,
                       task_names=task_names)[0]
 
 
-def trial_id(storage, study_name: str, number: int) -> int:
+def trial_id(storage: BaseStorage, study_name: str, number: int) -> int:
     """The storage's id of trial ``number`` of study ``study_name`` (public storage API only)."""
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
 
@@ -438,8 +452,9 @@ class TrialHeartbeat:
         True
     """
 
-    def __init__(self, storage, study_name: str, number: int):
-        self.storage = storage
+    def __init__(self, storage: BaseStorage, study_name: str, number: int):
+        # a storage with heartbeats (an RDBStorage: Optuna's heartbeat interface) when ``interval`` is set
+        self.storage: Any = storage
         self.number = number
         self.interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
         self._id = trial_id(storage, study_name, number) if self.interval else None
@@ -472,11 +487,11 @@ class TrialHeartbeat:
     def __enter__(self) -> TrialHeartbeat:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def heartbeat(storage, study_name: str, number: int) -> TrialHeartbeat:
+def heartbeat(storage: BaseStorage, study_name: str, number: int) -> TrialHeartbeat:
     """A :class:`TrialHeartbeat` for trial ``number``: use it as ``with heartbeat(storage, name, number): ...``."""
     return TrialHeartbeat(storage, study_name, number)
 
@@ -489,7 +504,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def fail_stale(study) -> list[int]:
+def fail_stale(study: optuna.Study) -> list[int]:
     """Fail the RUNNING trials of ``study`` whose driver stopped beating, each queued again (:class:`_RetryStale`).
 
     Safe at any time, from any driver: a trial with a fresh heartbeat is never touched.
@@ -509,7 +524,7 @@ def fail_stale(study) -> list[int]:
                   if t.number in before and t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs)
 
 
-def recover_interrupted(study, storage, *, resume: bool = True) -> list[int]:
+def recover_interrupted(study: optuna.Study, storage: BaseStorage, *, resume: bool = True) -> list[int]:
     """Fail the RUNNING trials whose driver is gone and queue their configurations again; → their numbers.
 
     A trial with heartbeats (:class:`TrialHeartbeat`) is failed only once its heartbeat is older
@@ -547,7 +562,7 @@ def recover_interrupted(study, storage, *, resume: bool = True) -> list[int]:
     return sorted(marked)
 
 
-def interrupted_numbers(trials) -> set[int]:
+def interrupted_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of the FAIL trials whose driver died: retried by the heartbeat's callback, or ``interrupted:``."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
@@ -561,7 +576,7 @@ def interrupted_numbers(trials) -> set[int]:
     return out
 
 
-def _counts(t, interrupted: set[int]) -> bool:
+def _counts(t: FrozenTrial, interrupted: set[int]) -> bool:
     """Whether finished trial ``t`` counts against the budget (it trained, or tried to)."""
     from optuna.trial import TrialState
 
@@ -571,7 +586,7 @@ def _counts(t, interrupted: set[int]) -> bool:
         t.user_attrs.get("fail_reason", "")).startswith(SKIPPED)
 
 
-def state_counts(trials) -> dict[str, int]:
+def state_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
     """Trials per state name, skipped trials (FAIL ``skipped:``, never trained) apart as ``SKIPPED``."""
     out: dict[str, int] = {}
     for t in trials:
@@ -582,14 +597,14 @@ def state_counts(trials) -> dict[str, int]:
     return {k: out[k] for k in sorted(out, key=lambda k: order.index(k) if k in order else len(order))}
 
 
-def count_finished(study) -> int:
+def count_finished(study: optuna.Study) -> int:
     """Trials that count against the budget: COMPLETE, PRUNED, and FAIL that neither a dead driver nor a skip made."""
     trials = study.get_trials(deepcopy=False)
     interrupted = interrupted_numbers(trials)
     return sum(_counts(t, interrupted) for t in trials)
 
 
-def budget_ahead(study, number: int | None = None) -> int:
+def budget_ahead(study: optuna.Study, number: int | None = None) -> int:
     """The budget that trials numbered below ``number`` (all, when None) hold: counted ones and RUNNING ones.
 
     Trial numbers are handed out by the storage in the order trials are created, whichever
@@ -611,7 +626,7 @@ def budget_ahead(study, number: int | None = None) -> int:
     return n
 
 
-def others_running(study, mine: int | None = None) -> list[int]:
+def others_running(study: optuna.Study, mine: int | None = None) -> list[int]:
     """Numbers of the study's RUNNING trials other than ``mine`` that a heartbeat watches (or just asked for).
 
     Each of them will finish, or be failed and queued again once its driver's heartbeat is
@@ -629,7 +644,7 @@ def others_running(study, mine: int | None = None) -> list[int]:
                                      or (now - t.datetime_start).total_seconds() < interval)]
 
 
-def find_duplicate(study, params: Mapping[str, Any], *, number: int) -> int | None:
+def find_duplicate(study: optuna.Study, params: Mapping[str, Any], *, number: int) -> int | None:
     """The number of another trial of ``study`` with exactly ``params``, counted or RUNNING; None if there is none.
 
     A trial whose driver died (``interrupted:``) or that was skipped does not hold its
@@ -648,7 +663,7 @@ def find_duplicate(study, params: Mapping[str, Any], *, number: int) -> int | No
     return None
 
 
-def record_skip(trial, reason: str, *, study=None) -> None:
+def record_skip(trial: optuna.Trial, reason: str, *, study: optuna.Study | None = None) -> None:
     """Close ``trial`` (never trained) as FAIL with ``fail_reason = "skipped: <reason>"``; it does not count.
 
     ``study``: tell it through this study (the local runner's and the searcher's), else through its own.
@@ -694,11 +709,11 @@ class TrialRecord:
     """
 
     values: list[float]
-    attrs: dict = field(default_factory=dict)
-    rows: list[dict] = field(default_factory=list)
-    grouping: dict = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    grouping: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"values": self.values, "attrs": self.attrs, "rows": self.rows, "grouping": self.grouping}
 
     @classmethod
@@ -706,7 +721,7 @@ class TrialRecord:
         return cls(list(d["values"]), dict(d["attrs"]), list(d["rows"]), dict(d["grouping"]))
 
 
-def _set_attrs(trial, storage, attrs: Mapping[str, Any]) -> None:
+def _set_attrs(trial: optuna.Trial, storage: BaseStorage | None, attrs: Mapping[str, Any]) -> None:
     if storage is None:
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
@@ -716,17 +731,18 @@ def _set_attrs(trial, storage, attrs: Mapping[str, Any]) -> None:
         storage.set_trial_user_attr(tid, k, v)
 
 
-def record_start(trial, attrs: Mapping[str, Any], *, storage=None) -> None:
+def record_start(trial: optuna.Trial, attrs: Mapping[str, Any], *, storage: BaseStorage | None = None) -> None:
     """Set the attrs known when a trial starts (grouping, topology, weighting, seed, versions)."""
     _set_attrs(trial, storage, attrs)
 
 
-def record_failure(trial, reason: str, *, storage=None) -> None:
+def record_failure(trial: optuna.Trial, reason: str, *, storage: BaseStorage | None = None) -> None:
     """Store why a trial failed (one line) as the user attr ``fail_reason``."""
     _set_attrs(trial, storage, {"fail_reason": reason.strip().splitlines()[0][:500] if reason.strip() else "failed"})
 
 
-def record_success(trial, record: TrialRecord, store, *, storage=None) -> None:
+def record_success(trial: optuna.Trial, record: TrialRecord, store: FileSystemArtifactStore, *,
+                   storage: BaseStorage | None = None) -> None:
     """Set a finished trial's user attrs and upload its per-task CSV and grouping JSON."""
     from optuna.artifacts import upload_artifact
 

@@ -22,8 +22,9 @@ import sqlalchemy
 from taskgraph.runners.storage import open_storage, open_study
 
 url, go = sys.argv[1], sys.argv[2]
-spec = SimpleNamespace(name="s", storage_url=url, file="s.toml", objective="val_loss",
-                       directions=lambda n: ["minimize"], fingerprint=lambda: "f", to_dict=lambda: {"name": "s"})
+spec = SimpleNamespace(name="s", file="s.toml", storage=SimpleNamespace(url=url, shown=url),
+                       search=SimpleNamespace(objective="val_loss"), directions=lambda n: ["minimize"],
+                       fingerprint=lambda: "f", to_dict=lambda: {"name": "s"})
 print("ready", flush=True)
 while not os.path.exists(go):
     time.sleep(0.001)
