@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,12 +17,15 @@ from taskgraph.cli.common import (
     show_progress,
 )
 
+if TYPE_CHECKING:  # the affinity package (torch) is imported when the command runs, keeping `--help` light
+    from taskgraph.affinity import AffinityMatrix
+
 # the names of taskgraph.affinity.ESTIMATORS (a unit test keeps them equal; importing the registry here
 # would import torch for `taskgraph affinity --help`)
 ESTIMATOR_CHOICES = ("exact", "first_order", "cosine")
 
 
-def matrix_rows(matrix) -> tuple[int, list[list[str]]]:
+def matrix_rows(matrix: AffinityMatrix) -> tuple[int, list[list[str]]]:
     """The table of an :class:`~taskgraph.affinity.AffinityMatrix` for the console: ``(exponent, rows)``.
 
     Every mean is shown as ``mean × 10^-exponent`` with one decimal (the largest |mean| lands in
@@ -74,8 +78,9 @@ def matrix_rows(matrix) -> tuple[int, list[list[str]]]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="affinity-out", show_default=True,
               help="Folder for heatmap.png, graph.png, affinity.json, graph.json, graph.graphml.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def affinity_cmd(dataset, options, estimator, steps, every, budget, start, optimizer, lr, hidden, batch_size,
-                 seed, out_dir, quiet):
+def affinity_cmd(dataset: str, options: tuple[str, ...], estimator: str, steps: int, every: int | None,
+                 budget: float | None, start: int, optimizer: str, lr: float, hidden: str, batch_size: int, seed: int,
+                 out_dir: str, quiet: bool) -> None:
     """Train on DATASET while measuring task affinity Z(i→j); print and draw it.
 
     Z(i→j) > 0: a step on task i's gradient lowers task j's loss. The table (stdout)

@@ -14,6 +14,7 @@ The conventions every command follows:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
@@ -23,8 +24,11 @@ from rich.table import Table
 
 from taskgraph.exceptions import ConfigError
 
+if TYPE_CHECKING:  # the data package is imported when a command runs, keeping `taskgraph --help` light
+    from taskgraph.data import MultiTaskData
 
-def parse_options(pairs: Sequence[str]) -> dict:
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     """``["n_tasks=9", "relation=opposed"]`` → ``{"n_tasks": 9, "relation": "opposed"}``.
 
     Example:
@@ -45,7 +49,7 @@ def parse_options(pairs: Sequence[str]) -> dict:
     return out
 
 
-def load_cli_dataset(name: str, pairs: Sequence[str]):
+def load_cli_dataset(name: str, pairs: Sequence[str]) -> MultiTaskData:
     """The dataset ``name`` with the ``--option`` pairs, checked (types, sizes, seeds) before any data is made.
 
     A bad name or option is a usage error (exit 2), named after the argument or option.

@@ -40,8 +40,9 @@ SOLVER_CHOICES = ("auto", "exact", "scalable", "hierarchy", "brute")
 @click.option("--out-dir", default="taskgraph-grouping", show_default=True, type=click.Path(file_okay=False),
               help="Where grouping.json and the pictures go.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def group_cmd(dataset, options, matrix_path, k, variant, singletons, budget, solver, top_m, check, steps, epochs,
-              seed, out_dir, quiet):
+def group_cmd(dataset: str, options: tuple[str, ...], matrix_path: str | None, k: int | None, variant: str,
+              singletons: str, budget: float | None, solver: str, top_m: int, check: bool, steps: int, epochs: int,
+              seed: int, out_dir: str, quiet: bool) -> None:
     """Rank groupings of DATASET's tasks by TAG's serving score and pick one.
 
     Affinity is measured with TAG's exact lookahead during a short training run

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from taskgraph.cli.common import dataset_option, load_cli_dataset, log, parse_widths, print_table, show_progress
+
+if TYPE_CHECKING:  # torch is imported when the command runs, keeping `taskgraph --help` light
+    import torch
 
 
 @click.command("datasets")
@@ -34,7 +38,8 @@ def datasets_cmd() -> None:
               help="Also train one single-task model per task and report Δm%.")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines, json_out, quiet):
+def train_cmd(dataset: str, options: tuple[str, ...], epochs: int, lr: float, hidden: str | None, batch_size: int,
+              seed: int, baselines: bool, json_out: str | None, quiet: bool) -> None:
     """Train an all-in-one model on DATASET and print a per-task table.
 
     With baselines (the default) every task also gets a single-task model with
@@ -55,7 +60,7 @@ def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines,
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     names = list(data.tasks.names)
 
-    def factory():
+    def factory() -> torch.nn.Module:
         return spec.build(data.input_shape)
 
     log(f"{data.name}: {len(names)} tasks, {len(data.train)} train / {len(data.val)} val / "
@@ -75,7 +80,7 @@ def train_cmd(dataset, options, epochs, lr, hidden, batch_size, seed, baselines,
     print_table(f"{data.name}: test metrics", cols, rows,
                 caption="↓ lower is better, ↑ higher is better; Δ%: the all-in-one model against single-task, "
                         "lower is better" if single else "↓ lower is better, ↑ higher is better")
-    result = {"dataset": data.name, "all_in_one": mtl.to_dict()}
+    result: dict[str, Any] = {"dataset": data.name, "all_in_one": mtl.to_dict()}
     if single:
         dm = delta_m(mtl.metrics, single.metrics, data.tasks)
         click.echo(f"Δm% = {dm:+.2f}  (lower is better; negative: the all-in-one model beats single-task models)")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from taskgraph.exceptions import StorageError
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 __all__ = ["ReportData", "TrialRow", "build_report"]
 
@@ -17,15 +21,21 @@ class TrialRow:
     number: int
     state: str
     values: tuple[float, ...] | None
-    params: dict
+    params: dict[str, Any]
     grouping: str | None
-    groups: list | None
+    groups: list[list[str]] | None
     topology: str | None
     weighting: str | None
     delta_m_test: float | None
-    test_metrics: dict | None
+    test_metrics: dict[str, Any] | None
     fail_reason: str | None
     seconds: float | None
+
+    def value(self, i: int = 0) -> float:
+        """Objective value ``i`` of a trial that has values (a COMPLETE one)."""
+        if self.values is None:
+            raise ValueError(f"trial {self.number} ({self.state}) has no objective values")
+        return self.values[i]
 
 
 @dataclass(frozen=True)
@@ -49,21 +59,21 @@ class ReportData:
     objective: str
     directions: tuple[str, ...]
     task_names: tuple[str, ...]
-    counts: dict
+    counts: dict[str, int]
     trials: tuple[TrialRow, ...]
     best: tuple[TrialRow, ...]
-    per_task: tuple[dict, ...]
-    groupings: dict
-    scores: dict
+    per_task: tuple[dict[str, Any], ...]
+    groupings: dict[str, list[list[str]]]
+    scores: dict[str, float | None]
     study_artifacts: tuple[tuple[str, str], ...]
-    config: dict
+    config: dict[str, Any]
 
     @property
     def multi_objective(self) -> bool:
         return len(self.directions) > 1
 
 
-def _row(t) -> TrialRow:
+def _row(t: FrozenTrial) -> TrialRow:
     ua = t.user_attrs
     dur = t.duration.total_seconds() if t.duration is not None else None
     return TrialRow(number=t.number, state=t.state.name, values=tuple(t.values) if t.values else None,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from taskgraph.grouping.plot import new_figure, save_figure
 from taskgraph.report.data import ReportData
@@ -12,7 +14,7 @@ from taskgraph.report.data import ReportData
 __all__ = ["render_markdown", "write_report"]
 
 
-def _f(v, fmt: str = ".4f") -> str:
+def _f(v: Any, fmt: str = ".4f") -> str:
     if v is None:
         return "—"
     if isinstance(v, float):
@@ -25,7 +27,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _groups(groups) -> str:
+def _groups(groups: Sequence[Sequence[str]] | None) -> str:
     if not groups:
         return "—"
     return " ".join("{" + ", ".join(g) + "}" for g in groups)
@@ -36,7 +38,7 @@ def _plot_history(data: ReportData, path: Path) -> Path | None:
     if not done or data.multi_objective:
         return None
     xs = [t.number for t in done]
-    ys = [t.values[0] for t in done]
+    ys = [t.value(0) for t in done]
     best, run = [], math.inf
     for y in ys:
         run = min(run, y)
@@ -60,7 +62,7 @@ def _plot_pareto(data: ReportData, path: Path) -> Path | None:
     fig, ax = new_figure(figsize=(5, 4))
     for on, color, label in ((False, "C0", "dominated"), (True, "C3", "Pareto front")):
         pts = [t for t in done if (t.number in front) == on]
-        ax.scatter([t.values[0] for t in pts], [t.values[1] for t in pts], c=color, s=16, label=label)
+        ax.scatter([t.value(0) for t in pts], [t.value(1) for t in pts], c=color, s=16, label=label)
     ax.set_xlabel(f"val loss {data.task_names[0]}")
     ax.set_ylabel(f"val loss {data.task_names[1]}")
     ax.set_title("first two objectives")
@@ -100,7 +102,7 @@ def render_markdown(data: ReportData, pictures: dict[str, str]) -> str:
         out += ["No trial completed.", ""]
     elif not data.multi_objective:
         b = data.best[0]
-        out += ["## Best configuration", "", f"Trial {b.number}: {data.objective} = {_f(b.values[0])} (lower is better)"
+        out += ["## Best configuration", "", f"Trial {b.number}: {data.objective} = {_f(b.value(0))} (lower is better)"
                 + (f", test Δm% = {b.delta_m_test:+.2f} (lower is better)" if b.delta_m_test is not None else ""),
                 ""]
         out += ["| parameter | value |", "|---|---|"]

@@ -15,11 +15,19 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from taskgraph.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from taskgraph.affinity import AffinityMatrix
+    from taskgraph.data import MultiTaskData
+    from taskgraph.models import TrunkSpec
+    from taskgraph.tasks import TaskSet
+    from taskgraph.training import TrainConfig
+    from taskgraph.weighting import LossWeighting
 
 __all__ = [
     "build_model",
@@ -57,7 +65,7 @@ def check_dataset(name: str, options: Mapping[str, Any], *, file: str | None, ke
 
 
 def load_data(name: str, options: Mapping[str, Any], tasks: Sequence[str] | None = None, *,
-              file: str | None = None, key: str = "dataset"):
+              file: str | None = None, key: str = "dataset") -> MultiTaskData:
     """Load a dataset by name (and keep only ``tasks`` when given)."""
     from taskgraph.data import load_dataset
     from taskgraph.exceptions import TaskSpecError
@@ -88,7 +96,8 @@ def check_topology_params(name: str, params: Sequence[str], *, file: str | None,
     _check_params("topology", name, TOPOLOGIES.get(name, file=file, key=key), params, file=file, key=key)
 
 
-def build_model(topology: str, params: Mapping[str, Any], trunk_spec, tasks, input_shape: Sequence[int],
+def build_model(topology: str, params: Mapping[str, Any], trunk_spec: TrunkSpec | nn.Module, tasks: TaskSet,
+                input_shape: Sequence[int],
                 groups: Sequence[Sequence[str]]) -> nn.Module:
     """The model a trial trains: ``topology`` with ``params`` over ``groups`` of ``tasks``.
 
@@ -125,7 +134,8 @@ def check_weighting_params(name: str, params: Sequence[str], *, file: str | None
     _check_params("weighting", name, WEIGHTINGS.get(name, file=file, key=key), params, file=file, key=key)
 
 
-def _check_params(concept: str, name: str, factory, params: Sequence[str], *, file, key) -> None:
+def _check_params(concept: str, name: str, factory: Any, params: Sequence[str], *, file: str | None,
+                  key: str | None) -> None:
     if not params:
         return
     try:
@@ -141,7 +151,7 @@ def _check_params(concept: str, name: str, factory, params: Sequence[str], *, fi
                               f"got {p!r}", file=file, key=key)
 
 
-def make_weighting(name: str, params: Mapping[str, Any]):
+def make_weighting(name: str, params: Mapping[str, Any]) -> LossWeighting:
     """A loss weighting strategy by name with its hyper-parameters."""
     from taskgraph.weighting import make_weighting as _make
 
@@ -150,13 +160,13 @@ def make_weighting(name: str, params: Mapping[str, Any]):
 
 # --- affinity and grouping ------------------------------------------------------------------
 
-def draw_heatmap(matrix, path: Path, groups=None) -> Path:
+def draw_heatmap(matrix: AffinityMatrix, path: Path, groups: Sequence[Sequence[str]] | None = None) -> Path:
     """The affinity heatmap PNG (mean with confidence intervals), tasks ordered and framed by ``groups``."""
     matrix.heatmap(path, **({"groups": groups} if groups else {}))
     return path
 
 
-def draw_graph(matrix, path: Path, groups=None) -> Path:
+def draw_graph(matrix: AffinityMatrix, path: Path, groups: Sequence[Sequence[str]] | None = None) -> Path:
     """The task-graph PNG, laid out by ``groups``."""
     from taskgraph.graph import TaskGraph
 
@@ -166,7 +176,8 @@ def draw_graph(matrix, path: Path, groups=None) -> Path:
 
 # --- baselines ------------------------------------------------------------------------------
 
-def single_task_baselines(data, trunk_spec, config, *, cache_dir=None) -> dict:
+def single_task_baselines(data: MultiTaskData, trunk_spec: TrunkSpec, config: TrainConfig, *,
+                          cache_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Per-task val/test metrics and losses of one single-task model per task, same budget (cached)."""
     from taskgraph.baselines import single_task_baselines as _baselines
 
