@@ -61,10 +61,10 @@ def test_a_study_spec_shows_stores_and_pickles_no_password(tmp_path):
     url = f"postgresql://user:{PW}@127.0.0.1:1/db"
     spec = StudySpec.from_dict({"dataset": {"name": "planted-clusters", "options": {"n_tasks": 4, "n_clusters": 2}},
                                 "search": {"space": SPACE}}, file="s.toml", runs_root=tmp_path, storage=url)
-    assert spec.storage_url == url  # the real one, for opening the storage
+    assert spec.storage.url == url  # the real one, for opening the storage
     assert PW not in repr(spec)
     assert PW not in str(spec.to_dict())  # the study's stored config
-    assert spec.storage_shown == "postgresql://user:***@127.0.0.1:1/db"
+    assert spec.storage.shown == "postgresql://user:***@127.0.0.1:1/db"
     public = spec.without_secrets()
     assert PW not in str(pickle.dumps(public)) and public.fingerprint() == spec.fingerprint()
 
