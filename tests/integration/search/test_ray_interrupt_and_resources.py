@@ -38,7 +38,7 @@ def test_ctrl_c_on_a_ray_driver_exits_130_and_records_the_running_trials_fail_in
                                                                                          local_ray_env):
     """SIGINT to `taskgraph run --backend ray` (a local Ray) while trials train: as the local runner does."""
     # trials of several seconds, so the signal arrives while they train
-    path = study_file("raystop", space=_lr_space(tmp_path), trials=4, epochs=40, early="none", n_samples=1500,
+    path = study_file("raystop", space=_lr_space(tmp_path), trials=4, epochs=40, early="none", n_samples=600,
                       check_seeds=0)
     db = tmp_path / "runs" / "raystop" / "study.db"
     proc = subprocess.Popen([sys.executable, "-m", "taskgraph", "run", str(path), "--backend", "ray", "--runs-root",
