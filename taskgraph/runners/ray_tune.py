@@ -27,11 +27,27 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from taskgraph.runners.common import Progress, RunSummary, open_run, summarize
+from taskgraph.runners.common import Progress, RunSummary, open_run, space_of, summarize
 from taskgraph.runners.trial import PRELOAD_MODULES
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.storages import BaseStorage
+    from optuna.trial import TrialState
+    from ray.tune import Callback
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
+    from rich.console import Console
+
+    from taskgraph.runners.common import BudgetConfig, ResourcesConfig, StudyConfig
+    from taskgraph.runners.storage import TrialHeartbeat
+    from taskgraph.runners.trial import StudyContext
 
 __all__ = ["PRELOAD_MODULES", "RAY_ENV_DEFAULTS", "check_resources", "init_ray", "make_searcher", "run_ray"]
 
@@ -48,6 +64,16 @@ RAY_ENV_DEFAULTS = {
 #: ``Tuner.restore`` and return), and Tune's default result loggers are off: they include TensorBoard's,
 #: which says to install TensorBoard when it is missing (the runner adds the JSON logger itself)
 TUNE_FIT_ENV = {"TUNE_DISABLE_SIGINT_HANDLER": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+
+class StudySearcherLike(Protocol):
+    """What the driver uses of the Tune ``Searcher`` that :func:`make_searcher` builds (its class is made there)."""
+
+    study: optuna.Study
+    numbers: dict[str, int]
+
+    def fail(self, trial_id: str, reason: str) -> None: ...
+    def interrupt(self, why: str) -> list[int]: ...
 
 
 
@@ -82,17 +108,17 @@ def _machine_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _local_cpus(spec) -> int | None:
-    """CPUs for a local Ray that runs only ``spec``: what its slots use, at most the machine's.
+def _local_cpus(resources: ResourcesConfig) -> int | None:
+    """CPUs for a local Ray that runs only one study (its ``resources``): what its slots use, at most the machine's.
 
     Ray boots one worker per CPU and a preloaded worker holds about 0.3 GB; CPUs beyond
     ``concurrent × cpus`` would only hold idle workers.
     """
-    want = math.ceil(spec.concurrent * spec.cpus)
+    want = math.ceil(resources.concurrent * resources.cpus)
     return max(1, min(_machine_cpus(), want)) if want > 0 else None
 
 
-def check_resources(spec, nodes: list[dict], *, where: str) -> float:
+def check_resources(spec: StudyConfig, nodes: list[dict[str, float]], *, where: str) -> float:
     """Check that one trial's ``resources.cpus``/``gpus`` fit on one node; return the GPUs a trial gets.
 
     Ray places a trial on a single node, so a trial that asks for more than every node
@@ -100,7 +126,7 @@ def check_resources(spec, nodes: list[dict], *, where: str) -> float:
     any GPU is not an error: the trials run on CPU (0 is returned, the run says so).
 
     Args:
-        spec: the study (``cpus``, ``gpus``, ``file``).
+        spec: the study (``resources.cpus``, ``resources.gpus``, ``file``).
         nodes: each alive node's resources (``ray.nodes()[i]["Resources"]``: ``{"CPU": 2.0, ...}``).
         where: the cluster, for the message (``"the local Ray (this machine)"``, an address).
 
@@ -109,11 +135,13 @@ def check_resources(spec, nodes: list[dict], *, where: str) -> float:
 
     Example:
         >>> from types import SimpleNamespace as NS
-        >>> check_resources(NS(cpus=1, gpus=0.5, file="s.toml"), [{"CPU": 2.0, "GPU": 1.0}], where="here")
+        >>> spec = NS(resources=NS(cpus=1, gpus=0.5), file="s.toml")
+        >>> check_resources(spec, [{"CPU": 2.0, "GPU": 1.0}], where="here")
         0.5
         >>> from taskgraph.exceptions import ConfigError
         >>> try:
-        ...     check_resources(NS(cpus=3, gpus=0, file="s.toml"), [{"CPU": 2.0}, {"CPU": 1.0}], where="here")
+        ...     check_resources(NS(resources=NS(cpus=3, gpus=0), file="s.toml"), [{"CPU": 2.0}, {"CPU": 1.0}],
+        ...                     where="here")
         ... except ConfigError as e:
         ...     print(e)
         'resources.cpus' must be at most the CPUs that one node of here offers (2); got 3: a trial runs on one \
@@ -121,28 +149,30 @@ node, and would wait forever [s.toml, key 'resources.cpus']
     """
     from taskgraph.exceptions import ConfigError
 
+    cpus, gpus = spec.resources.cpus, spec.resources.gpus
     most = {k: max((float(n.get(k, 0)) for n in nodes), default=0.0) for k in ("CPU", "GPU")}
-    if spec.cpus > most["CPU"]:
+    if cpus > most["CPU"]:
         raise ConfigError(f"'resources.cpus' must be at most the CPUs that one node of {where} offers "
-                          f"({most['CPU']:g}); got {spec.cpus:g}: a trial runs on one node, and would wait forever",
+                          f"({most['CPU']:g}); got {cpus:g}: a trial runs on one node, and would wait forever",
                           file=spec.file, key="resources.cpus")
-    if not spec.gpus or most["GPU"] == 0:
+    if not gpus or most["GPU"] == 0:
         return 0.0
-    if spec.gpus > most["GPU"]:
+    if gpus > most["GPU"]:
         raise ConfigError(f"'resources.gpus' must be at most the GPUs that one node of {where} offers "
-                          f"({most['GPU']:g}); got {spec.gpus:g}: a trial runs on one node, and would wait forever",
+                          f"({most['GPU']:g}); got {gpus:g}: a trial runs on one node, and would wait forever",
                           file=spec.file, key="resources.gpus")
-    return float(spec.gpus)
+    return float(gpus)
 
 
-def _cluster_nodes() -> list[dict]:
+def _cluster_nodes() -> list[dict[str, float]]:
     """Each alive node's resources, from Ray's public ``ray.nodes()``."""
     import ray
 
-    return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
+    return [dict(n.get("Resources") or {}) for n in nodes if n.get("Alive")]
 
 
-def tune_actor_env() -> dict | None:
+def tune_actor_env() -> dict[str, str] | None:
     """Tune's environment for every trial actor, or None where this Ray has none: the one private hook.
 
     Ray Tune 2.60 keeps it in a private module (imported below); the canary test in
@@ -158,7 +188,7 @@ def tune_actor_env() -> dict | None:
 
 
 @contextlib.contextmanager
-def _prestarted_workers():
+def _prestarted_workers() -> Iterator[None]:
     """Let Tune's trial actors start in the worker processes Ray has already booted.
 
     Ray hands an actor a prestarted (idle, never used) worker only when the actor asks for
@@ -182,7 +212,7 @@ def _prestarted_workers():
 
 
 @contextlib.contextmanager
-def _environ(**values: str):
+def _environ(**values: str) -> Iterator[None]:
     """Set environment variables for the block; put back what was there."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -203,8 +233,10 @@ MAX_REPEATS = 50
 LIVE_REPORT_S = 10.0
 
 
-def report_epochs(spec) -> frozenset[int]:
+def report_epochs(budget: BudgetConfig) -> frozenset[int]:
     """The epochs at which ASHA decides (its rungs, as ``ASHAScheduler`` places them), below the last.
+
+    ``budget``: the study's ``[budget]`` (``early_stopping``, ``epochs``, ``grace_epochs``, ``reduction_factor``).
 
     A Tune function trial pauses at every report until the driver has handled it (about
     10 ms on a busy 2-core machine, 4-8% of a short trial's training when it reports every
@@ -218,14 +250,14 @@ def report_epochs(spec) -> frozenset[int]:
         >>> sorted(report_epochs(NS(early_stopping="none", epochs=40, grace_epochs=1, reduction_factor=3)))
         []
     """
-    if spec.early_stopping != "asha" or spec.epochs <= spec.grace_epochs:
+    if budget.early_stopping != "asha" or budget.epochs <= budget.grace_epochs:
         return frozenset()
-    g, rf, top = spec.grace_epochs, spec.reduction_factor, spec.epochs
+    g, rf, top = budget.grace_epochs, budget.reduction_factor, budget.epochs
     n = int(math.log(top / g) / math.log(rf) + 1)  # ray.tune.schedulers.async_hyperband._Bracket
     return frozenset(e for e in (math.ceil(g * rf ** k) for k in range(n)) if e < top)
 
 
-def _trainable(config: dict, ctx) -> None:
+def _trainable(config: dict[str, Any], ctx: StudyContext) -> None:
     """The Tune function: one trial.
 
     Reports at ASHA's rungs (:func:`report_epochs`), at least every :data:`LIVE_REPORT_S`
@@ -240,15 +272,15 @@ def _trainable(config: dict, ctx) -> None:
 
     node = ray.get_runtime_context().get_node_id()  # recorded as the trial's ray_node
     spec = ctx.spec
-    total = spec.epochs
+    total = spec.budget.epochs
     names = ctx.task_names
-    rungs = report_epochs(spec)
-    last: dict = {}
+    rungs = report_epochs(spec.budget)
+    last: dict[str, Any] = {}
     curve: list[list[float]] = []
     sent = [time.monotonic()]
 
-    def report(epoch, values, metrics):
-        r = {"epoch": epoch, "objective": float(sum(values) / len(values))}
+    def report(epoch: int, values: list[float], metrics: dict[str, Any]) -> None:
+        r: dict[str, Any] = {"epoch": epoch, "objective": float(sum(values) / len(values))}
         r.update({f"loss.{n}": float(metrics["losses"][n]) for n in names})
         curve.append([epoch, r["objective"]])
         if epoch >= total:  # sent with the record below, so ASHA's max_t never cuts the record off
@@ -260,18 +292,18 @@ def _trainable(config: dict, ctx) -> None:
             sent[0] = time.monotonic()
 
     try:
-        record, model = run_trial(ctx, dict(config), report=report, threads=max(1, int(spec.cpus)))
+        record, model = run_trial(ctx, dict(config), report=report, threads=max(1, int(spec.resources.cpus)))
     except Exception as e:
-        failed = {"epoch": total, "objective": math.inf, "failed": 1, "fail_reason": f"{type(e).__name__}: {e}",
-                  "curve": curve, "node": node}
+        failed: dict[str, Any] = {"epoch": total, "objective": math.inf, "failed": 1,
+                                  "fail_reason": f"{type(e).__name__}: {e}", "curve": curve, "node": node}
         failed.update({f"loss.{n}": math.inf for n in names})
         tune.report(failed)
         return
     import torch
     from ray.tune import Checkpoint
 
-    final = {**last, "epoch": total, "finished": 1, "record": json.dumps(record.to_dict()), "curve": curve,
-             "node": node}
+    final: dict[str, Any] = {**last, "epoch": total, "finished": 1, "record": json.dumps(record.to_dict()),
+                             "curve": curve, "node": node}
     if spec.multi_objective:
         final.update({f"loss.{n}": float(v) for n, v in zip(names, record.values)})
     final.setdefault("objective", float(sum(record.values) / len(record.values)))
@@ -281,7 +313,7 @@ def _trainable(config: dict, ctx) -> None:
         tune.report(final, checkpoint=Checkpoint.from_directory(d))
 
 
-def error_reason(trial) -> str:
+def error_reason(trial: Trial) -> str:
     """One line on why a Ray trial errored (a dead worker or node, a raise outside the trial's own try).
 
     ``RayTrialError: <Ray's message>``, from the exception Tune kept for the trial: its public
@@ -292,8 +324,10 @@ def error_reason(trial) -> str:
     """
     import cloudpickle
 
-    err = None
-    for load in (lambda: Path(trial.pickled_error_file).read_bytes(), trial.get_pickled_error):
+    err: object = None
+    loads: tuple[Callable[[], object], ...] = (lambda: Path(trial.pickled_error_file).read_bytes(),
+                                               trial.get_pickled_error)
+    for load in loads:
         try:
             got = load()
             err = cloudpickle.loads(got) if isinstance(got, bytes) else got
@@ -311,7 +345,8 @@ def error_reason(trial) -> str:
     return f"RayTrialError: {text}"[:500]
 
 
-def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable[[str], None] = print):
+def make_searcher(study: optuna.Study, ctx: StudyContext, store: FileSystemArtifactStore, *, budget: int,
+                  storage: BaseStorage | None = None, log: Callable[[str], None] = print) -> StudySearcherLike:
     """A :class:`StudySearcher` over ``study`` (built here: Ray Tune is imported only when the runner runs).
 
     ``storage``: the study's storage; with heartbeats (an RDB storage opened by
@@ -350,13 +385,15 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
             numbers: Tune trial id → Optuna trial number, for every trial it started.
         """
 
-        def __init__(self, study, ctx, store, budget, storage, log):
+        def __init__(self, study: optuna.Study, ctx: StudyContext, store: FileSystemArtifactStore, budget: int,
+                     storage: BaseStorage | None, log: Callable[[str], None]) -> None:
             # everything arrives as arguments: Tune pickles this class by value (tuner.pkl), with the
             # variables its methods close over, and the storage must not travel (its URL may hold a password)
             multi = ctx.spec.multi_objective
             names = ctx.task_names
-            super().__init__(metric=[f"loss.{n}" for n in names] if multi else "objective",
-                             mode=["min"] * len(names) if multi else "min")
+            # Tune's annotation says str; a list (one per objective) is what a multi-objective study needs
+            super().__init__(metric=[f"loss.{n}" for n in names] if multi else "objective",  # type: ignore[arg-type]
+                             mode=["min"] * len(names) if multi else "min")  # type: ignore[arg-type]
             self.study = study
             self.ctx = ctx
             self.store = store
@@ -364,15 +401,15 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
             self.log = log
             self.labels = ctx.grouping_labels()
             self.storage = storage
-            self.live: dict = {}
-            self.beats: dict = {}
+            self.live: dict[str, optuna.Trial] = {}
+            self.beats: dict[str, TrialHeartbeat | None] = {}
             self.numbers: dict[str, int] = {}
             self.reported: set[tuple[str, int]] = set()
             self.interval = heartbeat_settings()[0]
             self.next_look = 0.0  # when suggest next looks for other drivers' stale or running trials
             self.waiting_said = False
 
-        def start_beating(self, ot):
+        def start_beating(self, ot: optuna.Trial) -> TrialHeartbeat | None:
             """Record ``ot``'s heartbeat from now until it is told; returns the heartbeat."""
             return heartbeat(self.storage, self.study.study_name, ot.number).start() if self.storage else None
 
@@ -385,7 +422,8 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
             mine = {ot.number for ot in self.live.values()}
             return [n for n in others_running(self.study) if n not in mine]
 
-        def suggest(self, trial_id):
+        # Tune's annotation omits Searcher.FINISHED, the str that ends the search
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
             """A configuration the study does not hold yet, while the study's budget lasts (as the local runner).
 
             A trial asked for once other drivers' trials hold the budget, or one whose configuration
@@ -411,7 +449,7 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
                     record_skip(ot, "the study's budget was already held by other drivers' trials", study=self.study)
                     return Searcher.FINISHED if not others else None
                 try:
-                    params = self.ctx.spec.space.suggest(ot, tasks=self.ctx.task_names, groupings=self.labels)
+                    params = space_of(self.ctx.spec).suggest(ot, tasks=self.ctx.task_names, groupings=self.labels)
                 except BaseException:
                     record_skip(ot, "no configuration was drawn", study=self.study)
                     raise
@@ -427,7 +465,7 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
                      f"times in a row: the search space looks exhausted; no more trials are started")
             return Searcher.FINISHED
 
-        def __getstate__(self):
+        def __getstate__(self) -> dict[str, Any]:
             # Tune pickles the search algorithm into its experiment folder (tuner.pkl, for Tuner.restore, which
             # taskgraph does not use: --resume reads the study's storage). The study and its trials hold the
             # storage URL with its password: they stay on the driver.
@@ -435,14 +473,14 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
             state.update(study=None, store=None, ctx=None, log=None, live={}, storage=None, beats={})
             return state
 
-        def save(self, checkpoint_path):
+        def save(self, checkpoint_path: str) -> None:
             # the study's storage is the record a resume reads; Tune's copy of the searcher is not needed
             Path(checkpoint_path).write_bytes(b"")
 
-        def restore(self, checkpoint_path):
+        def restore(self, checkpoint_path: str) -> None:
             pass
 
-        def on_trial_result(self, trial_id, result):
+        def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
             """Write the epochs since the trial's last report (its ``curve``) as Optuna intermediate values."""
             ot = self.live.get(trial_id)
             if ot is None:
@@ -455,7 +493,7 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
                     ot.report(float(value), key[1])
                     self.reported.add(key)
 
-        def on_trial_complete(self, trial_id, result=None, error=False):
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
             """Close the trial: COMPLETE with its record, FAIL with its reason, PRUNED when ASHA stopped it.
 
             A trial Ray reports as errored (``error``) stays open: :meth:`fail`, called by
@@ -465,7 +503,8 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
             if ot is None or error:
                 return
             result = result or {}
-            state, values = TrialState.PRUNED, None
+            state: TrialState = TrialState.PRUNED
+            values: list[float] | None = None
             # when the scheduler decides STOP (ASHA's cut, or max_t reached) Tune skips on_trial_result;
             # a failed trial's report carries the curve it trained before it failed
             self.on_trial_result(trial_id, result)
@@ -485,7 +524,7 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
                 state, values = TrialState.FAIL, None
             self.close(trial_id, state, values)
 
-        def fail(self, trial_id, reason: str) -> None:
+        def fail(self, trial_id: str, reason: str) -> None:
             """Close a trial still open as FAIL with ``reason`` (Ray's, or ``interrupted: ...``)."""
             ot = self.live.get(trial_id)
             if ot is None:
@@ -504,13 +543,14 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
                 self.fail(trial_id, f"{INTERRUPTED} {why}")
             return numbers
 
-        def close(self, trial_id, state, values) -> None:
+        def close(self, trial_id: str, state: TrialState, values: list[float] | None) -> None:
             """Tell the study the trial's end (once; a trial another driver already closed is left as it is)."""
             ot = self.live.pop(trial_id)
+            told: float | list[float] | None = values
             if values is not None and len(values) == 1:
-                values = values[0]
+                told = values[0]
             try:
-                self.study.tell(ot, values, state=state, skip_if_finished=True)
+                self.study.tell(ot, told, state=state, skip_if_finished=True)
             finally:
                 beat = self.beats.pop(trial_id, None)
                 if beat:
@@ -519,35 +559,35 @@ def make_searcher(study, ctx, store, *, budget: int, storage=None, log: Callable
     return StudySearcher(study, ctx, store, budget, storage, log)
 
 
-def _study_callback(searcher, progress):
+def _study_callback(searcher: StudySearcherLike, progress: Progress) -> Callback:
     """The run's Tune callback (driver-side only: it pickles to nothing)."""
     from ray import tune
 
     class StudyCallback(tune.Callback):
         """Records errored trials' reasons in the study (``on_trial_error``); prints a line per finished trial."""
 
-        def __init__(self, searcher, progress):
+        def __init__(self, searcher: StudySearcherLike | None, progress: Progress | None) -> None:
             self.searcher = searcher
             self.progress = progress
 
-        def __getstate__(self):
+        def __getstate__(self) -> dict[str, Any]:
             return {}
 
-        def __setstate__(self, state):
+        def __setstate__(self, state: dict[str, Any]) -> None:
             self.searcher = self.progress = None
 
-        def finished(self, trial) -> None:
-            if self.searcher is None:
+        def finished(self, trial: Trial) -> None:
+            if self.searcher is None or self.progress is None:
                 return
             number = self.searcher.numbers.get(trial.trial_id)
             if number is not None:
                 study = self.searcher.study
                 self.progress.trial_finished(study, study.get_trials(deepcopy=False)[number])
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
+        def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             self.finished(trial)
 
-        def on_trial_error(self, iteration, trials, trial, **info):
+        def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             if self.searcher is not None:
                 self.searcher.fail(trial.trial_id, error_reason(trial))
             self.finished(trial)
@@ -555,8 +595,8 @@ def _study_callback(searcher, progress):
     return StudyCallback(searcher, progress)
 
 
-def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | None = None,
-            log: Callable[[str], None] = print, console=None) -> RunSummary:
+def run_ray(spec: StudyConfig, *, resume: bool = False, join: bool = False, address: str | None = None,
+            log: Callable[[str], None] = print, console: Console | None = None) -> RunSummary:
     """Run ``spec`` with Ray Tune; every trial lands in the study's Optuna storage.
 
     Args:
@@ -579,7 +619,7 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
         check_resources(spec, [{"CPU": _machine_cpus()}], where="a local Ray (this machine)")
     # Ray boots (its own processes, the workers it prestarts) while the study is prepared; started
     # after the preparation, its start-up competed with the first trial of every slot
-    started = init_ray(address, num_cpus=_local_cpus(spec))  # num_cpus: only for a local Ray started here
+    started = init_ray(address, num_cpus=_local_cpus(spec.resources))  # num_cpus: only for a local Ray started here
     import ray
 
     try:
@@ -587,37 +627,43 @@ def run_ray(spec, *, resume: bool = False, join: bool = False, address: str | No
                                where=f"the Ray cluster at {connect}" if connect else "a local Ray (this machine)")
         run = open_run(spec, resume=resume, join=join, log=log)
         if run.remaining == 0:
-            log(f"study {spec.name!r} already has {spec.trials} finished trial(s); nothing to run")
+            log(f"study {spec.name!r} already has {spec.budget.trials} finished trial(s); nothing to run")
             return summarize(run, time.perf_counter() - t0)
         from ray import tune
         from ray.tune.logger import JsonLoggerCallback
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
         ctx = run.ctx
-        searcher = make_searcher(run.study, ctx, run.store, budget=spec.trials, storage=run.storage, log=log)
-        if spec.early_stopping == "asha" and spec.epochs > spec.grace_epochs:
-            scheduler = ASHAScheduler(time_attr="epoch", metric="objective", mode="min", max_t=spec.epochs,
-                                      grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
+        budget, resources = spec.budget, spec.resources
+        searcher = make_searcher(run.study, ctx, run.store, budget=budget.trials, storage=run.storage, log=log)
+        scheduler: TrialScheduler
+        if budget.early_stopping == "asha" and budget.epochs > budget.grace_epochs:
+            scheduler = ASHAScheduler(time_attr="epoch", metric="objective", mode="min", max_t=budget.epochs,
+                                      grace_period=budget.grace_epochs, reduction_factor=budget.reduction_factor)
         else:
-            scheduler = FIFOScheduler()
-        if spec.gpus and not gpus:
-            log(f"ray runner: no GPU in the cluster; trials run on CPU ({spec.gpus} GPU per trial asked)")
-        trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), {"cpu": spec.cpus, "gpu": gpus})
-        progress = Progress(spec, run.spec.trials - run.remaining, console=console)
+            scheduler = FIFOScheduler()  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
+        if resources.gpus and not gpus:
+            log(f"ray runner: no GPU in the cluster; trials run on CPU ({resources.gpus} GPU per trial asked)")
+        trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),
+                                        {"cpu": resources.cpus, "gpu": gpus})
+        progress = Progress(spec, run.spec.budget.trials - run.remaining, console=console)
 
-        log(f"ray runner: {run.remaining} trial(s), {spec.concurrent} at a time, {spec.cpus:g} CPU"
-            f"{f' + {gpus:g} GPU' if gpus else ''} each, ASHA={'on' if spec.early_stopping == 'asha' else 'off'}")
+        log(f"ray runner: {run.remaining} trial(s), {resources.concurrent} at a time, {resources.cpus:g} CPU"
+            f"{f' + {gpus:g} GPU' if gpus else ''} each, ASHA={'on' if budget.early_stopping == 'asha' else 'off'}")
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=run.remaining,
-                                        max_concurrent_trials=spec.concurrent, time_budget_s=spec.wall_time_s,
+            # make_searcher's class is a Tune Searcher (made there, so that Ray is imported only when a run starts)
+            tune_config=tune.TuneConfig(search_alg=cast("Searcher", searcher), scheduler=scheduler,
+                                        num_samples=run.remaining, max_concurrent_trials=resources.concurrent,
+                                        time_budget_s=budget.wall_time_s,
                                         reuse_actors=True),  # one worker process per slot: torch imported once
             run_config=tune.RunConfig(
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(Path(spec.run_dir) / "ray"),
+                storage_path=str(Path(spec.storage.run_dir) / "ray"),
                 verbose=0,
                 # each trial's result.json; Tune's other default loggers are off (TUNE_FIT_ENV)
-                callbacks=[_study_callback(searcher, progress), JsonLoggerCallback()],
+                callbacks=[_study_callback(searcher, progress),
+                           JsonLoggerCallback()],  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0),
             ),

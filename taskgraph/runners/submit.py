@@ -21,9 +21,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taskgraph.exceptions import StorageError
 from taskgraph.runners.storage import scrub
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
+
+    from taskgraph.runners.common import StudyConfig
 
 __all__ = ["EXCLUDES", "STORAGE_ENV", "SubmittedJob", "job_command", "repo_root", "submit", "wait"]
 
@@ -43,12 +49,14 @@ def repo_root() -> Path:
 
 @dataclass
 class SubmittedJob:
-    client: object
+    """A job submitted to a Ray cluster: the client that submitted it, its id, the cluster's address."""
+
+    client: JobSubmissionClient
     job_id: str
     address: str
 
 
-def _client(address: str):
+def _client(address: str) -> JobSubmissionClient:
     for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}.items():
         os.environ.setdefault(k, v)
     from ray.job_submission import JobSubmissionClient
@@ -61,42 +69,45 @@ def _client(address: str):
                            f"http://HEAD:8265); got {type(e).__name__}: {msg}") from None
 
 
-def _stage(spec, directory: Path) -> Path:
+def _stage(spec: StudyConfig, directory: Path) -> Path:
     """Copy the repository (minus EXCLUDES) and the study + space files into ``directory``."""
     import fnmatch
     import shutil
 
-    def ignore(_dir, names):
+    def ignore(_dir: str, names: list[str]) -> set[str]:
         return {n for n in names if any(fnmatch.fnmatch(n, pat.split("/")[-1]) for pat in EXCLUDES)}
 
     work = directory / "repo"
     shutil.copytree(repo_root(), work, ignore=ignore)
     job = work / "_taskgraph_job"
     job.mkdir()
+    if spec.file is None:  # pragma: no cover - a study submitted as a job was loaded from its file
+        raise TypeError(f"study {spec.name!r} was not loaded from a file: it has none to submit")
     shutil.copyfile(spec.file, job / "study.toml")
-    shutil.copyfile(spec.space_path, job / "space.toml")
+    shutil.copyfile(spec.search.space, job / "space.toml")
     return work
 
 
-def job_command(spec, *, resume: bool = False, python: str = "python") -> tuple[str, dict[str, str]]:
+def job_command(spec: StudyConfig, *, resume: bool = False, python: str = "python") -> tuple[str, dict[str, str]]:
     """The job's entrypoint (a shell command line) and environment.
 
     The storage URL, which may hold a password, goes into the environment
     (:data:`STORAGE_ENV`), never into the entrypoint that Ray prints in logs and job lists.
     """
     args = [python, "-m", "taskgraph", "run", "_taskgraph_job/study.toml", "--space", "_taskgraph_job/space.toml",
-            "--backend", "ray", "--artifacts", spec.artifacts_dir, "--runs-root", str(Path(spec.run_dir).parent)]
+            "--backend", "ray", "--artifacts", spec.storage.artifacts, "--runs-root",
+            str(Path(spec.storage.run_dir).parent)]
     if resume:
         args.append("--resume")
     env = {k: v for k, v in os.environ.items() if k.startswith(("RAY_", "TUNE_")) and k != "RAY_ADDRESS"}
     env.setdefault("RAY_AUTH_MODE", "disabled")
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env["PYTHONUNBUFFERED"] = "1"
-    env[STORAGE_ENV] = spec.storage_url  # read by `taskgraph run` as --storage
+    env[STORAGE_ENV] = spec.storage.url  # read by `taskgraph run` as --storage
     return " ".join(shlex.quote(a) for a in args), env
 
 
-def submit(spec, address: str, *, resume: bool = False, python: str = "python") -> SubmittedJob:
+def submit(spec: StudyConfig, address: str, *, resume: bool = False, python: str = "python") -> SubmittedJob:
     """Submit ``spec`` (a validated StudySpec) as a Ray job; returns the job handle.
 
     The job's working_dir is a staged copy of this repository plus the study file
@@ -114,7 +125,7 @@ def submit(spec, address: str, *, resume: bool = False, python: str = "python") 
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise StorageError(f"the Ray cluster at {address!r} refused the job: {type(e).__name__}: "
-                               f"{scrub(msg, spec.storage_url)}") from None
+                               f"{scrub(msg, spec.storage.url)}") from None
     return SubmittedJob(client, job_id, address)
 
 
@@ -125,9 +136,9 @@ def wait(job: SubmittedJob, *, echo: Callable[[str], None] | None = None, poll_s
     shown = 0
     t0 = time.monotonic()
     while True:
-        status = str(client.get_job_status(job.job_id).value)  # type: ignore[attr-defined]
+        status = str(client.get_job_status(job.job_id).value)
         if echo is not None:
-            logs = client.get_job_logs(job.job_id)  # type: ignore[attr-defined]
+            logs = client.get_job_logs(job.job_id)
             if len(logs) > shown:
                 echo(logs[shown:])
                 shown = len(logs)

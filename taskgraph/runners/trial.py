@@ -23,9 +23,17 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from taskgraph.runners.common import StudyConfig, space_of
 from taskgraph.runners.storage import TrialRecord, package_versions
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from taskgraph.data import MultiTaskData
+    from taskgraph.runners.prepare import Prepared
+    from taskgraph.training import Evaluation, TrainState
 
 __all__ = ["PRELOAD_MODULES", "StudyContext", "objective_values", "run_trial", "start_attrs"]
 
@@ -41,29 +49,29 @@ PRELOAD_MODULES = (
     "taskgraph.training",
 )
 
-Reporter = Callable[[int, list[float], dict], None]
+Reporter = Callable[[int, list[float], dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class StudyContext:
     """Everything a trial needs, as plain data (sent to Ray workers once)."""
 
-    spec: Any  # StudySpec
-    prepared: Any  # Prepared
+    spec: StudyConfig  # a StudySpec without secrets
+    prepared: Prepared
 
     @property
     def task_names(self) -> tuple[str, ...]:
         return self.prepared.task_names
 
     def grouping_labels(self) -> list[str]:
-        gp = self.spec.space.grouping
+        gp = space_of(self.spec).grouping
         if gp is None:
             return ["all-in-one"]
         return self.prepared.labels(gp.references, gp.top_m)
 
 
 @functools.lru_cache(maxsize=2)
-def _load(name: str, options_json: str, tasks: tuple[str, ...] | None, file: str | None = None):
+def _load(name: str, options_json: str, tasks: tuple[str, ...] | None, file: str | None = None) -> MultiTaskData:
     import json
 
     from taskgraph.runners import stages
@@ -71,11 +79,13 @@ def _load(name: str, options_json: str, tasks: tuple[str, ...] | None, file: str
     return stages.load_data(name, json.loads(options_json), tasks, file=file)
 
 
-def load_study_data(spec):
+def load_study_data(spec: StudyConfig) -> MultiTaskData:
     """The study's data (cached per process: Ray workers load it once)."""
     import json
 
-    return _load(spec.dataset, json.dumps(spec.dataset_options, sort_keys=True), spec.tasks, spec.file)
+    # the options are a read-only mapping (nested ones too): ``default=dict`` writes each as the JSON object it holds
+    options = json.dumps(dict(spec.data.options), sort_keys=True, default=dict)
+    return _load(spec.data.name, options, spec.data.tasks, spec.file)
 
 
 def objective_values(objective: str, losses: Mapping[str, float], metrics: Mapping[str, float], ctx: StudyContext,
@@ -93,16 +103,16 @@ def objective_values(objective: str, losses: Mapping[str, float], metrics: Mappi
     return [float(sum(losses[n] for n in names) / len(names))]
 
 
-def start_attrs(ctx: StudyContext, params: Mapping[str, Any]) -> dict:
+def start_attrs(ctx: StudyContext, params: Mapping[str, Any]) -> dict[str, Any]:
     """The user attrs known before training: what the trial is and what ran it."""
-    cfg = ctx.spec.space.resolve(params)
+    cfg = space_of(ctx.spec).resolve(params)
     return {"grouping": cfg.grouping, "groups": ctx.prepared.groupings.get(cfg.grouping),
             "topology": cfg.topology, "topology_params": cfg.topology_params, "weighting": cfg.weighting,
             "weighting_params": cfg.weighting_params, "seed": ctx.spec.seed, "versions": package_versions()}
 
 
 def run_trial(ctx: StudyContext, params: Mapping[str, Any], *, report: Reporter | None = None,
-              threads: int | None = None) -> tuple[TrialRecord, Any]:
+              threads: int | None = None) -> tuple[TrialRecord, nn.Module]:
     """Train and measure the configuration ``params`` names.
 
     Args:
@@ -125,7 +135,7 @@ def run_trial(ctx: StudyContext, params: Mapping[str, Any], *, report: Reporter 
     if threads:
         torch.set_num_threads(max(1, int(threads)))
     spec = ctx.spec
-    cfg = spec.space.resolve(params)
+    cfg = space_of(spec).resolve(params)
     data = load_study_data(spec)
     groups = ctx.prepared.groupings.get(cfg.grouping)
     if groups is None:
@@ -139,9 +149,9 @@ def run_trial(ctx: StudyContext, params: Mapping[str, Any], *, report: Reporter 
     tr, va, te = data.loaders(tcfg.batch_size, seed=tcfg.seed)
 
     class _Report(Callback):
-        def on_epoch_end(self, state, val):
+        def on_epoch_end(self, state: TrainState, val: Evaluation | None) -> None:
             if report is not None and val is not None:
-                vals = objective_values(spec.objective, val.losses, val.metrics, ctx)
+                vals = objective_values(spec.search.objective, val.losses, val.metrics, ctx)
                 report(state.epoch + 1, vals, {"losses": val.losses, "metrics": val.metrics})
 
     res = train(model, data.tasks, tr, config=tcfg, val_loader=va, test_loader=te, callbacks=[_Report()],
@@ -153,7 +163,7 @@ def run_trial(ctx: StudyContext, params: Mapping[str, Any], *, report: Reporter 
             from taskgraph.training import TrainingDiverged
 
             raise TrainingDiverged(f"the {split} loss of task(s) {bad} is not finite after training")
-    values = objective_values(spec.objective, res.val.losses, res.val.metrics, ctx)
+    values = objective_values(spec.search.objective, res.val.losses, res.val.metrics, ctx)
     single = ctx.prepared.baselines["single_task"]
     aio = ctx.prepared.baselines["all_in_one"]
     d_val = per_task_delta(res.val.metrics, single["val"]["metrics"], data.tasks)

@@ -41,8 +41,8 @@ def test_report_epochs_are_the_epochs_where_ray_asha_decides(epochs, grace, rf):
 
     from taskgraph.runners.ray_tune import report_epochs
 
-    spec = NS(early_stopping="asha", epochs=epochs, grace_epochs=grace, reduction_factor=rf)
-    got = report_epochs(spec)
+    budget = NS(early_stopping="asha", epochs=epochs, grace_epochs=grace, reduction_factor=rf)
+    got = report_epochs(budget)
     if epochs <= grace:  # the runner uses no ASHA then (FIFO)
         assert got == frozenset()
         return

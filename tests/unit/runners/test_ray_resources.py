@@ -13,7 +13,7 @@ NODES = [{"CPU": 2.0, "memory": 1e9}, {"CPU": 4.0, "GPU": 1.0}]
 
 
 def _spec(cpus=1.0, gpus=0.0):
-    return NS(cpus=cpus, gpus=gpus, file="study.toml")
+    return NS(resources=NS(cpus=cpus, gpus=gpus), file="study.toml")
 
 
 def test_a_trial_that_fits_on_the_largest_node_is_accepted_and_gets_its_gpus():

@@ -31,7 +31,8 @@ def storage(tmp_path, monkeypatch):
 
 def _ctx(space: dict, *, multi: bool = False):
     """What the searcher reads of a study context: the space, the tasks, the groupings (one here)."""
-    return NS(spec=NS(space=SearchSpace.from_dict(space), multi_objective=multi, seed=0), task_names=("a", "b"),
+    spec = NS(search=NS(loaded=SearchSpace.from_dict(space)), multi_objective=multi, seed=0)
+    return NS(spec=spec, task_names=("a", "b"),
               prepared=NS(groupings={"all-in-one": [["a", "b"]]}), grouping_labels=lambda: ["all-in-one"])
 
 
