@@ -22,13 +22,15 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
     from rich.console import Console
 
+    from taskgraph.grouping.base import GroupingSolver
     from taskgraph.models import TrunkSpec
     from taskgraph.runners.trial import StudyContext
     from taskgraph.training import TrainConfig
 
-__all__ = ["BudgetConfig", "DatasetConfig", "GroupingParamConfig", "Progress", "ResourcesConfig", "RunSummary",
-           "SearchConfig", "SpaceConfig", "StorageConfig", "StudyConfig", "StudyRun", "TrialConfigLike", "TrunkConfig",
-           "check_topologies_build", "open_run", "space_of", "summarize"]
+__all__ = ["AffinityConfig", "BudgetConfig", "DatasetConfig", "GroupingParamConfig", "GroupingSolverConfig",
+           "Progress", "ResourcesConfig", "RunSummary", "SearchConfig", "SpaceConfig", "StorageConfig",
+           "StudyConfig", "StudyRun", "TrialConfigLike", "TrunkConfig", "check_topologies_build", "open_run",
+           "space_of", "summarize"]
 
 
 class GroupingParamConfig(Protocol):
@@ -38,6 +40,8 @@ class GroupingParamConfig(Protocol):
     def references(self) -> tuple[str, ...]: ...
     @property
     def top_m(self) -> int: ...
+    @property
+    def k(self) -> int: ...
 
 
 class TrialConfigLike(Protocol):
@@ -147,6 +151,31 @@ class TrunkConfig(Protocol):
     def hidden(self) -> tuple[int, ...]: ...
 
 
+class AffinityConfig(Protocol):
+    """The study's ``[affinity]`` table (the prepare stage's policy)."""
+
+    @property
+    def estimator(self) -> str: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def every(self) -> int: ...
+    @property
+    def check_seeds(self) -> int: ...
+    @property
+    def z(self) -> float | None: ...
+
+
+class GroupingSolverConfig(Protocol):
+    """The study's ``[grouping]`` table (the prepare stage's solver)."""
+
+    @property
+    def solver(self) -> str: ...
+    @property
+    def time_limit(self) -> float | None: ...
+    def make_solver(self, n_tasks: int) -> GroupingSolver: ...
+
+
 class StudyConfig(Protocol):
     """What the runners read of a validated study (:class:`taskgraph.search.StudySpec`)."""
 
@@ -168,6 +197,10 @@ class StudyConfig(Protocol):
     def resources(self) -> ResourcesConfig: ...
     @property
     def trunk(self) -> TrunkConfig: ...
+    @property
+    def affinity(self) -> AffinityConfig: ...
+    @property
+    def grouping(self) -> GroupingSolverConfig: ...
     @property
     def multi_objective(self) -> bool: ...
     def directions(self, n_tasks: int) -> tuple[str, ...]: ...

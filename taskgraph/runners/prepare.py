@@ -14,13 +14,22 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from taskgraph.data import MultiTaskData
+    from taskgraph.runners.common import StudyConfig
 
 __all__ = ["Prepared", "grouping_label", "prepare"]
 
 
-def grouping_label(rank: int, groups) -> str:
+def grouping_label(rank: int, groups: Iterable[Iterable[str]]) -> str:
     """A grouping's categorical label: ``top1:t0+t1|t2``."""
     return f"top{rank}:" + "|".join("+".join(g) for g in groups)
 
@@ -40,29 +49,30 @@ class Prepared:
     """
 
     task_names: tuple[str, ...]
-    groupings: dict
-    scores: dict
-    baselines: dict
-    affinity: dict | None
+    groupings: dict[str, list[list[str]]]
+    scores: dict[str, float | None]
+    baselines: dict[str, Any]
+    affinity: dict[str, Any] | None
     seconds: float
 
-    def labels(self, references, top_m: int) -> list[str]:
+    def labels(self, references: Iterable[str], top_m: int) -> list[str]:
         """The grouping parameter's choices: the given references, then up to ``top_m`` proposals."""
         refs = [r for r in references if r in self.groupings]
         proposed = [lb for lb in self.groupings if lb.startswith("top")][:top_m]
         return refs + proposed
 
-    def to_attrs(self) -> dict:
+    def to_attrs(self) -> dict[str, Any]:
         return {"task_names": list(self.task_names), "groupings": self.groupings, "grouping_scores": self.scores,
                 "baselines": self.baselines, "affinity": self.affinity, "prepare_seconds": self.seconds}
 
     @classmethod
-    def from_attrs(cls, a) -> Prepared:
+    def from_attrs(cls, a: Mapping[str, Any]) -> Prepared:
         return cls(tuple(a["task_names"]), dict(a["groupings"]), dict(a["grouping_scores"]), dict(a["baselines"]),
                    a.get("affinity"), float(a.get("prepare_seconds", 0.0)))
 
 
-def prepare(spec, data, study, store, *, log=print) -> Prepared:
+def prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store: FileSystemArtifactStore, *,
+            log: Callable[[str], None] = print) -> Prepared:
     """Measure, propose, check and baseline once; store in ``study``; return what trials need.
 
     The grouping stages are :mod:`taskgraph.pipeline`'s, under the study's

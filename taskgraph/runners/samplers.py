@@ -10,15 +10,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from taskgraph.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["SAMPLERS", "make_sampler"]
 
 
-def _samplers():
+def _samplers() -> dict[str, Callable[..., optuna.samplers.BaseSampler]]:
     import optuna
 
     return {
@@ -35,11 +38,12 @@ def _samplers():
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsgaii", "qmc")
 
 
-def make_sampler(name: str, options: Mapping[str, Any], seed: int, *, file: str | None = None):
+def make_sampler(name: str, options: Mapping[str, Any], seed: int, *,
+                 file: str | None = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler ``name`` with ``options`` and ``seed``."""
     from taskgraph.registry import Registry
 
-    reg = Registry("sampler")
+    reg: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
     for n, cls in _samplers().items():
         reg.register(n, cls)
     cls = reg.get(name, file=file, key="search.sampler")
