@@ -10,8 +10,8 @@ be *per task* (one copy per task, e.g. fixed loss weights).
 
 The space is sampled define-by-run (:meth:`SearchSpace.suggest` calls
 ``trial.suggest_*`` in declaration order, skipping parameters whose condition
-fails), so the same definition drives the local Optuna runner and Ray Tune's
-``OptunaSearch`` (which accepts such a function), conditionals included.
+fails), so the same definition drives the local Optuna runner and the Ray runner's
+searcher (both ask Optuna for a trial and call it), conditionals included.
 
 Each parameter lands somewhere in a trial's configuration, its ``target``:
 ``grouping``, ``topology``, ``weighting`` (the three structural choices),
@@ -203,18 +203,6 @@ def _build_error(head: str, name: str, params: Mapping[str, Any]) -> str | None:
     except (TaskGraphError, TypeError, ValueError, ArithmeticError) as e:
         return _message(e)
     return None
-
-
-@dataclass(frozen=True)
-class _DefineByRun:
-    """A picklable ``trial -> None`` sampling function (what Ray's OptunaSearch takes as ``space``)."""
-
-    space: SearchSpace
-    tasks: tuple[str, ...]
-    groupings: tuple[str, ...]
-
-    def __call__(self, trial: Any) -> None:
-        self.space.suggest(trial, tasks=self.tasks, groupings=self.groupings)
 
 
 @dataclass(frozen=True)
@@ -485,10 +473,6 @@ class SearchSpace:
             else:
                 values[p.name] = p.suggest(trial, p.name, groupings)
         return values
-
-    def define_by_run(self, *, tasks: Sequence[str], groupings: Sequence[str]) -> _DefineByRun:
-        """A ``trial -> None`` function for Ray Tune's ``OptunaSearch(space=...)``."""
-        return _DefineByRun(self, tuple(tasks), tuple(groupings))
 
     def resolve(self, params: Mapping[str, Any]) -> TrialConfig:
         """Turn flat parameters into a :class:`TrialConfig` (per-task values become ``{task: v}``)."""
