@@ -53,6 +53,9 @@ def infer_out_features(trunk: nn.Module, input_shape: Sequence[int]) -> int:
         ) from e
     finally:
         trunk.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"trunk {type(trunk).__name__} must return one tensor (batch, features), got "
+                         f"{type(out).__name__}; return the shared features only (heads are added per task)")
     if out.ndim != 2:
         raise ModelError(
             f"trunk output must be (batch, features), got shape {tuple(out.shape)}; "

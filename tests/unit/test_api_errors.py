@@ -41,6 +41,17 @@ def auto(**changes):
     return taskgraph.auto_group(**args)
 
 
+class TwoOutputs(nn.Module):
+    """A trunk that returns two tensors, as some users' encoders do."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(DATA.input_shape[0], 8)
+
+    def forward(self, x):
+        return self.lin(x), self.lin(x)
+
+
 NAN_VAL = Batches([(X, {k: torch.full_like(v, float("nan")) for k, v in YS.items()})])
 CASES = [
     ("float masks", dict(train_loader=Batches([(X, YS, {k: v.float() for k, v in MS.items()})] * 2)), DataError,
@@ -61,6 +72,8 @@ CASES = [
     ("an unknown solver", dict(solver="nope"), TaskGraphError, r"unknown grouping solver 'nope'"),
     ("a trunk of the wrong input width", dict(model=lambda: mlp(5, (16, 4))), TaskGraphError,
      r"trunk Sequential failed on input_shape \(32,\)"),
+    ("a trunk returning a tuple", dict(model=lambda: TwoOutputs()), TaskGraphError,
+     r"trunk TwoOutputs must return one tensor \(batch, features\), got tuple"),
 ]
 
 
