@@ -25,7 +25,9 @@ import contextlib
 import json
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -224,6 +226,28 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _ctrl_c(pressed: threading.Event) -> Iterator[None]:
+    """While the block runs, Ctrl-C sets ``pressed`` and raises KeyboardInterrupt (main thread only).
+
+    The run's callback raises it again at Tune's next step while ``pressed`` is set, so an interrupt
+    that lands inside code which swallows it (a library's broad ``except``) still stops the run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 #: a searcher whose sampler proposed only configurations the study already holds this many times in a row stops
@@ -559,22 +583,31 @@ def make_searcher(study: optuna.Study, ctx: StudyContext, store: FileSystemArtif
     return StudySearcher(study, ctx, store, budget, storage, log)
 
 
-def _study_callback(searcher: StudySearcherLike, progress: Progress) -> Callback:
+def _study_callback(searcher: StudySearcherLike, progress: Progress,
+                    pressed: threading.Event | None = None) -> Callback:
     """The run's Tune callback (driver-side only: it pickles to nothing)."""
     from ray import tune
 
     class StudyCallback(tune.Callback):
-        """Records errored trials' reasons in the study (``on_trial_error``); prints a line per finished trial."""
+        """Records errored trials' reasons in the study (``on_trial_error``); prints a line per finished trial;
+        stops the run at Tune's next step once Ctrl-C was pressed (``pressed``)."""
 
-        def __init__(self, searcher: StudySearcherLike | None, progress: Progress | None) -> None:
+        def __init__(self, searcher: StudySearcherLike | None, progress: Progress | None,
+                     pressed: threading.Event | None) -> None:
             self.searcher = searcher
             self.progress = progress
+            self.pressed = pressed
 
         def __getstate__(self) -> dict[str, Any]:
             return {}
 
         def __setstate__(self, state: dict[str, Any]) -> None:
             self.searcher = self.progress = None
+            self.pressed = None
+
+        def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+            if self.pressed is not None and self.pressed.is_set():
+                raise KeyboardInterrupt
 
         def finished(self, trial: Trial) -> None:
             if self.searcher is None or self.progress is None:
@@ -592,7 +625,7 @@ def _study_callback(searcher: StudySearcherLike, progress: Progress) -> Callback
                 self.searcher.fail(trial.trial_id, error_reason(trial))
             self.finished(trial)
 
-    return StudyCallback(searcher, progress)
+    return StudyCallback(searcher, progress, pressed)
 
 
 def run_ray(spec: StudyConfig, *, resume: bool = False, join: bool = False, address: str | None = None,
@@ -650,6 +683,7 @@ def run_ray(spec: StudyConfig, *, resume: bool = False, join: bool = False, addr
 
         log(f"ray runner: {run.remaining} trial(s), {resources.concurrent} at a time, {resources.cpus:g} CPU"
             f"{f' + {gpus:g} GPU' if gpus else ''} each, ASHA={'on' if budget.early_stopping == 'asha' else 'off'}")
+        pressed = threading.Event()  # Ctrl-C, seen by _ctrl_c and the run's callback
         tuner = tune.Tuner(
             trainable,
             # make_searcher's class is a Tune Searcher (made there, so that Ray is imported only when a run starts)
@@ -662,7 +696,7 @@ def run_ray(spec: StudyConfig, *, resume: bool = False, join: bool = False, addr
                 storage_path=str(Path(spec.storage.run_dir) / "ray"),
                 verbose=0,
                 # each trial's result.json; Tune's other default loggers are off (TUNE_FIT_ENV)
-                callbacks=[_study_callback(searcher, progress),
+                callbacks=[_study_callback(searcher, progress, pressed),
                            JsonLoggerCallback()],  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0),
@@ -670,7 +704,8 @@ def run_ray(spec: StudyConfig, *, resume: bool = False, join: bool = False, addr
         )
         # Ctrl-C raises KeyboardInterrupt here instead of Tune's handler keeping the trials for Tuner.restore;
         # a variable the user set wins
-        with _environ(**{k: os.environ.get(k, v) for k, v in TUNE_FIT_ENV.items()}), _prestarted_workers():
+        with _environ(**{k: os.environ.get(k, v) for k, v in TUNE_FIT_ENV.items()}), _prestarted_workers(), \
+                _ctrl_c(pressed):
             try:
                 grid = tuner.fit()
             except KeyboardInterrupt:

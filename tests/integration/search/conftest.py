@@ -249,18 +249,25 @@ def kill_mid_study():
 
     Call as ``kill_mid_study(argv, env=..., cwd=..., db=Path, name=str)``; fails the test if the
     driver ends first or the study never gets there. The driver is killed also when the test fails.
+    The driver is paused (SIGSTOP) while the study is read, so the trial seen running is still
+    running when the kill lands (it could otherwise finish in between).
     """
     from optuna.trial import TrialState
+
+    def ready(ts: list) -> bool:
+        # a running trial with its parameters drawn, so the resume has one to retry
+        return bool(ts) and sum(t.state == TrialState.COMPLETE for t in ts) >= 2 and \
+            any(t.state == TrialState.RUNNING and t.params for t in ts)
 
     def run(argv: list[str], *, env: dict, cwd: Path, db: Path, name: str, timeout: float = 240) -> None:
         with _driver(argv, env=env, cwd=cwd) as proc:
             deadline = time.time() + timeout
             while time.time() < deadline:
-                ts = _trials_so_far(db, name)
-                # a running trial with its parameters drawn, so the resume has one to retry
-                if ts and sum(t.state == TrialState.COMPLETE for t in ts) >= 2 and \
-                        any(t.state == TrialState.RUNNING and t.params for t in ts):
-                    break
+                if ready(_trials_so_far(db, name)):
+                    os.kill(proc.pid, signal.SIGSTOP)
+                    if ready(_trials_so_far(db, name)):
+                        break
+                    os.kill(proc.pid, signal.SIGCONT)
                 if proc.poll() is not None:
                     pytest.fail("the driver ended before it could be killed")
                 time.sleep(0.1)
