@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from taskgraph.exceptions import StorageError
@@ -52,6 +52,7 @@ class ReportData:
         per_task: one dict per task: metric, single-task, all-in-one and best test metric, Δ% of best.
         groupings: ``{label: groups}`` the search chose from, with ``scores``.
         study_artifacts: ``(filename, path on disk)`` of the study-level artifacts.
+        study: the loaded Optuna study (for Optuna's own plots; None when the data was built by hand).
     """
 
     study_name: str
@@ -67,6 +68,7 @@ class ReportData:
     scores: dict[str, float | None]
     study_artifacts: tuple[tuple[str, str], ...]
     config: dict[str, Any]
+    study: Any = field(default=None, compare=False, repr=False)
 
     @property
     def multi_objective(self) -> bool:
@@ -146,4 +148,5 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
                       directions=tuple(d.name.lower() for d in study.directions), task_names=tasks,
                       counts={k: v for k, v in counts.items() if v}, trials=rows, best=best,
                       per_task=tuple(per_task), groupings=dict(ua.get("groupings", {})),
-                      scores=dict(ua.get("grouping_scores", {})), study_artifacts=tuple(arts), config=cfg)
+                      scores=dict(ua.get("grouping_scores", {})), study_artifacts=tuple(arts), config=cfg,
+                      study=study)

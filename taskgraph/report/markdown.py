@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,43 +33,40 @@ def _groups(groups: Sequence[Sequence[str]] | None) -> str:
     return " ".join("{" + ", ".join(g) + "}" for g in groups)
 
 
-def _plot_history(data: ReportData, path: Path) -> Path | None:
-    done = [t for t in data.trials if t.state == "COMPLETE" and t.values]
-    if not done or data.multi_objective:
-        return None
-    xs = [t.number for t in done]
-    ys = [t.value(0) for t in done]
-    best, run = [], math.inf
-    for y in ys:
-        run = min(run, y)
-        best.append(run)
-    fig, ax = new_figure(figsize=(6, 3.5))
-    ax.scatter(xs, ys, s=14, label="complete trial")
-    ax.step(xs, best, where="post", color="C3", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(data.objective)
-    ax.legend()
+def _optuna_figure(plot: Callable[..., Any], path: Path, **kwargs: Any) -> Path:
+    """Draw one of Optuna's own matplotlib plots (``optuna.visualization.matplotlib``) into ``path``."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # the matplotlib backend is marked experimental
+        ax = plot(**kwargs)
+    fig = ax.figure
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     return path
+
+
+def _plot_history(data: ReportData, path: Path) -> Path | None:
+    done = [t for t in data.trials if t.state == "COMPLETE" and t.values]
+    if not done or data.multi_objective or data.study is None:
+        return None
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    return _optuna_figure(plot_optimization_history, path, study=data.study,
+                          target_name=f"{data.objective} (lower is better)")
 
 
 def _plot_pareto(data: ReportData, path: Path) -> Path | None:
     done = [t for t in data.trials if t.state == "COMPLETE" and t.values]
-    if not data.multi_objective or not done or len(data.task_names) < 2:
+    if not data.multi_objective or not done or len(data.task_names) < 2 or data.study is None:
         return None
-    front = {t.number for t in data.best}
-    fig, ax = new_figure(figsize=(5, 4))
-    for on, color, label in ((False, "C0", "dominated"), (True, "C3", "Pareto front")):
-        pts = [t for t in done if (t.number in front) == on]
-        ax.scatter([t.value(0) for t in pts], [t.value(1) for t in pts], c=color, s=16, label=label)
-    ax.set_xlabel(f"val loss {data.task_names[0]}")
-    ax.set_ylabel(f"val loss {data.task_names[1]}")
-    ax.set_title("first two objectives")
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    return path
+    from optuna.visualization.matplotlib import plot_pareto_front
+
+    names = [f"val loss {t}" for t in data.task_names[:2]]
+    return _optuna_figure(plot_pareto_front, path, study=data.study, targets=lambda t: (t.values[0], t.values[1]),
+                          target_names=names)
 
 
 def _plot_per_task(data: ReportData, path: Path) -> Path | None:
