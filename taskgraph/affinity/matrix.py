@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,8 +206,16 @@ class AffinityMatrix:
 
         return heatmap(self, path, **kwargs)
 
-    def summary_rows(self) -> list[list[str]]:
-        """One row per source task: ``mean ±half-width`` per target (``*`` = CI excludes 0)."""
+    def summary_rows(self, cell: Callable[[float, float], str] | None = None) -> list[list[str]]:
+        """One row per source task, its name then one cell per target, ``*`` appended where the
+        CI excludes 0 and ``–`` for an unmeasured pair.
+
+        ``cell(mean, half_width)`` writes a measured cell (default: ``mean ±half-width``).
+        """
+        def default(m: float, h: float) -> str:
+            return f"{m:+.4f}" + (f" ±{h:.4f}" if np.isfinite(h) else "")
+
+        cell = cell or default
         lo, hi = self.ci_low, self.ci_high
         rows = []
         for i, a in enumerate(self.names):
@@ -217,9 +225,8 @@ class AffinityMatrix:
                 if not np.isfinite(m):
                     row.append("–")
                     continue
-                h = (hi[i, j] - lo[i, j]) / 2
                 star = "*" if (lo[i, j] > 0 or hi[i, j] < 0) else ""
-                row.append(f"{m:+.4f}" + (f" ±{h:.4f}" if np.isfinite(h) else "") + star)
+                row.append(cell(float(m), float((hi[i, j] - lo[i, j]) / 2)) + star)
             rows.append(row)
         return rows
 

@@ -38,19 +38,7 @@ def matrix_rows(matrix: AffinityMatrix) -> tuple[int, list[list[str]]]:
     finite = np.abs(matrix.mean[np.isfinite(matrix.mean)])
     top = float(finite.max()) if finite.size else 0.0
     exponent = -math.floor(math.log10(top)) if top > 0 else 0
-    lo, hi = matrix.ci_low, matrix.ci_high
-    rows = []
-    for i, a in enumerate(matrix.names):
-        row = [a]
-        for j in range(matrix.n):
-            m = matrix.mean[i, j]
-            if not np.isfinite(m):
-                row.append("–")
-                continue
-            star = "*" if (lo[i, j] > 0 or hi[i, j] < 0) else ""
-            row.append(f"{m * 10.0 ** exponent:+.1f}{star}")
-        rows.append(row)
-    return exponent, rows
+    return exponent, matrix.summary_rows(lambda m, h: f"{m * 10.0 ** exponent:+.1f}")
 
 
 @click.command("affinity")
