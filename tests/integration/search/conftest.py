@@ -315,6 +315,19 @@ def _cmdline(pid: int) -> bytes:
 
 
 @pytest.fixture
+def trials_so_far():
+    """``trials_so_far(db, name)``: a study's trials, or None while its driver is still creating the
+    storage or the study (``db``: a SQLite file or an RDB URL)."""
+    return _trials_so_far
+
+
+@pytest.fixture
+def cmdline():
+    """``cmdline(pid)``: a process's ``/proc`` command line (empty once it is gone)."""
+    return _cmdline
+
+
+@pytest.fixture
 def two_drivers(cli):
     """Run a first driver, and once it has prepared its study a second one (``--join`` or ``--resume``); both must
     exit 0.

@@ -17,16 +17,6 @@ pytest.importorskip("ray.tune")
 pytestmark = [pytest.mark.integration]
 
 
-def _trials_so_far(db, name: str) -> list:
-    """The study's trials; none while the driver is still creating the storage or the study."""
-    if not db.exists():
-        return []
-    try:
-        return optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
-    except Exception:  # KeyError: no study yet; OperationalError: tables being created by the driver
-        return []
-
-
 def _lr_space(tmp_path):
     space = tmp_path / "lr_space.toml"
     space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
@@ -35,7 +25,7 @@ def _lr_space(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_on_a_ray_driver_exits_130_and_records_the_running_trials_fail_interrupted(tmp_path, study_file,
-                                                                                         local_ray_env):
+                                                                                         local_ray_env, trials_so_far):
     """SIGINT to `taskgraph run --backend ray` (a local Ray) while trials train: as the local runner does."""
     # trials of several seconds, so the signal arrives while they train
     path = study_file("raystop", space=_lr_space(tmp_path), trials=4, epochs=40, early="none", n_samples=600,
@@ -47,7 +37,7 @@ def test_ctrl_c_on_a_ray_driver_exits_130_and_records_the_running_trials_fail_in
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
-            ts = _trials_so_far(db, "raystop")
+            ts = trials_so_far(db, "raystop") or []
             if any(t.state == TrialState.RUNNING and t.params for t in ts):
                 break
             time.sleep(0.2)

@@ -63,25 +63,11 @@ def _descendants(pids: set[int]) -> set[int]:
     return out
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _trials(db: Path, name: str) -> list:
-    if not db.exists():
-        return []
-    try:
-        return optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
-    except Exception:  # no study yet, or its tables being created
-        return []
-
-
 def test_a_worker_node_killed_mid_study_fails_its_trials_with_why_and_the_study_reaches_its_budget(tmp_path,
                                                                                                    study_file,
-                                                                                                   local_ray_env):
+                                                                                                   local_ray_env,
+                                                                                                   trials_so_far,
+                                                                                                   cmdline):
     """Head and worker node (1 CPU each, separate processes and ports, see CLUSTER); two trials at a time, one per
     node; once trials have completed on both nodes and one trains on the worker, every process of the worker node
     is SIGKILLed. The trial(s) it ran are FAIL with Ray's reason, the rest run on the head, and the
@@ -97,7 +83,7 @@ def test_a_worker_node_killed_mid_study_fails_its_trials_with_why_and_the_study_
         cluster = json.loads(line)
         space = tmp_path / "lr_space.toml"
         space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
-        path = study_file("nodeloss", space=space, trials=5, epochs=10, early="none", n_samples=1000, check_seeds=0)
+        path = study_file("nodeloss", space=space, trials=5, epochs=30, early="none", n_samples=1000, check_seeds=0)
         db = tmp_path / "runs" / "nodeloss" / "study.db"
         driver = subprocess.Popen([sys.executable, "-m", "taskgraph", "run", str(path), "--backend", "ray",
                                    "--address", cluster["address"], "--runs-root", str(tmp_path / "runs")], env=env,
@@ -105,10 +91,10 @@ def test_a_worker_node_killed_mid_study_fails_its_trials_with_why_and_the_study_
         try:
             killed_at, deadline = None, time.time() + 240
             while killed_at is None and time.time() < deadline and driver.poll() is None:
-                ts = _trials(db, "nodeloss")
+                ts = trials_so_far(db, "nodeloss") or []
                 nodes = {t.user_attrs.get("ray_node") for t in ts if t.state == TrialState.COMPLETE}
                 node_pids = _descendants(set(cluster["worker_pids"]))
-                busy = [p for p in node_pids if _cmdline(p).startswith(b"ray::ImplicitFunc.train")]
+                busy = [p for p in node_pids if cmdline(p).startswith(b"ray::ImplicitFunc.train")]
                 if cluster["worker_node"] in nodes and len(nodes) == 2 and busy:
                     # trials finished on both nodes, and one trains on the worker node now: kill every process of it
                     before = {t.number: t.state for t in ts}

@@ -16,19 +16,11 @@ from taskgraph.runners.storage import (
     heartbeat,
     heartbeat_settings,
     interrupted_numbers,
-    open_storage,
     others_running,
     recover_interrupted,
 )
 
 X = optuna.distributions.FloatDistribution(0, 1)
-
-
-@pytest.fixture
-def storage(tmp_path, monkeypatch):
-    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_S", "1")
-    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_GRACE_S", "2")
-    return open_storage(f"sqlite:///{tmp_path / 's.db'}")
 
 
 def _wait_past_grace() -> None:

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from taskgraph.runners.storage import (
@@ -14,7 +13,6 @@ from taskgraph.runners.storage import (
     count_finished,
     driver_seed,
     find_duplicate,
-    open_storage,
     record_failure,
     record_skip,
     recover_interrupted,
@@ -25,13 +23,6 @@ from taskgraph.search import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[3]
 X = optuna.distributions.FloatDistribution(0, 1)
-
-
-@pytest.fixture
-def storage(tmp_path, monkeypatch):
-    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_S", "1")
-    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_GRACE_S", "2")
-    return open_storage(f"sqlite:///{tmp_path / 's.db'}")
 
 
 def test_driver_seed_is_the_study_seed_only_for_the_first_driver_of_a_new_study():

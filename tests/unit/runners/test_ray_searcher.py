@@ -23,9 +23,7 @@ URL_SECRET = "s3cr3t-in-the-url"
 
 
 @pytest.fixture
-def storage(tmp_path, monkeypatch):
-    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_S", "1")
-    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_GRACE_S", "2")
+def storage(tmp_path, fast_heartbeat):
     return open_storage(f"sqlite:///{tmp_path / URL_SECRET / 's.db'}")
 
 

@@ -24,9 +24,7 @@ from taskgraph.runners.storage import (
 
 
 @pytest.fixture
-def storage(tmp_path, monkeypatch):
-    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_S", "1")
-    monkeypatch.setenv("TASKGRAPH_HEARTBEAT_GRACE_S", "2")
+def storage(tmp_path, fast_heartbeat):
     return open_storage(f"sqlite:///{tmp_path / 'sub' / 's.db'}")  # the folder is created
 
 
