@@ -47,6 +47,7 @@ from taskgraph.weighting.base import EqualWeighting, LossWeighting
 
 __all__ = [
     "Callback",
+    "OPTIMIZERS",
     "Evaluation",
     "TrainConfig",
     "TrainResult",
@@ -63,7 +64,8 @@ __all__ = [
     "train_partition",
 ]
 
-_OPTIMIZERS = ("adam", "adamw", "sgd")
+#: the optimizers :class:`TrainConfig` accepts
+OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULERS = ("none", "cosine", "step")
 
 
@@ -118,8 +120,8 @@ class TrainConfig:
             bad("epochs", "'epochs' must be an int >= 1", self.epochs)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             bad("lr", "'lr' must be finite and > 0", self.lr)
-        if self.optimizer not in _OPTIMIZERS:
-            bad("optimizer", f"'optimizer' must be one of {', '.join(_OPTIMIZERS)}", self.optimizer)
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"'optimizer' must be one of {', '.join(OPTIMIZERS)}", self.optimizer)
         if self.scheduler not in _SCHEDULERS:
             bad("scheduler", f"'scheduler' must be one of {', '.join(_SCHEDULERS)}", self.scheduler)
         if self.weight_decay < 0:

@@ -10,7 +10,8 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
   validation set's noise counted by the mean's standard error (the former default) instead of
   Yuen's trimmed test; ``default:seeds-only``: without the validation set's noise test;
   ``default:recombine``: also checking each proposal with some groups split into single tasks
-  (no extra training, more candidates);
+  (no extra training, more candidates); ``default:sgd-affinity``: its affinity run stepping with
+  plain SGD (lr 0.05, 3 epochs) instead of the checked networks' optimizer;
 - ``all-in-one``, ``single-task``: the two references (no training to decide);
 - ``affinity:<estimator>:<optimizer>``: the affinity's first partition (TAG's serving
   score) from one all-in-one run: ``exact`` (TAG lookahead), ``first_order``, ``cosine``;
@@ -204,11 +205,19 @@ def _default(problem: Problem, runs: Runs, **changes: Any) -> _Outcome:
     return decision.groups, steps, _decision_info(decision)
 
 
+def _default_sgd_affinity(problem: Problem, runs: Runs) -> _Outcome:
+    """The default policy with its affinity measured by plain SGD (lr 0.05, 3 epochs) instead of the
+    checked networks' own optimizer."""
+    acfg = runs.config.replace(**_SGD, epochs=3, patience=None)
+    return _default(problem, runs, affinity_config=acfg)
+
+
 STRATEGIES: dict[str, Callable[..., Choice]] = {
     "default": _timed(_default),
     "default:mean-noise": _timed(partial(_default, sample_test="mean")),
     "default:seeds-only": _timed(partial(_default, samples=False)),
     "default:recombine": _timed(partial(_default, recombine=True)),
+    "default:sgd-affinity": _timed(_default_sgd_affinity),
     "all-in-one": _timed(_all_in_one),
     "single-task": _timed(_single_task),
     "affinity:exact:study": _timed(partial(_affinity, estimator="exact", optimizer="study")),

@@ -24,9 +24,10 @@ if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
 
     from taskgraph.data import MultiTaskData
+    from taskgraph.pipeline import GroupingPolicy
     from taskgraph.runners.common import StudyConfig
 
-__all__ = ["Prepared", "grouping_label", "prepare"]
+__all__ = ["Prepared", "grouping_label", "prepare", "study_policy"]
 
 
 def grouping_label(rank: int, groups: Iterable[Iterable[str]]) -> str:
@@ -71,13 +72,30 @@ class Prepared:
                    a.get("affinity"), float(a.get("prepare_seconds", 0.0)))
 
 
+def study_policy(spec: StudyConfig, n_tasks: int) -> GroupingPolicy:
+    """The study's :class:`~taskgraph.pipeline.GroupingPolicy`: the default policy with what the study
+    file sets (``[affinity]``: estimator, epochs, every, check_seeds, z and the affinity run's optimizer,
+    lr and momentum; the search space's grouping ``k``; ``[train]``; ``seed``). No checks when the space
+    proposes no groupings (``top_m = 0``)."""
+    from taskgraph.pipeline import DEFAULT_POLICY
+
+    gp = spec.search.loaded.grouping if spec.search.loaded is not None else None
+    top_m = gp.top_m if gp is not None else 0
+    k = gp.k if gp is not None else 1
+    af = spec.affinity
+    train_cfg = spec.train_config()
+    return DEFAULT_POLICY.replace(estimator=af.estimator, affinity_epochs=af.epochs, every=af.every,
+                                  k=min(k, n_tasks), z=af.z, check_seeds=af.check_seeds if top_m else 0,
+                                  seed=spec.seed, config=train_cfg, affinity_config=af.config(train_cfg))
+
+
 def prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store: FileSystemArtifactStore, *,
             log: Callable[[str], None] = print) -> Prepared:
     """Measure, propose, check and baseline once; store in ``study``; return what trials need.
 
     The grouping stages are :mod:`taskgraph.pipeline`'s, under the study's
-    :class:`~taskgraph.pipeline.GroupingPolicy` (the ``[affinity]`` table: estimator, epochs,
-    every, check_seeds, z): the same code path as :func:`~taskgraph.pipeline.auto_group`.
+    :class:`~taskgraph.pipeline.GroupingPolicy` (:func:`study_policy`: the ``[affinity]`` table):
+    the same code path as :func:`~taskgraph.pipeline.auto_group`.
     The decision (the chosen partition, its paired difference to all-in-one with its interval)
     is stored as the study's user attr ``grouping_decision``.
 
@@ -91,7 +109,7 @@ def prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store: 
     import torch
     from optuna.artifacts import upload_artifact
 
-    from taskgraph.pipeline import DEFAULT_POLICY, Runs, candidates, check, decide, measure, propose
+    from taskgraph.pipeline import Runs, candidates, check, decide, measure, propose
     from taskgraph.runners import stages
 
     attrs = study.user_attrs
@@ -105,13 +123,8 @@ def prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store: 
     trunk = spec.trunk_spec()
     gp = spec.search.loaded.grouping if spec.search.loaded is not None else None
     top_m = gp.top_m if gp is not None else 0
-    k = gp.k if gp is not None else 1
-    af = spec.affinity
     train_cfg = spec.train_config()
-    # the default policy, with what the study file sets
-    policy = DEFAULT_POLICY.replace(estimator=af.estimator, affinity_epochs=af.epochs, every=af.every,
-                                    k=min(k, len(names)), z=af.z, check_seeds=af.check_seeds if top_m else 0,
-                                    seed=spec.seed, config=train_cfg)
+    policy = study_policy(spec, len(names))
     runs = Runs.from_data(lambda: trunk.build(data.input_shape), data, train_cfg)
     log(f"prepare: all-in-one model with {policy.estimator} affinity on {len(names)} tasks ...")
     matrix, _ = measure(runs, policy)

@@ -458,16 +458,45 @@ class AffinitySection(Section):
     epochs: int = 5
     check_seeds: int = 3  # paired seeds per checked network (0: no check runs)
     z: float | None = None  # leave all-in-one only past z SE (None: the 95% t quantile)
+    # the affinity run's own optimizer, learning rate and momentum (None: the study's [train] ones)
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
     KEY: ClassVar[str] = "affinity"
 
     @classmethod
     def from_table(cls, af: Table, *, epochs: int) -> AffinitySection:
+        from taskgraph.training import OPTIMIZERS
+
+        opt = af.raw("optimizer", None)
         out = cls(estimator=_estimator(af), every=af.int("every", 1, low=1, high=MAX_STEPS),
                   epochs=af.int("epochs", epochs, low=1, high=MAX_EPOCHS),
                   check_seeds=af.int("check_seeds", 3, low=0, high=100),
-                  z=af.float("z", None, low=0.0, high=100.0))
+                  z=af.float("z", None, low=0.0, high=100.0),
+                  optimizer=None if opt is None else af.str("optimizer", choices=OPTIMIZERS),
+                  lr=af.float("lr", None, low=1e-12, high=100.0),
+                  momentum=af.float("momentum", None, low=0.0, high=0.999))
         af.check_unknown()
         return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section's values; the affinity run's optimizer keys only where set (so the fingerprint of a
+        study that sets none of them is what it was before they existed)."""
+        d = super().to_dict()
+        for k in ("optimizer", "lr", "momentum"):
+            if d.get(k) is None:
+                d.pop(k, None)
+        return d
+
+    def config(self, train: TrainConfig) -> TrainConfig | None:
+        """The affinity run's training: ``train`` for :attr:`epochs` epochs with this table's optimizer,
+        learning rate and momentum; None when the table sets none of them (the run is then the checked
+        networks' own training, see :class:`~taskgraph.pipeline.GroupingPolicy`)."""
+        changes = {k: v for k, v in (("optimizer", self.optimizer), ("lr", self.lr), ("momentum", self.momentum))
+                   if v is not None}
+        if not changes:
+            return None
+        return train.replace(**changes, epochs=self.epochs, patience=None)
 
 
 #: the grouping solvers a study may name (``auto``: exact up to 20 tasks, scalable beyond)

@@ -194,3 +194,43 @@ def test_heavy_tailed_sample_noise_does_not_hide_a_gain_every_typical_sample_sho
         GroupingPolicy(sample_test="median")
     with pytest.raises(ConfigError, match="0 <= 'trim' < 0.5 must hold"):
         GroupingPolicy(trim=0.5)
+
+
+def test_a_study_can_measure_affinity_with_its_own_optimizer_and_the_prepare_stage_uses_it(tmp_path):
+    import tomllib
+    from pathlib import Path
+
+    from taskgraph.pipeline import measure
+    from taskgraph.runners.prepare import study_policy
+    from taskgraph.search import StudySpec
+
+    base = tomllib.loads(Path("studies/quickstart.toml").read_text())
+    base["search"]["space"] = str(Path("search_spaces/default.toml").resolve())
+    spec = StudySpec.from_dict(base, file="quickstart.toml", runs_root=tmp_path)
+    policy = study_policy(spec, 6)
+    assert policy.affinity_config is not None
+    assert (policy.affinity_config.optimizer, policy.affinity_config.lr, policy.affinity_config.momentum) == \
+        ("sgd", 0.05, 0.0)
+    assert policy.affinity_config.epochs == spec.affinity.epochs == 4 and policy.affinity_config.patience is None
+    assert policy.config is not None and policy.config.optimizer == "adam"  # the checks keep the study's training
+
+    # without the keys the affinity run is the study's own training, and the fingerprint is as before them
+    keys = ("optimizer", "lr", "momentum")
+    plain = {**base, "affinity": {k: v for k, v in base["affinity"].items() if k not in keys}}
+    spec2 = StudySpec.from_dict(plain, file="quickstart.toml", runs_root=tmp_path)
+    assert study_policy(spec2, 6).affinity_config is None
+    assert "optimizer" not in spec2.affinity.to_dict() and spec.affinity.to_dict()["optimizer"] == "sgd"
+    assert spec.fingerprint() != spec2.fingerprint()
+
+    # the measurement really steps with it: one step of plain SGD from the same start differs from Adam's
+    runs = _runs()
+    sgd = GroupingPolicy(affinity_epochs=1, every=1, affinity_config=spec.affinity.config(runs.config))
+    adam = GroupingPolicy(affinity_epochs=1, every=1)
+    assert not np.allclose(measure(runs, sgd)[0].mean, measure(runs, adam)[0].mean)
+
+    for key, value, must in (("optimizer", "lbfgs", "must be one of adam, adamw, sgd"),
+                             ("lr", -1.0, "'affinity.lr'"), ("momentum", 1.5, "'affinity.momentum'")):
+        bad = {**base, "affinity": {**base["affinity"], key: value}}
+        with pytest.raises(ConfigError, match=must) as err:
+            StudySpec.from_dict(bad, file="quickstart.toml", runs_root=tmp_path)
+        assert err.value.key == f"affinity.{key}"
