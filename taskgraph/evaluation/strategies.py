@@ -15,7 +15,9 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
 - ``all-in-one``, ``single-task``: the two references (no training to decide);
 - ``affinity:<estimator>:<optimizer>``: the affinity's first partition (TAG's serving
   score) from one all-in-one run: ``exact`` (TAG lookahead), ``first_order``, ``cosine``;
-  with the problem's own optimizer (``study``) or plain SGD at lr 0.05 (``sgd``);
+  with the problem's own optimizer (``study``) or plain SGD at lr 0.05 (``sgd``), over the
+  first epochs; ``late``: measured over 2 epochs on the all-in-one network trained to early
+  stopping (the converged network's transfer rather than the first epochs' conflict);
 - ``group-lookahead``: TAG's higher-order score: the lookahead with each candidate group's
   summed gradient, every partition scored by the sum of its tasks' scores;
 - ``surrogate``: :func:`taskgraph.pipeline.surrogate` (Li et al. 2023) on 2n random subsets;
@@ -127,6 +129,26 @@ def _affinity(problem: Problem, runs: Runs, *, estimator: str, optimizer: str) -
     return top.groups, steps, {"score": float(top.score), "affinity": np.asarray(matrix.mean)}
 
 
+def _late_affinity(problem: Problem, runs: Runs, *, estimator: str) -> _Outcome:
+    """The affinity of the *trained* all-in-one network: trained to early stopping with the problem's
+    protocol, then measured at every step of 2 more epochs (a fresh optimizer of the same kind): the
+    transfer a converged shared network reaches, not the first epochs' gradient conflict."""
+    from taskgraph.affinity import measure_affinity
+    from taskgraph.models import MultiTaskModel
+    from taskgraph.training import fit
+
+    data = problem.data()
+    cfg = runs.config.replace(seed=EVAL_SEED)
+    seed_everything(cfg.seed)
+    model = MultiTaskModel(problem.trunk.build(data.input_shape), data.tasks, input_shape=data.input_shape)
+    res = fit(model, data, cfg)
+    tr, _, _ = data.loaders(cfg.batch_size, seed=cfg.seed)
+    late = cfg.replace(epochs=2, patience=None)
+    matrix = measure_affinity(model, data.tasks, tr, estimator=estimator, every=1, config=late)
+    top = propose(matrix, GroupingPolicy(top_m=1))[0]
+    return top.groups, res.steps + 2 * len(tr), {"score": float(top.score), "affinity": np.asarray(matrix.mean)}
+
+
 class _GroupLookahead(Callback):
     """Accumulates TAG's group→task lookahead for every subset at every ``every``-th step."""
 
@@ -224,6 +246,8 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "affinity:exact:sgd": _timed(partial(_affinity, estimator="exact", optimizer="sgd")),
     "affinity:first_order:study": _timed(partial(_affinity, estimator="first_order", optimizer="study")),
     "affinity:cosine:study": _timed(partial(_affinity, estimator="cosine", optimizer="study")),
+    "affinity:exact:late": _timed(partial(_late_affinity, estimator="exact")),
+    "affinity:cosine:late": _timed(partial(_late_affinity, estimator="cosine")),
     "group-lookahead": _timed(_group_lookahead),
     "surrogate": _timed(_surrogate),
     "check:sgd-affinity:1x10ep:argmin": _timed(partial(_check, proposer="sgd-affinity", seeds=1, z=0.0, top_m=3,
