@@ -59,7 +59,7 @@ def _print_summary(spec: StudySpec, summary: RunSummary) -> None:
         con.print("[yellow]no trial completed[/]")
     elif len(summary.best) == 1:
         b = summary.best[0]
-        con.print(f"[bold]best trial {b['number']}[/]: {spec.search.objective} = {b['values'][0]:.4f} (lower is better)"
+        con.print(f"[bold]best trial {b['number']}[/]: {summary.values_text(b['values'])} (lower is better)"
                   + (f", test Δm% = {b['delta_m_test']:+.2f} (lower is better)"
                      if b.get("delta_m_test") is not None else ""))
         for k, v in b["params"].items():
@@ -67,8 +67,11 @@ def _print_summary(spec: StudySpec, summary: RunSummary) -> None:
         if b.get("groups"):
             con.print("  groups = " + groups_text(b["groups"]))
     else:
-        con.print(f"[bold]Pareto front[/]: {len(summary.best)} trial(s): "
-                  + ", ".join(str(b["number"]) for b in summary.best))
+        con.print(f"[bold]Pareto front[/]: {len(summary.best)} trial(s), lower is better"
+                  + (" (the first 10)" if len(summary.best) >= 10 else ""))
+        for b in summary.best:
+            con.print(f"  trial {b['number']}: {summary.values_text(b['values'])}"
+                      + (f"; groups = {groups_text(b['groups'])}" if b.get("groups") else ""))
     con.print(f"storage: {summary.storage_url} (study {summary.study_name!r})")
     con.print(f"artifacts: {summary.artifacts_dir}")
     con.print(f"review it: [bold]taskgraph dashboard {_storage_arg(spec)}[/]  then open http://127.0.0.1:8080")

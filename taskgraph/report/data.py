@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,13 +76,15 @@ class ReportData:
         return len(self.directions) > 1
 
 
-def _row(t: FrozenTrial) -> TrialRow:
+def _row(t: FrozenTrial, retries: Mapping[int, int] | None = None) -> TrialRow:
+    from taskgraph.runners.storage import fail_reason
+
     ua = t.user_attrs
     dur = t.duration.total_seconds() if t.duration is not None else None
     return TrialRow(number=t.number, state=t.state.name, values=tuple(t.values) if t.values else None,
                     params=dict(t.params), grouping=ua.get("grouping"), groups=ua.get("groups"),
                     topology=ua.get("topology"), weighting=ua.get("weighting"), delta_m_test=ua.get("delta_m_test"),
-                    test_metrics=ua.get("test_metrics"), fail_reason=ua.get("fail_reason"), seconds=dur)
+                    test_metrics=ua.get("test_metrics"), fail_reason=fail_reason(t, retries), seconds=dur)
 
 
 def build_report(storage_url: str, *, study_name: str | None = None, artifact_dir: str | None = None) -> ReportData:
@@ -95,7 +98,7 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
     import optuna
     from optuna.artifacts import get_all_artifact_meta
 
-    from taskgraph.runners.storage import mask_url, open_storage, state_counts
+    from taskgraph.runners.storage import mask_url, open_storage, retry_map, state_counts
 
     storage = open_storage(storage_url, key=None)
     names = [s.study_name for s in storage.get_all_studies()]
@@ -112,7 +115,8 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
     if "storage_url" in cfg:  # a study stored before passwords were masked
         cfg["storage_url"] = mask_url(str(cfg["storage_url"]))
     trials = study.get_trials(deepcopy=False)
-    rows = tuple(_row(t) for t in trials)
+    retries = retry_map(trials)
+    rows = tuple(_row(t, retries) for t in trials)
     counts = state_counts(trials)
     try:
         best_trials = study.best_trials
@@ -120,7 +124,7 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
         best_trials = []
     if len(study.directions) == 1 and best_trials:
         best_trials = [study.best_trial]
-    best = tuple(_row(t) for t in best_trials)
+    best = tuple(_row(t, retries) for t in best_trials)
     tasks = tuple(ua.get("task_names", ()))
     base = ua.get("baselines", {})
     single = base.get("single_task", {}).get("test", {}).get("metrics", {})

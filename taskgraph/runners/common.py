@@ -374,7 +374,9 @@ class Progress:
         elif frozen.state == TrialState.PRUNED:
             what = f"[yellow]PRUNED[/] at epoch {frozen.last_step}"
         else:
-            what = f"[red]FAIL[/] {frozen.user_attrs.get('fail_reason', '')}"
+            from taskgraph.runners.storage import fail_reason
+
+            what = f"[red]FAIL[/] {fail_reason(frozen) or ''}"
         best = ""
         if len(study.directions) == 1:
             try:
@@ -402,6 +404,15 @@ class RunSummary:
     best: list[dict[str, Any]]
     seconds: float
     errors: list[str] = field(default_factory=list)
+    metric_names: list[str] | None = None  # the study's objective names (one per value), when set
+
+    def values_text(self, values: Sequence[float]) -> str:
+        """``objective = v`` for one value; ``name=v, ...`` (the study's metric names) for several."""
+        if len(values) == 1:
+            return f"{self.objective} = {values[0]:.4f}"
+        names = self.metric_names if self.metric_names and len(self.metric_names) == len(values) else \
+            [f"value{i}" for i in range(len(values))]
+        return ", ".join(f"{n}={v:.4f}" for n, v in zip(names, values, strict=True))
 
 
 def summarize(run: StudyRun, seconds: float, errors: list[str] | None = None) -> RunSummary:
@@ -422,4 +433,4 @@ def summarize(run: StudyRun, seconds: float, errors: list[str] | None = None) ->
         best = best[:1]
     spec = run.spec
     return RunSummary(study.study_name, spec.storage.shown, spec.storage.artifacts, spec.search.objective, counts,
-                      best, seconds, list(errors or []))
+                      best, seconds, list(errors or []), study.metric_names)

@@ -53,6 +53,7 @@ __all__ = [
     "count_finished",
     "create_or_load_study",
     "driver_seed",
+    "fail_reason",
     "fail_stale",
     "find_duplicate",
     "heartbeat",
@@ -68,6 +69,7 @@ __all__ = [
     "record_skip",
     "record_start",
     "record_success",
+    "retry_map",
     "recover_interrupted",
     "scrub",
     "state_counts",
@@ -560,6 +562,41 @@ def recover_interrupted(study: optuna.Study, storage: BaseStorage, *, resume: bo
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         marked.append(t.number)
     return sorted(marked)
+
+
+def fail_reason(t: FrozenTrial, retries: Mapping[int, int] | None = None) -> str | None:
+    """Why FAIL trial ``t`` failed, in one line: its ``fail_reason`` user attr, else (a trial failed by
+    another driver because its heartbeat stopped: Optuna closes it, and a finished trial takes no more
+    attributes) a reason said here, with the trial that retried it when ``retries`` (``{retry_of: number}``
+    over the study's trials) knows one. None for a trial that did not fail.
+
+    Example:
+        >>> import optuna
+        >>> t = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
+        ...                               system_attrs={HEARTBEAT_MARK: True})
+        >>> fail_reason(t, {t.number: 7})
+        'driver lost: its heartbeat stopped (the driver or its node died); retried as trial 7'
+        >>> fail_reason(t, {}).split("; ")[1]
+        'not retried (it was retried 2 times already)'
+    """
+    from optuna.trial import TrialState
+
+    if t.state != TrialState.FAIL:
+        return None
+    given = t.user_attrs.get("fail_reason")
+    if given:
+        return str(given)
+    if HEARTBEAT_MARK not in t.system_attrs:
+        return None
+    again = (retries or {}).get(t.number)
+    tail = f"retried as trial {again}" if again is not None else (
+        f"not retried (it was retried {MAX_RETRY} times already)" if retries is not None else "")
+    return "driver lost: its heartbeat stopped (the driver or its node died)" + (f"; {tail}" if tail else "")
+
+
+def retry_map(trials: Iterable[FrozenTrial]) -> dict[int, int]:
+    """``{retry_of: number}``: which trial re-ran the configuration of a trial whose driver died."""
+    return {int(t.user_attrs["retry_of"]): t.number for t in trials if "retry_of" in t.user_attrs}
 
 
 def interrupted_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
