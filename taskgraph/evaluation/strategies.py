@@ -11,7 +11,8 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
   Yuen's trimmed test; ``default:seeds-only``: without the validation set's noise test;
   ``default:recombine``: also checking each proposal with some groups split into single tasks
   (no extra training, more candidates); ``default:sgd-affinity``: its affinity run stepping with
-  plain SGD (lr 0.05, 3 epochs) instead of the checked networks' optimizer;
+  plain SGD (lr 0.05, 3 epochs) instead of the checked networks' optimizer; ``default:top2``: the
+  affinity's first two partitions checked instead of one;
 - ``all-in-one``, ``single-task``: the two references (no training to decide);
 - ``affinity:<estimator>:<optimizer>``: the affinity's first partition (TAG's serving
   score) from one all-in-one run: ``exact`` (TAG lookahead), ``first_order``, ``cosine``;
@@ -240,6 +241,7 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "default:seeds-only": _timed(partial(_default, samples=False)),
     "default:recombine": _timed(partial(_default, recombine=True)),
     "default:sgd-affinity": _timed(_default_sgd_affinity),
+    "default:top2": _timed(partial(_default, top_m=2)),
     "all-in-one": _timed(_all_in_one),
     "single-task": _timed(_single_task),
     "affinity:exact:study": _timed(partial(_affinity, estimator="exact", optimizer="study")),
