@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["AffinityConfig", "BudgetConfig", "DatasetConfig", "GroupingParamConfig", "GroupingSolverConfig",
            "Progress", "ResourcesConfig", "RunSummary", "SearchConfig", "SpaceConfig", "StorageConfig",
            "StudyConfig", "StudyRun", "TrialConfigLike", "TrunkConfig", "check_topologies_build", "open_run",
-           "space_of", "summarize"]
+           "space_of", "summarize", "wait_for_prepare"]
 
 
 class GroupingParamConfig(Protocol):
@@ -280,8 +280,8 @@ def open_run(spec: StudyConfig, *, resume: bool, join: bool = False, pruner: opt
     if live:
         log(f"{'resume' if resume else 'join'}: trial(s) {live} are running on a live driver (or one gone less than "
             f"the heartbeat's grace period ago): left to it")
-    if join and not created:
-        _wait_prepared(study, storage, log)
+    if not created:
+        study = wait_for_prepare(study, storage, log, join=join)
     prepared = prepare(spec, data, study, store, log=log)
     ctx = StudyContext(spec.without_secrets(), prepared)  # trials never open the storage: no password in them
     remaining = spec.budget.trials - count_finished(study)
@@ -332,24 +332,39 @@ def check_topologies_build(spec: StudyConfig, data: Any) -> None:
                                       file=space.file, key=key) from None
 
 
-def _wait_prepared(study: optuna.Study, storage: RDBStorage, log: Callable[[str], None],
-                   timeout_s: float = 3600.0) -> None:
-    """A joining driver waits for the first driver's prepare stage instead of repeating it."""
+def wait_for_prepare(study: optuna.Study, storage: RDBStorage, log: Callable[[str], None], *, join: bool,
+                   timeout_s: float = 3600.0) -> optuna.Study:
+    """A driver that joins or resumes a study waits for another driver's prepare stage instead of repeating it.
+
+    It waits while that driver's :class:`~taskgraph.runners.storage.PrepareBeat` is fresh. When the
+    study is not prepared and nobody beats (the preparing driver died, or none began), this driver
+    prepares it: at once on ``--resume``; on ``--join`` after one grace period, which leaves the
+    study's first driver time to begin. Returns the study as last read.
+    """
     import optuna
 
+    from taskgraph.runners.storage import PREPARING, heartbeat_settings, preparer_alive
+
+    grace = heartbeat_settings()[1]
     t0 = time.monotonic()
     said = False
     while not study.user_attrs.get("prepared"):
+        if not preparer_alive(study, grace) and (not join or time.monotonic() - t0 > grace):
+            if said or study.user_attrs.get(PREPARING):
+                log(f"{'join' if join else 'resume'}: the driver preparing the study is gone (no beat for over "
+                    f"{grace} s): preparing it here")
+            break
         if time.monotonic() - t0 > timeout_s:
             from taskgraph.exceptions import SearchError
 
             raise SearchError(f"--join: study {study.study_name!r} was not prepared by its first driver within "
                               f"{timeout_s:.0f} s; start it without --join")
         if not said:
-            log("join: waiting for the first driver to finish the prepare stage ...")
+            log(f"{'join' if join else 'resume'}: waiting for the first driver to finish the prepare stage ...")
             said = True
-        time.sleep(2.0)
+        time.sleep(min(2.0, grace / 2))
         study = optuna.load_study(study_name=study.study_name, storage=storage)
+    return study
 
 
 class Progress:

@@ -106,15 +106,24 @@ def prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store: 
         store: the artifact store for the study-level pictures and JSON.
         log: where progress lines go.
     """
+    from taskgraph.runners.storage import PrepareBeat
+
+    attrs = study.user_attrs
+    if attrs.get("prepared"):
+        return Prepared.from_attrs(attrs)
+    # other drivers that join or resume the study meanwhile wait for this one while it beats
+    with PrepareBeat(study):
+        return _prepare(spec, data, study, store, log)
+
+
+def _prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store: FileSystemArtifactStore,
+             log: Callable[[str], None]) -> Prepared:
     import torch
     from optuna.artifacts import upload_artifact
 
     from taskgraph.pipeline import Runs, candidates, check, decide, measure, propose
     from taskgraph.runners import stages
 
-    attrs = study.user_attrs
-    if attrs.get("prepared"):
-        return Prepared.from_attrs(attrs)
     t0 = time.perf_counter()
     # the same threads as a trial: small models train much faster on one thread than on an
     # oversubscribed pool (OpenMP workers spin while they wait for a core)

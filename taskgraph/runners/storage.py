@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEARTBEAT_MARK",
+    "PREPARING",
+    "PrepareBeat",
     "INTERRUPTED",
     "SKIPPED",
     "TrialHeartbeat",
@@ -65,6 +67,7 @@ __all__ = [
     "open_study",
     "others_running",
     "package_versions",
+    "preparer_alive",
     "record_failure",
     "record_skip",
     "record_start",
@@ -491,6 +494,77 @@ class TrialHeartbeat:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: study user attr of the driver running the prepare stage: ``{"beat": unix seconds, "host", "pid"}``
+PREPARING = "taskgraph:preparing"
+
+
+class PrepareBeat:
+    """The prepare stage's heartbeat: the study user attr :data:`PREPARING` refreshed every interval.
+
+    The prepare stage runs once per study, for minutes; a driver that joins or resumes the study
+    meanwhile waits for it while the beat is fresh (:func:`preparer_alive`), and prepares itself
+    when the beat is older than the grace period (the preparing driver died). The times are the
+    drivers' own clocks (unix seconds): drivers on several machines need clocks that agree to well
+    within the grace period (60 s by default).
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study()
+        >>> with PrepareBeat(study):
+        ...     preparer_alive(study)
+        True
+    """
+
+    def __init__(self, study: optuna.Study, interval: float | None = None):
+        import socket
+
+        self.study = study
+        self.interval = float(interval if interval is not None else heartbeat_settings()[0])
+        self._mark = {"host": socket.gethostname(), "pid": os.getpid()}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat_once(self) -> None:
+        import time
+
+        self.study.set_user_attr(PREPARING, {**self._mark, "beat": time.time()})
+
+    def start(self) -> PrepareBeat:
+        self._beat_once()
+        self._thread = threading.Thread(target=self._run, name="taskgraph-prepare-beat", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._beat_once()
+            except Exception:  # a busy or briefly unreachable database: beat again next interval
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> PrepareBeat:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def preparer_alive(study: optuna.Study, grace: float | None = None) -> bool:
+    """Whether a driver is running ``study``'s prepare stage now: its :class:`PrepareBeat` is at most
+    ``grace`` seconds old (default: :func:`heartbeat_settings`' grace period)."""
+    import time
+
+    mark = study.user_attrs.get(PREPARING)
+    if not isinstance(mark, dict) or not isinstance(mark.get("beat"), int | float):
+        return False
+    return time.time() - float(mark["beat"]) <= float(grace if grace is not None else heartbeat_settings()[1])
 
 
 def heartbeat(storage: BaseStorage, study_name: str, number: int) -> TrialHeartbeat:
