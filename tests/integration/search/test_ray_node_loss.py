@@ -67,15 +67,16 @@ def test_a_worker_node_killed_mid_study_fails_its_trials_with_why_and_the_study_
                                                                                                    study_file,
                                                                                                    local_ray_env,
                                                                                                    trials_so_far,
-                                                                                                   cmdline):
+                                                                                                   cmdline, untraced):
     """Head and worker node (1 CPU each, separate processes and ports, see CLUSTER); two trials at a time, one per
     node; once trials have completed on both nodes and one trains on the worker, every process of the worker node
     is SIGKILLed. The trial(s) it ran are FAIL with Ray's reason, the rest run on the head, and the
     study ends with exactly its budget of finished trials and none RUNNING."""
     env = local_ray_env  # its Ray processes (under its short temp dir) are stopped by their PIDs at the end
     t_start = time.monotonic()
-    helper = subprocess.Popen([sys.executable, "-c", CLUSTER, env["RAY_TMPDIR"]], env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # the cluster's processes run no measured code: kept out of coverage's tracer (the driver below stays measured)
+    helper = subprocess.Popen([sys.executable, "-c", CLUSTER, env["RAY_TMPDIR"]], env=untraced(env),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = helper.stdout.readline()
         if not line:
