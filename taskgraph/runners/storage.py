@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from taskgraph.exceptions import StorageError
 
@@ -436,7 +436,53 @@ def trial_id(storage: BaseStorage, study_name: str, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
 
 
-class TrialHeartbeat:
+class _Beat:
+    """Calls :meth:`beat` at once and then every ``interval`` seconds in a daemon thread until stopped
+    (a context manager too). A failing beat (a busy or briefly unreachable database) is tried again
+    next interval."""
+
+    interval: float
+    _thread_name = "taskgraph-beat"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        raise NotImplementedError
+
+    def _first(self) -> None:
+        self.beat()
+
+    def start(self) -> Self:
+        """Beat now, then keep beating in a daemon thread; returns self."""
+        if self._thread is None:
+            self._first()
+            self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a busy or briefly unreachable database: beat again next interval
+                continue
+
+    def stop(self) -> None:
+        """Stop beating; idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class TrialHeartbeat(_Beat):
     """Records a running trial's heartbeat in the storage every interval, in a background thread, until stopped.
 
     A driver wraps each trial it runs, from just after ``study.ask()`` to just after
@@ -458,49 +504,34 @@ class TrialHeartbeat:
     """
 
     def __init__(self, storage: BaseStorage, study_name: str, number: int):
+        super().__init__()
         # a storage with heartbeats (an RDBStorage: Optuna's heartbeat interface) when ``interval`` is set
         self.storage: Any = storage
         self.number = number
-        self.interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-        self._id = trial_id(storage, study_name, number) if self.interval else None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self.interval = float(interval or 0)
+        self._mark = interval  # stored as the storage gives it (a whole number of seconds)
+        self._id = trial_id(storage, study_name, number) if interval else None
+        self._thread_name = f"taskgraph-heartbeat-{number}"
 
-    def start(self) -> TrialHeartbeat:
-        """Mark the trial and record its first heartbeat, then keep beating in a daemon thread; returns self."""
-        if self._id is None or self._thread is not None:
-            return self
-        self.storage.set_trial_system_attr(self._id, HEARTBEAT_MARK, self.interval)
+    def start(self) -> Self:
+        """Mark the trial and record its first heartbeat, then keep beating in a daemon thread; returns self.
+        A storage without heartbeats: nothing."""
+        return self if self._id is None else super().start()
+
+    def _first(self) -> None:
+        self.storage.set_trial_system_attr(self._id, HEARTBEAT_MARK, self._mark)
+        self.beat()
+
+    def beat(self) -> None:
         self.storage.record_heartbeat(self._id)
-        self._thread = threading.Thread(target=self._beat, name=f"taskgraph-heartbeat-{self.number}", daemon=True)
-        self._thread.start()
-        return self
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.storage.record_heartbeat(self._id)
-            except Exception:  # a busy or briefly unreachable database: beat again next interval
-                continue
-
-    def stop(self) -> None:
-        """Stop beating (after the trial was told); idempotent."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def __enter__(self) -> TrialHeartbeat:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 #: study user attr of the driver running the prepare stage: ``{"beat": unix seconds, "host", "pid"}``
 PREPARING = "taskgraph:preparing"
 
 
-class PrepareBeat:
+class PrepareBeat(_Beat):
     """The prepare stage's heartbeat: the study user attr :data:`PREPARING` refreshed every interval.
 
     The prepare stage runs once per study, for minutes; a driver that joins or resumes the study
@@ -517,43 +548,20 @@ class PrepareBeat:
         True
     """
 
+    _thread_name = "taskgraph-prepare-beat"
+
     def __init__(self, study: optuna.Study, interval: float | None = None):
         import socket
 
+        super().__init__()
         self.study = study
         self.interval = float(interval if interval is not None else heartbeat_settings()[0])
         self._mark = {"host": socket.gethostname(), "pid": os.getpid()}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def _beat_once(self) -> None:
+    def beat(self) -> None:
         import time
 
         self.study.set_user_attr(PREPARING, {**self._mark, "beat": time.time()})
-
-    def start(self) -> PrepareBeat:
-        self._beat_once()
-        self._thread = threading.Thread(target=self._run, name="taskgraph-prepare-beat", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self._beat_once()
-            except Exception:  # a busy or briefly unreachable database: beat again next interval
-                continue
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def __enter__(self) -> PrepareBeat:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def preparer_alive(study: optuna.Study, grace: float | None = None) -> bool:
