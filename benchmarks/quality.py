@@ -38,7 +38,7 @@ from taskgraph.evaluation.strategies import STRATEGIES, runs_for
 HERE = Path(__file__).parent / "ground_truth"
 SEEDS = (0, 1, 2)
 #: the real problems the project evaluates itself on (tiny4 is the test suite's)
-DEFAULT_PROBLEMS = ("digits-shapes", "digits-pairs", "yeast6", "star6", "digits-planted")
+DEFAULT_PROBLEMS = ("digits-shapes", "digits-pairs", "yeast6", "star6", "digits-planted", "yeast6b")
 
 
 def ground_truth(name: str) -> GroundTruth:

@@ -242,6 +242,7 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "default:recombine": _timed(partial(_default, recombine=True)),
     "default:sgd-affinity": _timed(_default_sgd_affinity),
     "default:top2": _timed(partial(_default, top_m=2)),
+    "default:second-look": _timed(partial(_default, extra_seeds=2)),
     "all-in-one": _timed(_all_in_one),
     "single-task": _timed(_single_task),
     "affinity:exact:study": _timed(partial(_affinity, estimator="exact", optimizer="study")),

@@ -20,10 +20,11 @@ from taskgraph.pipeline.stages import (
     propose,
     reseed_loader,
     run_policy,
+    settle,
     surrogate,
     unchecked,
 )
 
 __all__ = ["DEFAULT_CHECK_CONFIG", "DEFAULT_POLICY", "AutoGroupResult", "Candidate", "CheckedCandidate", "Decision",
            "GroupingPolicy", "Runs", "auto_group", "candidates", "check", "decide", "measure", "propose",
-           "reseed_loader", "run_policy", "surrogate", "unchecked"]
+           "reseed_loader", "run_policy", "settle", "surrogate", "unchecked"]

@@ -50,9 +50,9 @@ from taskgraph.pipeline.stages import (
     Runs,
     candidates,
     check,
-    decide,
     measure,
     propose,
+    settle,
     unchecked,
 )
 from taskgraph.tasks import TaskSet
@@ -322,7 +322,8 @@ def auto_group(
                     f"and all-in-one over {policy.check_seeds} paired seeds")
         checked = check(runs, candidates(ranked, policy, tasks.names), policy, progress=not quiet,
                         log=console.log)
-        decision = decide(checked, policy)
+        decision, looked = settle(runs, checked, policy, progress=not quiet, log=console.log)
+        checked = list({c.groups: c for c in looked}.values())  # a second look's candidates replace their first
     seconds["checks"] = time.perf_counter() - t0
 
     def grouping_of(groups: Groups) -> tuple[Grouping, int]:

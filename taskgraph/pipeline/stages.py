@@ -52,7 +52,7 @@ from taskgraph.tasks import TaskSet
 from taskgraph.training import Evaluation, TrainConfig, seed_everything, train
 
 __all__ = ["DEFAULT_POLICY", "CheckedCandidate", "Decision", "GroupingPolicy", "Runs", "check", "decide",
-           "measure", "propose", "reseed_loader", "run_policy"]
+           "measure", "propose", "reseed_loader", "run_policy", "settle"]
 
 Groups = tuple[tuple[str, ...], ...]
 
@@ -106,6 +106,9 @@ class GroupingPolicy:
             and the gain must clear that (on one quality problem, one validation sample's swings
             kept all-in-one although it was 8.6 times worse on test; docs/quality.md).
         trim: the share trimmed from each end for ``sample_test="trimmed"`` (0.2: Wilcox's default).
+        extra_seeds: a second look: when all-in-one was kept although the best alternative is ahead on
+            validation (and passes the validation set's noise test), that alternative and all-in-one train
+            ``extra_seeds`` more paired seeds and the decision is made again over all of them (0: none).
         confidence: the level of the reported t-interval.
         config: every checked network's training (None: the caller's); its ``patience``
             stops each network early on validation.
@@ -130,6 +133,7 @@ class GroupingPolicy:
     finalists: int | None = None
     check_epochs: int | None = 30
     check_patience: int | None = 3
+    extra_seeds: int = 0
     confidence: float = 0.95
     config: TrainConfig | None = None
     affinity_config: TrainConfig | None = None
@@ -168,6 +172,8 @@ class GroupingPolicy:
             bad("trim", "0 <= 'trim' < 0.5 must hold", self.trim)
         if not 0 < self.confidence < 1:
             bad("confidence", "0 < 'confidence' < 1 must hold", self.confidence)
+        if not isinstance(self.extra_seeds, int) or isinstance(self.extra_seeds, bool) or self.extra_seeds < 0:
+            bad("extra_seeds", "'extra_seeds' must be an int >= 0", self.extra_seeds)
 
     def replace(self, **changes: Any) -> GroupingPolicy:
         return replace(self, **changes)
@@ -776,6 +782,44 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
     return Decision(aio, aio, ranked, p.mean, p.se, p.interval, n, policy.confidence, reason)
 
 
+def settle(runs: Runs, checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT_POLICY, *,
+           progress: bool = False, log: Callable[[str], None] | None = None
+           ) -> tuple[Decision, list[CheckedCandidate]]:
+    """:func:`decide`, with the policy's second look; ``(decision, every checked candidate)``.
+
+    With ``policy.extra_seeds`` > 0, when all-in-one was kept although the best alternative is ahead
+    on validation and passes the validation set's noise test (only the seeds' test failed: with few
+    seeds its bar is high), that alternative and all-in-one train ``extra_seeds`` more paired seeds
+    and :func:`decide` runs again on the two of them over all the seeds.
+    """
+    decision = decide(checked, policy)
+    n = decision.seeds
+    if policy.extra_seeds < 1 or decision.left_all_in_one or n < 2 or decision.all_in_one is None:
+        return decision, list(checked)
+    aio = decision.all_in_one
+    best = next((c for c in decision.candidates if c is not aio and len(c.val_totals) == n), None)
+    if best is None:
+        return decision, list(checked)
+    p = _paired(best, aio, policy.confidence, policy.samples, policy.sample_test, policy.trim)
+    stats_t = p.sample_stat / p.sample_se if p.sample_se > 0 else -math.inf
+    if p.mean >= 0 or (policy.samples and not -stats_t > _t_quantile(policy.z_samples, p.sample_df, policy)):
+        return decision, list(checked)
+    more = policy.replace(check_seeds=n + policy.extra_seeds)
+    if log:
+        log(f"second look: {best.source} is ahead of all-in-one but not past the seeds' bar; "
+            f"{policy.extra_seeds} more paired seeds for both")
+    again = check(runs, [(best.groups, best.source)], more, progress=progress, log=log)
+    second = decide(again, more)
+    note = f" (a second look: {policy.extra_seeds} more paired seeds for {best.source} and all-in-one)"
+    return replace(second, reason=second.reason + note), [*checked, *again]
+
+
+def _t_quantile(z: float | None, df: float, policy: GroupingPolicy) -> float:
+    from scipy import stats
+
+    return z if z is not None else float(stats.t.ppf(0.5 + policy.confidence / 2, df))
+
+
 def unchecked(groups: Iterable[Iterable[str]],
               reason: str = "the policy runs no checks (check_seeds = 0): the affinity's first proposal, "
               "unconfirmed") -> Decision:
@@ -807,4 +851,5 @@ def run_policy(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *, matrix: A
     if policy.check_seeds == 0:
         return unchecked(ranked[0].groups), matrix, ranked, steps
     checked = check(runs, candidates(ranked, policy, runs.tasks.names), policy, progress=progress, log=log)
-    return decide(checked, policy), matrix, ranked, steps + checked_steps(runs, checked, policy)
+    decision, checked = settle(runs, checked, policy, progress=progress, log=log)
+    return decision, matrix, ranked, steps + checked_steps(runs, checked, policy)

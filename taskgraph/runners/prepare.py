@@ -121,7 +121,7 @@ def _prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store:
     import torch
     from optuna.artifacts import upload_artifact
 
-    from taskgraph.pipeline import Runs, candidates, check, decide, measure, propose
+    from taskgraph.pipeline import Runs, candidates, check, measure, propose, settle
     from taskgraph.runners import stages
 
     t0 = time.perf_counter()
@@ -160,7 +160,7 @@ def _prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store:
         if policy.check_seeds:
             cands = candidates(ranked[:policy.top_m], policy, names)
             log(f"prepare: checking {len(cands)} candidates and all-in-one over {policy.check_seeds} paired seeds ...")
-            decision = decide(check(runs, cands, policy, log=log), policy)
+            decision, _ = settle(runs, check(runs, cands, policy, log=log), policy, log=log)
             log(f"prepare: {decision.statement()}")
     aio = runs.train_group(names, policy.seed)
     all_in_one = {"val": aio.val.to_dict(), "test": None if aio.test is None else aio.test.to_dict()}

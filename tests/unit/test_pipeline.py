@@ -234,3 +234,29 @@ def test_a_study_can_measure_affinity_with_its_own_optimizer_and_the_prepare_sta
         with pytest.raises(ConfigError, match=must) as err:
             StudySpec.from_dict(bad, file="quickstart.toml", runs_root=tmp_path)
         assert err.value.key == f"affinity.{key}"
+
+
+def test_a_second_look_adds_seeds_only_for_the_closest_alternative_when_all_in_one_was_kept():
+    from taskgraph.pipeline import settle
+
+    runs = _runs()
+    names = runs.tasks.names
+    single = [[t] for t in names]
+    # an impossible bar keeps all-in-one whatever the gain: the second look's conditions alone decide
+    base = GroupingPolicy(check_seeds=2, z=1e6, samples=False)
+    checked = check(runs, [(single, "single-task")], base)
+    ahead = checked[1].val_total < checked[0].val_total
+    decision, every = settle(runs, checked, base)  # extra_seeds = 0: decide() alone
+    assert decision.seeds == 2 and len(every) == 2 and "second look" not in decision.reason
+    assert ahead  # on this data single-task is ahead on validation, and kept out only by the bar
+    decision, every = settle(runs, checked, base.replace(extra_seeds=1))
+    assert decision.seeds == 3 and [len(c.val_totals) for c in every] == [2, 2, 3, 3]
+    assert decision.reason.endswith("(a second look: 1 more paired seeds for single-task and all-in-one)")
+    assert {(g, s) for (g, cfg), _ in runs._cache.items() for s in [cfg.seed]} >= {
+        (tuple(names), 2), *((t, 2) for t in [(n,) for n in names])}
+    # the seeds already trained are reused (the cache), and their totals are the first look's
+    assert every[2].source == "all-in-one" and every[2].val_totals[:2] == pytest.approx(checked[0].val_totals)
+    assert every[3].val_totals[:2] == pytest.approx(checked[1].val_totals)
+    # all-in-one behind: nothing to look at again
+    behind = [checked[0], cand(checked[1].groups, [t + 10 for t in checked[0].val_totals], "worse")]
+    assert settle(runs, behind, base.replace(extra_seeds=1))[0].seeds == 2
