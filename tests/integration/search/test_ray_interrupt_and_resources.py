@@ -29,7 +29,7 @@ def test_ctrl_c_on_a_ray_driver_exits_130_and_records_the_running_trials_fail_in
     """SIGINT to `taskgraph run --backend ray` (a local Ray) while trials train: as the local runner does."""
     # trials of several seconds, so the signal arrives while they train
     path = study_file("raystop", space=_lr_space(tmp_path), trials=4, epochs=40, early="none", n_samples=600,
-                      check_seeds=0)
+                      check_seeds=0, affinity_epochs=1)  # about the trials: a short prepare stage
     db = tmp_path / "runs" / "raystop" / "study.db"
     proc = subprocess.Popen([sys.executable, "-m", "taskgraph", "run", str(path), "--backend", "ray", "--runs-root",
                              str(tmp_path / "runs")], env=local_ray_env, cwd=tmp_path, stdout=subprocess.PIPE,

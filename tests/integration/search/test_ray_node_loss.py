@@ -84,7 +84,8 @@ def test_a_worker_node_killed_mid_study_fails_its_trials_with_why_and_the_study_
         cluster = json.loads(line)
         space = tmp_path / "lr_space.toml"
         space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
-        path = study_file("nodeloss", space=space, trials=5, epochs=30, early="none", n_samples=1000, check_seeds=0)
+        path = study_file("nodeloss", space=space, trials=5, epochs=30, early="none", n_samples=1000, check_seeds=0,
+                          affinity_epochs=1)  # about the trials: a short prepare stage
         db = tmp_path / "runs" / "nodeloss" / "study.db"
         driver = subprocess.Popen([sys.executable, "-m", "taskgraph", "run", str(path), "--backend", "ray",
                                    "--address", cluster["address"], "--runs-root", str(tmp_path / "runs")], env=env,

@@ -176,7 +176,8 @@ def test_a_ray_driver_joins_a_local_driver_and_they_share_the_budget(tmp_path, s
     """`--backend ray --join` next to a running local driver: every trial once, the budget shared."""
     space = tmp_path / "lr_space.toml"
     space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
-    path = study_file("rayjoin", space=space, trials=6, epochs=8, early="none", n_samples=3000, check_seeds=0)
+    path = study_file("rayjoin", space=space, trials=6, epochs=8, early="none", n_samples=3000, check_seeds=0,
+                      affinity_epochs=1)  # about the trials: a short prepare stage
     db = tmp_path / "runs" / "rayjoin" / "study.db"
     url = f"sqlite:///{db}"
     runs = ["--runs-root", str(tmp_path / "runs")]
@@ -205,7 +206,8 @@ def test_a_ray_trial_whose_worker_dies_is_recorded_fail_with_why_and_the_study_g
     space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
     # trials of several seconds: the victim is looked for while a trial is inside its train call
     path = study_file("raycrash", space=space, trials=4, epochs=40, early="none", n_samples=3000,
-                      check_seeds=0)  # about the trials: the prepare stage's checks would eat the 240 s
+                      check_seeds=0, affinity_epochs=1)  # about the trials: a short prepare stage (no checks,
+    # 1 affinity epoch), else it would eat the 240 s
     db = tmp_path / "runs" / "raycrash" / "study.db"
     args = ["run", str(path), "--backend", "ray", "--address", ray_head["gcs"], "--runs-root", str(tmp_path / "runs")]
     code, err = kill_a_ray_trial(args, env=ray_head["env"], cwd=tmp_path, db=db, name="raycrash",
