@@ -88,12 +88,14 @@ def test_two_joined_drivers_keep_the_budget_exact_and_repeat_nothing(tmp_path, s
     assert [m.filename for m in get_all_artifact_meta(study)].count("groupings.json") == 1  # prepared once
 
 
-def test_a_resumed_ray_driver_repeats_no_configuration(tmp_path, study_file, cli, local_ray_env):
+def test_a_resumed_ray_driver_repeats_no_configuration(tmp_path, study_file, cli, ray_head):
+    # on the suite's Ray head (a local Ray started by `run` is tested in test_search_ray_local.py): the resume is
+    # what this test is about, not two more Ray startups
     path = study_file("rgrow", space=_space(tmp_path), trials=2, epochs=2, early="none", n_samples=300)
-    runs = ["--runs-root", str(tmp_path / "runs")]
-    r = cli("run", str(path), "--backend", "ray", *runs, env=local_ray_env, cwd=tmp_path, timeout=400)
+    runs = ["--runs-root", str(tmp_path / "runs"), "--address", ray_head["gcs"]]
+    r = cli("run", str(path), "--backend", "ray", *runs, env=ray_head["env"], cwd=tmp_path, timeout=400)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    r = cli("run", str(path), "--backend", "ray", "--resume", "--trials", "4", *runs, env=local_ray_env,
+    r = cli("run", str(path), "--backend", "ray", "--resume", "--trials", "4", *runs, env=ray_head["env"],
             cwd=tmp_path, timeout=400)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     trials = optuna.load_study(study_name="rgrow", storage=f"sqlite:///{tmp_path / 'runs/rgrow/study.db'}").get_trials()
