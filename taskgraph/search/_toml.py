@@ -91,6 +91,8 @@ class Table:
             return str(v)
         if not isinstance(v, str):
             raise self.error(name, f"{self.key(name)!r} must be a string, got {_type_name(v)} {v!r}")
+        if "\x00" in v:  # no name, path or URL holds one (the OS refuses it in a path)
+            raise self.error(name, f"{self.key(name)!r} must not contain a NUL character, got {v!r}")
         if choices is not None:
             valid = list(choices)
             if v not in valid:
