@@ -35,11 +35,12 @@ def check_budget(trials, budget: int) -> None:
 
 
 def test_a_resume_beside_a_live_driver_leaves_the_live_one_untouched(tmp_path, study_file, cli_environ, two_drivers):
-    # trials of some seconds each (small batches: only the trials, not the prepare stage, take long), so the first
-    # driver is still running when the second has started
+    # trials of several seconds each (small batches: only the trials, not the prepare stage, take long), so the first
+    # driver is still running when the second has started (3 epochs failed once under load: all 3 trials were done
+    # before the second driver looked)
     space = _space(tmp_path)
     space.write_text(space.read_text() + '[params.batch_size]\ntype = "categorical"\nchoices = [4]\n')
-    path = study_file("live", space=space, trials=3, epochs=3, early="none", n_samples=1000, check_seeds=0)
+    path = study_file("live", space=space, trials=3, epochs=10, early="none", n_samples=1000, check_seeds=0)
     db = tmp_path / "runs" / "live" / "study.db"
     runs = ["--runs-root", str(tmp_path / "runs")]
     # the printed advice followed next to a live driver: its running trial used to be failed under it
