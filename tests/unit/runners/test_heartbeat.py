@@ -13,11 +13,13 @@ from taskgraph.runners.storage import (
     HEARTBEAT_MARK,
     budget_ahead,
     count_finished,
+    fail_reason,
     heartbeat,
     heartbeat_settings,
     interrupted_numbers,
     others_running,
     recover_interrupted,
+    retry_map,
 )
 
 X = optuna.distributions.FloatDistribution(0, 1)
@@ -66,7 +68,18 @@ def test_a_trial_whose_driver_died_three_times_counts_as_failed(storage):
             break
         numbers.append(study.ask().number)
     assert count_finished(study) == 1  # the last one counts: the configuration failed, not only its drivers
-    assert interrupted_numbers(study.get_trials()) == set(numbers[:2])
+    trials = study.get_trials()
+    assert interrupted_numbers(trials) == set(numbers[:2])
+    # each says why, though Optuna closed it without a reason: its retry, or that there was none
+    retries = retry_map(trials)
+    assert retries == {numbers[0]: numbers[1], numbers[1]: numbers[2]}
+    lost = "driver lost: its heartbeat stopped (the driver or its node died)"
+    assert [fail_reason(trials[n], retries) for n in numbers] == [
+        f"{lost}; retried as trial {numbers[1]}", f"{lost}; retried as trial {numbers[2]}",
+        f"{lost}; not retried (it was retried 2 times already)"]
+    assert fail_reason(trials[numbers[0]]) == lost  # without the study's trials: no claim about retries
+    done = study.ask({"x": X})
+    assert fail_reason(study.tell(done, 0.5), retries) is None  # not failed: no reason
 
 
 def test_the_live_driver_can_still_tell_a_trial_another_driver_failed(storage):
