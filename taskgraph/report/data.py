@@ -70,6 +70,7 @@ class ReportData:
     study_artifacts: tuple[tuple[str, str], ...]
     config: dict[str, Any]
     study: Any = field(default=None, compare=False, repr=False)
+    decision: dict[str, Any] | None = None  #: the prepare stage's grouping decision (user attr grouping_decision)
 
     @property
     def multi_objective(self) -> bool:
@@ -153,4 +154,4 @@ def build_report(storage_url: str, *, study_name: str | None = None, artifact_di
                       counts={k: v for k, v in counts.items() if v}, trials=rows, best=best,
                       per_task=tuple(per_task), groupings=dict(ua.get("groupings", {})),
                       scores=dict(ua.get("grouping_scores", {})), study_artifacts=tuple(arts), config=cfg,
-                      study=study)
+                      study=study, decision=ua.get("grouping_decision"))

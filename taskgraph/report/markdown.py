@@ -129,6 +129,9 @@ def render_markdown(data: ReportData, pictures: dict[str, str]) -> str:
         out += ["## Groupings searched", "", "| label | groups | grouping score |", "|---|---|---|"]
         out += [f"| {_cell(lb)} | {_groups(g)} | {_f(data.scores.get(lb))} |" for lb, g in data.groupings.items()]
         out.append("")
+    if data.decision and data.decision.get("statement"):
+        # how sure the prepare stage's checks were (docs/quality.md): the paired difference to all-in-one
+        out += ["## Grouping decision (the prepare stage's checks)", "", str(data.decision["statement"]), ""]
     pics = [(role, name) for role, name in pictures.items()]
     if pics:
         out += ["## Pictures", ""]

@@ -60,6 +60,22 @@ def test_report_of_the_study_says_which_way_is_better(finished, invoke, tmp_path
     assert r.stdout.strip() == f"report written: {tmp_path / 'rep' / 'report.md'}"
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "val_loss = " in text and "(lower is better)" in text and "test Δm% ↓" in text
+    assert "## Grouping decision" not in text  # this study ran no checks
+
+
+def test_report_shows_the_prepare_stages_decision(finished, invoke, tmp_path):
+    import shutil
+
+    _, _, runs = finished
+    db = tmp_path / "copy.db"
+    shutil.copy(runs / "tiny" / "study.db", db)
+    statement = "chosen {t0} | {t1, t2} (affinity #1): validation total -0.0100 vs all-in-one (-5.00%, lower is better)"
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+    study.set_user_attr("grouping_decision", {"groups": [["t0"], ["t1", "t2"]], "statement": statement})
+    r = invoke("report", str(db), "--out", str(tmp_path / "rep"))
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert f"## Grouping decision (the prepare stage's checks)\n\n{statement}\n" in text
 
 
 def test_report_on_a_storage_without_the_study_fails_with_exit_1(finished, invoke):
