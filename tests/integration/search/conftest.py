@@ -304,7 +304,7 @@ def kill_a_ray_trial():
     """Start a Ray driver, SIGKILL the worker process of one of its running trials, wait for the driver to end.
 
     Call as ``kill_a_ray_trial(argv, env=..., cwd=..., db=Path, name=str, ray_tmpdir=str)`` (``ray_tmpdir``:
-    the Ray head's temp dir, whose processes are searched for a trial worker busy in its train call);
+    the Ray head's temp dir, whose processes are searched for a running trial's actor);
     returns the driver's exit code and its stderr.
     """
     from optuna.trial import TrialState
@@ -314,12 +314,16 @@ def kill_a_ray_trial():
             victim, deadline = None, time.time() + 240
             while victim is None and time.time() < deadline and proc.poll() is None:
                 ts = _trials_so_far(db, name) or []
-                if any(t.state == TrialState.RUNNING and t.intermediate_values for t in ts):
+                if any(t.state == TrialState.RUNNING for t in ts):
+                    # a trial's actor (busy in its train call or between two of them): killing it kills the trial;
+                    # waiting for a reported epoch as well missed every trial once the workers ran untraced
                     victim = next((pid for pid in _ray_pids_under(ray_tmpdir)
-                                   if _cmdline(pid).startswith(b"ray::ImplicitFunc.train")), None)
-                time.sleep(0.2)
+                                   if _cmdline(pid).startswith(b"ray::ImplicitFunc")), None)
+                time.sleep(0.1)
             if victim is None:
-                pytest.fail("no running trial worker found")
+                ended = "ended" if proc.poll() is not None else "ran"
+                pytest.fail(f"no running trial worker found (the driver {ended}; "
+                            f"trial states {[t.state.name for t in _trials_so_far(db, name) or []]})")
             os.kill(victim, signal.SIGKILL)
             _, err = proc.communicate(timeout=300)
             return proc.returncode, err
