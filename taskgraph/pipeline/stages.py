@@ -698,6 +698,19 @@ def _paired(a: CheckedCandidate, b: CheckedCandidate, confidence: float, samples
     return Paired(mean, math.sqrt(var_seeds), se, (mean - half, mean + half), df, stat, stat_se, stat_df)
 
 
+def _t_quantile(z: float | None, df: float, confidence: float) -> float:
+    """``z`` when given, else the two-sided ``confidence`` t quantile with ``df`` degrees of freedom."""
+    from scipy import stats
+
+    return z if z is not None else float(stats.t.ppf(0.5 + confidence / 2, df))
+
+
+def _typical_sample_passes(p: Paired, policy: GroupingPolicy) -> bool:
+    """The validation set's noise test of :func:`decide` (passed when ``policy.samples`` is off)."""
+    return not policy.samples or -p.sample_stat > _t_quantile(policy.z_samples, p.sample_df,
+                                                              policy.confidence) * p.sample_se
+
+
 def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT_POLICY) -> Decision:
     """Keep all-in-one unless a candidate's paired validation gain is clear of the noise.
 
@@ -713,8 +726,6 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
     networks). Candidates a race stopped after one seed are not compared. With one seed there
     is no standard error and any gain clears the bar.
     """
-    from scipy import stats
-
     ranked = tuple(sorted(checked, key=lambda c: c.val_total))
     aio = next(c for c in checked if c.source == "all-in-one")
     n = len(aio.val_totals)
@@ -725,7 +736,7 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
     others = [(c, paired(c, aio)) for c in ranked if c is not aio and len(c.val_totals) == n]
 
     def quantile(z: float | None, df: float) -> float:
-        return z if z is not None else float(stats.t.ppf(0.5 + policy.confidence / 2, df))
+        return _t_quantile(z, df, policy.confidence)
 
     bar_seeds = quantile(policy.z, n - 1) if n > 1 else 0.0
     trimmed = policy.sample_test == "trimmed"
@@ -735,8 +746,7 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
             return False
         if n < 2:
             return True
-        return -p.mean > bar_seeds * p.se_seeds and (
-            not policy.samples or -p.sample_stat > quantile(policy.z_samples, p.sample_df) * p.sample_se)
+        return -p.mean > bar_seeds * p.se_seeds and _typical_sample_passes(p, policy)
 
     def sig(p: Paired) -> str:
         if n < 2 or not p.se_seeds > 0:
@@ -801,8 +811,7 @@ def settle(runs: Runs, checked: Sequence[CheckedCandidate], policy: GroupingPoli
     if best is None:
         return decision, list(checked)
     p = _paired(best, aio, policy.confidence, policy.samples, policy.sample_test, policy.trim)
-    stats_t = p.sample_stat / p.sample_se if p.sample_se > 0 else -math.inf
-    if p.mean >= 0 or (policy.samples and not -stats_t > _t_quantile(policy.z_samples, p.sample_df, policy)):
+    if p.mean >= 0 or not _typical_sample_passes(p, policy):
         return decision, list(checked)
     more = policy.replace(check_seeds=n + policy.extra_seeds)
     if log:
@@ -814,10 +823,6 @@ def settle(runs: Runs, checked: Sequence[CheckedCandidate], policy: GroupingPoli
     return replace(second, reason=second.reason + note), [*checked, *again]
 
 
-def _t_quantile(z: float | None, df: float, policy: GroupingPolicy) -> float:
-    from scipy import stats
-
-    return z if z is not None else float(stats.t.ppf(0.5 + policy.confidence / 2, df))
 
 
 def unchecked(groups: Iterable[Iterable[str]],

@@ -72,6 +72,12 @@ class Prepared:
                    a.get("affinity"), float(a.get("prepare_seconds", 0.0)))
 
 
+def _space_grouping(spec: StudyConfig) -> tuple[int, int]:
+    """The search space's grouping parameter: ``(top_m, k)``; ``(0, 1)`` without one."""
+    gp = spec.search.loaded.grouping if spec.search.loaded is not None else None
+    return (gp.top_m, gp.k) if gp is not None else (0, 1)
+
+
 def study_policy(spec: StudyConfig, n_tasks: int) -> GroupingPolicy:
     """The study's :class:`~taskgraph.pipeline.GroupingPolicy`: the default policy with what the study
     file sets (``[affinity]``: estimator, epochs, every, check_seeds, z and the affinity run's optimizer,
@@ -79,9 +85,7 @@ def study_policy(spec: StudyConfig, n_tasks: int) -> GroupingPolicy:
     proposes no groupings (``top_m = 0``)."""
     from taskgraph.pipeline import DEFAULT_POLICY
 
-    gp = spec.search.loaded.grouping if spec.search.loaded is not None else None
-    top_m = gp.top_m if gp is not None else 0
-    k = gp.k if gp is not None else 1
+    top_m, k = _space_grouping(spec)
     af = spec.affinity
     train_cfg = spec.train_config()
     return DEFAULT_POLICY.replace(estimator=af.estimator, affinity_epochs=af.epochs, every=af.every,
@@ -130,8 +134,7 @@ def _prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store:
     torch.set_num_threads(max(1, int(spec.resources.cpus)))
     names = tuple(data.tasks.names)
     trunk = spec.trunk_spec()
-    gp = spec.search.loaded.grouping if spec.search.loaded is not None else None
-    top_m = gp.top_m if gp is not None else 0
+    top_m, _ = _space_grouping(spec)
     train_cfg = spec.train_config()
     policy = study_policy(spec, len(names))
     runs = Runs.from_data(lambda: trunk.build(data.input_shape), data, train_cfg)

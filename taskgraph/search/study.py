@@ -463,6 +463,8 @@ class AffinitySection(Section):
     lr: float | None = None
     momentum: float | None = None
     KEY: ClassVar[str] = "affinity"
+    #: the keys of the affinity run's own training (each None: the study's [train] value)
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("optimizer", "lr", "momentum")
 
     @classmethod
     def from_table(cls, af: Table, *, epochs: int) -> AffinitySection:
@@ -483,7 +485,7 @@ class AffinitySection(Section):
         """The section's values; the affinity run's optimizer keys only where set (so the fingerprint of a
         study that sets none of them is what it was before they existed)."""
         d = super().to_dict()
-        for k in ("optimizer", "lr", "momentum"):
+        for k in self.RUN_KEYS:
             if d.get(k) is None:
                 d.pop(k, None)
         return d
@@ -492,8 +494,7 @@ class AffinitySection(Section):
         """The affinity run's training: ``train`` for :attr:`epochs` epochs with this table's optimizer,
         learning rate and momentum; None when the table sets none of them (the run is then the checked
         networks' own training, see :class:`~taskgraph.pipeline.GroupingPolicy`)."""
-        changes = {k: v for k, v in (("optimizer", self.optimizer), ("lr", self.lr), ("momentum", self.momentum))
-                   if v is not None}
+        changes = {k: getattr(self, k) for k in self.RUN_KEYS if getattr(self, k) is not None}
         if not changes:
             return None
         return train.replace(**changes, epochs=self.epochs, patience=None)
