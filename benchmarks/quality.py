@@ -9,7 +9,10 @@ Two steps, both resumable:
 
 ``exhaust`` trains every non-empty task subset over 3 paired seeds with early stopping
 (taskgraph.evaluation.exhaust) and appends to ``benchmarks/ground_truth/<problem>.jsonl``;
-the committed files were built by ``python benchmarks/quality.py exhaust --workers 2``.
+the committed files were built by ``python benchmarks/quality.py exhaust --workers 2`` and then
+``... exhaust --seeds 5 --workers 2`` (seeds 3 and 4). ``--seeds N`` ranks on N seeds; ``rescore``
+scores a ``compare --json`` file's stored choices on them without retraining; ``replication``
+asks whether the best partition of seeds 0-2 stays best on seeds 3-4.
 ``compare`` runs every strategy of taskgraph.evaluation.strategies (each trains what it
 needs itself, on seeds the ground truth never used) and scores its partition on the
 ground truth: ranks among all partitions by validation and test total, the test ratio to
