@@ -22,6 +22,8 @@ exhaustive ground truth. :data:`STRATEGIES` names them:
 - ``group-lookahead``: TAG's higher-order score: the lookahead with each candidate group's
   summed gradient, every partition scored by the sum of its tasks' scores;
 - ``surrogate``: :func:`taskgraph.pipeline.surrogate` (Li et al. 2023) on 2n random subsets;
+- ``pairwise``: every single-task and pair network trained once, combined by Standley et al.'s
+  higher-order approximation (a task's loss in a group: the mean of its pair losses there);
 - ``check:<proposer>:<seeds>x[:seeds|:z2]``: the check-run policies of
   :mod:`taskgraph.pipeline`: the proposer's top partitions (``affinity`` top 2, ``affinity1``
   top 1, ``surrogate``, ``both``, ``sgd-affinity``; ``+single``: the single-task partition
@@ -61,6 +63,7 @@ from taskgraph.pipeline.stages import (
     candidates,
     check,
     decide,
+    hoa_total,
     measure,
     propose,
     run_policy,
@@ -180,6 +183,28 @@ def _group_lookahead(problem: Problem, runs: Runs) -> _Outcome:
     return best, res.steps, {"score": float(score(best))}
 
 
+def _pairwise(problem: Problem, runs: Runs) -> _Outcome:
+    """Pairwise transfer, combined by Standley et al.'s higher-order approximation (HOA).
+
+    Every single-task and every pair network trains once (seed 1000, the problem's protocol);
+    task i's loss in a group of two or more is predicted as the mean of its losses in the pairs
+    it forms with the group's other tasks, and the partition of lowest predicted validation
+    total is taken (all partitions are enumerated: n <= 7).
+    """
+    trained = {s: runs.train_group(s, EVAL_SEED) for s in all_subsets(problem.tasks) if len(s) <= 2}
+    losses = {frozenset(s): r.val.losses for s, r in trained.items()}
+    best = min(set_partitions(problem.tasks), key=lambda p: hoa_total(losses, p))
+    n = len(problem.tasks)
+    transfer = np.zeros((n, n))  # [j, i]: task i's relative gain from j (an affinity matrix's orientation)
+    for a, i in enumerate(problem.tasks):
+        alone = losses[frozenset((i,))][i]
+        for b, j in enumerate(problem.tasks):
+            if a != b:
+                transfer[b, a] = (alone - losses[frozenset((i, j))][i]) / alone
+    return best, sum(r.steps for r in trained.values()), {"predicted": hoa_total(losses, best),
+                                                          "affinity": transfer}
+
+
 def _surrogate(problem: Problem, runs: Runs) -> _Outcome:
     ranked, info = surrogate(runs, seed=EVAL_SEED)
     return ranked[0], info["steps"], {"subsets": len(info["subsets"])}
@@ -243,6 +268,8 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "default:sgd-affinity": _timed(_default_sgd_affinity),
     "default:top2": _timed(partial(_default, top_m=2)),
     "default:second-look": _timed(partial(_default, extra_seeds=2)),
+    "default:pairwise": _timed(partial(_default, estimator="pairwise")),
+    "default:pairwise:no-single": _timed(partial(_default, estimator="pairwise", references=())),
     "all-in-one": _timed(_all_in_one),
     "single-task": _timed(_single_task),
     "affinity:exact:study": _timed(partial(_affinity, estimator="exact", optimizer="study")),
@@ -253,6 +280,7 @@ STRATEGIES: dict[str, Callable[..., Choice]] = {
     "affinity:cosine:late": _timed(partial(_late_affinity, estimator="cosine")),
     "group-lookahead": _timed(_group_lookahead),
     "surrogate": _timed(_surrogate),
+    "pairwise": _timed(_pairwise),
     "check:sgd-affinity:1x10ep:argmin": _timed(partial(_check, proposer="sgd-affinity", seeds=1, z=0.0, top_m=3,
                                                        epochs=10)),
     "check:affinity:3x": _timed(partial(_check, proposer="affinity", seeds=3)),

@@ -16,7 +16,10 @@ from taskgraph.pipeline.stages import (
     candidates,
     check,
     decide,
+    hoa_total,
     measure,
+    pairwise_networks,
+    pairwise_transfer,
     propose,
     reseed_loader,
     run_policy,
@@ -26,5 +29,6 @@ from taskgraph.pipeline.stages import (
 )
 
 __all__ = ["DEFAULT_CHECK_CONFIG", "DEFAULT_POLICY", "AutoGroupResult", "Candidate", "CheckedCandidate", "Decision",
-           "GroupingPolicy", "Runs", "auto_group", "candidates", "check", "decide", "measure", "propose",
+           "GroupingPolicy", "Runs", "auto_group", "candidates", "check", "decide", "hoa_total", "measure",
+           "pairwise_networks", "pairwise_transfer", "propose",
            "reseed_loader", "run_policy", "settle", "surrogate", "unchecked"]

@@ -52,7 +52,8 @@ from taskgraph.tasks import TaskSet
 from taskgraph.training import Evaluation, TrainConfig, seed_everything, train
 
 __all__ = ["DEFAULT_POLICY", "CheckedCandidate", "Decision", "GroupingPolicy", "Runs", "check", "decide",
-           "measure", "propose", "reseed_loader", "run_policy", "settle"]
+           "hoa_total", "measure", "pairwise_networks", "pairwise_transfer", "propose", "reseed_loader",
+           "run_policy", "settle"]
 
 Groups = tuple[tuple[str, ...], ...]
 
@@ -69,7 +70,9 @@ class GroupingPolicy:
     """How the pipeline measures, proposes, checks and decides (one value for every caller).
 
     Attributes:
-        estimator: the affinity estimator (``"exact"``: TAG's lookahead).
+        estimator: the affinity estimator (``"exact"``: TAG's lookahead; any name of
+            :data:`taskgraph.affinity.ESTIMATORS`), or ``"pairwise"``: the measured transfer of
+            every single-task and pair network (:func:`pairwise_transfer`, one seed).
         affinity_epochs: epochs of the all-in-one run that measures affinity.
         every: measure affinity every ``every`` steps.
         top_m: how many partitions the affinity proposes for checking.
@@ -359,8 +362,12 @@ def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *,
 
     The run uses the checked networks' training (``runs.config``: the same optimizer and
     learning rate) for ``policy.affinity_epochs`` epochs, so the lookahead is the update the
-    networks really take.
+    networks really take. With ``policy.estimator == "pairwise"`` the matrix is
+    :func:`pairwise_transfer`'s and ``steps`` is 0: its networks train through ``runs`` (the
+    checks reuse them) and :func:`checked_steps` counts them.
     """
+    if policy.estimator == "pairwise":
+        return pairwise_transfer(runs, policy, progress=progress), 0
     if policy.affinity_config is not None:
         cfg = policy.affinity_config.replace(seed=policy.seed)
     else:
@@ -374,6 +381,69 @@ def measure(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *,
     return matrix, steps
 
 
+def hoa_total(losses: Mapping[frozenset[str], Mapping[str, float]], groups: Iterable[Iterable[str]]) -> float:
+    """A partition's total predicted from single-task and pair losses (Standley et al.'s HOA).
+
+    ``losses[frozenset(s)][t]``: task t's loss in the network of subset s (every single and pair).
+    A task alone scores its single-task loss; in a group of two or more, the mean of its losses in
+    the pairs it forms with the group's other tasks (exact for pairs).
+
+    Example:
+        >>> L = {frozenset("a"): {"a": 1.0}, frozenset("b"): {"b": 2.0}, frozenset("c"): {"c": 3.0},
+        ...      frozenset("ab"): {"a": 0.5, "b": 1.5}, frozenset("ac"): {"a": 1.5, "c": 2.0},
+        ...      frozenset("bc"): {"b": 2.5, "c": 3.5}}
+        >>> hoa_total(L, [["a", "b"], ["c"]])   # 0.5 + 1.5 + 3.0
+        5.0
+        >>> hoa_total(L, [["a", "b", "c"]])     # a: (0.5+1.5)/2, b: (1.5+2.5)/2, c: (2.0+3.5)/2
+        5.75
+    """
+    total = 0.0
+    for g in map(list, groups):
+        for t in g:
+            others = [j for j in g if j != t]
+            total += (float(losses[frozenset((t,))][t]) if not others
+                      else float(np.mean([losses[frozenset((t, j))][t] for j in others])))
+    return total
+
+
+def pairwise_networks(names: Sequence[str], policy: GroupingPolicy) -> set[tuple[tuple[str, ...], int]]:
+    """The ``(group, seed)`` networks :func:`pairwise_transfer` trains: every single task and pair."""
+    singles = [(t,) for t in names]
+    pairs = [canonical([[a, b]], order=names)[0] for a, b in combinations(names, 2)]
+    return {(g, policy.seed) for g in singles + pairs}
+
+
+def pairwise_transfer(runs: Runs, policy: GroupingPolicy = DEFAULT_POLICY, *,
+                      progress: bool = False) -> AffinityMatrix:
+    """Measured transfer between every two tasks: ``Z[j, i] = L_i({i}) − L_i({i, j})``.
+
+    Every single-task and every pair network trains once, with seed ``policy.seed`` and the
+    checked networks' training (:meth:`GroupingPolicy.check_config`), so the checks reuse the
+    single-task networks and any pair a proposal keeps. ``L_i(G)`` is task i's validation loss
+    in group G's network. Oriented like an affinity (row: the source j, column: the task i
+    it helps), in loss units, so the serving score of a group (the mean over its other
+    members, :mod:`taskgraph.grouping.objective`) is Standley et al.'s higher-order
+    approximation of the loss the group saves, and a partition's score the total saved:
+    :func:`propose` then ranks partitions by their predicted validation total. One seed:
+    the matrix has no standard errors. It trains n(n + 1)/2 networks: meant for a handful
+    of tasks (the quality problems' six: docs/quality.md).
+    """
+    names = runs.tasks.names
+    cfg = policy.check_config(policy.config or runs.config)
+    trained = {g: runs.train_group(g, seed, config=cfg, progress=progress)
+               for g, seed in sorted(pairwise_networks(names, policy), key=lambda x: (len(x[0]), x[0]))}
+    n = len(names)
+    mean = np.full((n, n), np.nan)
+    for i, ti in enumerate(names):
+        alone = trained[(ti,)].val.losses[ti]
+        for j, tj in enumerate(names):
+            if i != j:
+                mean[j, i] = alone - trained[canonical([[ti, tj]], order=names)[0]].val.losses[ti]
+    count = np.ones((n, n), dtype=int) - np.eye(n, dtype=int)
+    return AffinityMatrix(names, mean, np.full((n, n), np.nan), count, estimator="pairwise",
+                          schedule={"networks": len(trained), "seed": policy.seed})
+
+
 # --- stage 2: proposals -------------------------------------------------------------------------
 
 def propose(matrix: AffinityMatrix, policy: GroupingPolicy = DEFAULT_POLICY, *, singletons: str = "allow",
@@ -381,8 +451,11 @@ def propose(matrix: AffinityMatrix, policy: GroupingPolicy = DEFAULT_POLICY, *, 
     """The affinity's top partitions (:class:`~taskgraph.grouping.value.Grouping`), best first.
 
     ``solver``: a solver name or instance (a study's ``[grouping]`` table builds one with its time
-    limit and fallback)."""
-    return group_tasks(matrix, k=policy.k, top_m=policy.top_m, variant="partition", singletons=singletons,
+    limit and fallback). A :func:`pairwise_transfer` matrix scores partitions by the loss they
+    save, so with ``policy.k`` None any number of groups is allowed (no elbow to find: a lone
+    task saves nothing and costs nothing in the score)."""
+    k = len(matrix.names) if policy.k is None and matrix.estimator == "pairwise" else policy.k
+    return group_tasks(matrix, k=k, top_m=policy.top_m, variant="partition", singletons=singletons,
                        budget=budget, solver=solver)
 
 
@@ -834,9 +907,12 @@ def unchecked(groups: Iterable[Iterable[str]],
 
 
 def checked_steps(runs: Runs, checked: Sequence[CheckedCandidate], policy: GroupingPolicy) -> int:
-    """Optimizer steps of the networks behind ``checked`` (each (group, seed) once)."""
+    """Optimizer steps of the networks behind ``checked`` and of a pairwise measurement's
+    (:func:`pairwise_networks`), each (group, seed) once."""
     cfg = policy.check_config(policy.config or runs.config)
     used = {(g, policy.seed + i) for c in checked for g in c.groups for i in range(len(c.val_totals))}
+    if policy.estimator == "pairwise":
+        used |= pairwise_networks(runs.tasks.names, policy)
     return sum(runs.train_group(g, seed, config=cfg).steps for g, seed in used)  # cached: nothing retrains
 
 

@@ -260,3 +260,27 @@ def test_a_second_look_adds_seeds_only_for_the_closest_alternative_when_all_in_o
     # all-in-one behind: nothing to look at again
     behind = [checked[0], cand(checked[1].groups, [t + 10 for t in checked[0].val_totals], "worse")]
     assert settle(runs, behind, base.replace(extra_seeds=1))[0].seeds == 2
+
+
+def test_pairwise_transfer_is_the_single_and_pair_networks_and_the_checks_reuse_them():
+    from taskgraph.grouping.partitions import set_partitions
+    from taskgraph.pipeline import hoa_total, pairwise_networks, run_policy
+
+    runs = _runs()
+    names = runs.tasks.names
+    policy = GroupingPolicy(estimator="pairwise", check_seeds=2, seed=3)
+    decision, matrix, ranked, steps = run_policy(runs, policy)
+    cfg = policy.check_config(runs.config)
+    nets = pairwise_networks(names, policy)
+    assert len(nets) == 3 + 3 and all(s == 3 for _, s in nets)
+    loss = {frozenset(g): runs.train_group(g, 3, config=cfg).val.losses for g, _ in nets}  # cached
+    # Z[j, i]: task i's validation loss alone minus its loss beside j, one seed: no standard errors
+    a, b = names[0], names[2]
+    assert matrix.mean[2, 0] == pytest.approx(loss[frozenset([a])][a] - loss[frozenset([a, b])][a])
+    assert matrix.estimator == "pairwise" and np.isnan(matrix.stderr).all() and np.isnan(np.diag(matrix.mean)).all()
+    # the first proposal is the partition of lowest predicted validation total (Standley's HOA)
+    predicted = {p: hoa_total(loss, p) for p in set_partitions(names)}
+    assert hoa_total(loss, ranked[0].groups) == pytest.approx(min(predicted.values()))
+    # every network trained once: the checks' seed-3 single-task networks are the measurement's
+    assert steps == runs.steps == sum(r.steps for r in runs._cache.values())
+    assert len(runs._cache) == len(nets | {(g, s) for c in decision.candidates for g in c.groups for s in (3, 4)})
