@@ -224,8 +224,13 @@ def heatmap(matrix: AffinityMatrix, path: str | Path, *, title: str | None = Non
     cbar.set_label("Z i→j (mean): green helps, pink hurts")
     count = int(np.asarray(matrix.n_samples).max()) if matrix.n else 0
     how = "grouped" if spans else ("clustered order" if order == "cluster" else "")
-    ax.set_title(title or f"affinity ({matrix.estimator}), {count} steps, {how}; hatched: "
-                          f"{matrix.confidence:.0%} CI contains 0; diagonal (grey) off the scale", fontsize=9)
+    if matrix.estimator == "pairwise":  # taskgraph.pipeline.pairwise_transfer: one network per pair, no interval
+        default = (f"pairwise transfer (validation loss saved, one network per pair), {how}; hatched: no interval "
+                   f"(one seed); diagonal (grey) off the scale")
+    else:
+        default = (f"affinity ({matrix.estimator}), {count} steps, {how}; hatched: "
+                   f"{matrix.confidence:.0%} CI contains 0; diagonal (grey) off the scale")
+    ax.set_title(title or default, fontsize=9)
     fig.tight_layout()
     out = Path(path)
     save_figure(fig, out, dpi=dpi)

@@ -284,3 +284,16 @@ def test_pairwise_transfer_is_the_single_and_pair_networks_and_the_checks_reuse_
     # every network trained once: the checks' seed-3 single-task networks are the measurement's
     assert steps == runs.steps == sum(r.steps for r in runs._cache.values())
     assert len(runs._cache) == len(nets | {(g, s) for c in decision.candidates for g in c.groups for s in (3, 4)})
+
+
+def test_auto_group_runs_the_pairwise_estimator_end_to_end(tmp_path):
+    from taskgraph.pipeline import auto_group
+
+    data = planted_clusters(n_tasks=4, n_clusters=2, n_samples=300, seed=0)
+    r = auto_group(lambda: mlp(32, (8,)), data.tasks, None, None, data=data, estimator="pairwise", check_seeds=2,
+                   check_config=TrainConfig(epochs=2, lr=1e-2, batch_size=64, device="cpu"), quiet=True,
+                   out_dir=tmp_path)
+    assert r.matrix.estimator == "pairwise" and np.isnan(r.matrix.stderr).all()
+    assert all(p.exists() and p.stat().st_size > 0 for p in r.pictures.values())
+    # the proposal (here it may be the single-task partition itself: then checked once, as the proposal)
+    assert {c.source for c in r.candidates} >= {"all-in-one", "affinity #1"} and "lower is better" in r.summary()
