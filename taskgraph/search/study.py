@@ -159,10 +159,14 @@ def _try_sampler(sampler: Any, name: str, options: Mapping[str, Any], *, file: s
 
 
 def _estimator(af: Table) -> str:
+    """A gradient estimator's name, or ``"pairwise"`` (:func:`taskgraph.pipeline.pairwise_transfer`)."""
     from taskgraph.affinity import ESTIMATORS
+    from taskgraph.exceptions import UnknownNameError
 
     name = af.str("estimator", "exact")
-    ESTIMATORS.get(name, file=af.file, key=af.key("estimator"))  # an unknown name lists the valid ones
+    if name != "pairwise" and name not in ESTIMATORS:
+        raise UnknownNameError(f"unknown affinity estimator {name!r}; valid: {', '.join(ESTIMATORS.names())}, "
+                               f"pairwise", file=af.file, key=af.key("estimator"))
     return name
 
 

@@ -235,6 +235,15 @@ def test_a_study_can_measure_affinity_with_its_own_optimizer_and_the_prepare_sta
             StudySpec.from_dict(bad, file="quickstart.toml", runs_root=tmp_path)
         assert err.value.key == f"affinity.{key}"
 
+    # the pairwise proposer is a study's choice too (the same policy as auto_group's)
+    pw = StudySpec.from_dict({**base, "affinity": {**base["affinity"], "estimator": "pairwise"}},
+                             file="quickstart.toml", runs_root=tmp_path)
+    assert study_policy(pw, 6).estimator == "pairwise"
+    with pytest.raises(ConfigError, match="valid: cosine, exact, first_order, pairwise") as err:
+        StudySpec.from_dict({**base, "affinity": {**base["affinity"], "estimator": "pairwyse"}},
+                            file="quickstart.toml", runs_root=tmp_path)
+    assert err.value.key == "affinity.estimator"
+
 
 def test_a_second_look_adds_seeds_only_for_the_closest_alternative_when_all_in_one_was_kept():
     from taskgraph.pipeline import settle
