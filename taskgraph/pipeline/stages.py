@@ -564,15 +564,19 @@ def candidates(ranked: Sequence[_Proposal], policy: GroupingPolicy, names: Seque
     """What the checks compare with all-in-one: the affinity's proposals, then the policy's
     references (``"single-task"``: every task alone), then, with ``policy.recombine`` and the
     single-task reference, every proposal with some of its groups split into single tasks:
-    partitions whose networks the checks train anyway, so they cost nothing more.
+    partitions whose networks the checks train anyway, so they cost nothing more. Proposals are
+    labelled ``affinity #i``, or ``pairwise #i`` under the pairwise estimator.
 
     Example:
         >>> from types import SimpleNamespace
         >>> ranked = [SimpleNamespace(groups=(("a", "b"), ("c", "d")))]
         >>> [src for _, src in candidates(ranked, GroupingPolicy(recombine=True), "abcd")]
         ['affinity #1', 'single-task', 'affinity #1, {a, b} split', 'affinity #1, {c, d} split']
+        >>> [src for _, src in candidates(ranked, GroupingPolicy(estimator="pairwise"), "abcd")]
+        ['pairwise #1', 'single-task']
     """
-    out: list[tuple[Groups, str]] = [(tuple(tuple(x) for x in g.groups), f"affinity #{i}")
+    source = "pairwise" if policy.estimator == "pairwise" else "affinity"
+    out: list[tuple[Groups, str]] = [(tuple(tuple(x) for x in g.groups), f"{source} #{i}")
                                      for i, g in enumerate(ranked, 1)]
     if "single-task" in policy.references:
         out.append((tuple((t,) for t in names), "single-task"))
@@ -583,7 +587,7 @@ def candidates(ranked: Sequence[_Proposal], policy: GroupingPolicy, names: Seque
                 for r in range(1, len(multi)):  # splitting every group is single-task itself
                     for split in combinations(multi, r):
                         parts = [x for x in groups if x not in split] + [(t,) for x in split for t in x]
-                        out.append((tuple(parts), f"affinity #{i}, {' '.join(_fmt((x,)) for x in split)} split"))
+                        out.append((tuple(parts), f"{source} #{i}, {' '.join(_fmt((x,)) for x in split)} split"))
     return out
 
 

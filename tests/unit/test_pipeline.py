@@ -305,4 +305,4 @@ def test_auto_group_runs_the_pairwise_estimator_end_to_end(tmp_path):
     assert r.matrix.estimator == "pairwise" and np.isnan(r.matrix.stderr).all()
     assert all(p.exists() and p.stat().st_size > 0 for p in r.pictures.values())
     # the proposal (here it may be the single-task partition itself: then checked once, as the proposal)
-    assert {c.source for c in r.candidates} >= {"all-in-one", "affinity #1"} and "lower is better" in r.summary()
+    assert {c.source for c in r.candidates} >= {"all-in-one", "pairwise #1"} and "lower is better" in r.summary()
