@@ -40,7 +40,8 @@ def test_a_resume_beside_a_live_driver_leaves_the_live_one_untouched(tmp_path, s
     # before the second driver looked)
     space = _space(tmp_path)
     space.write_text(space.read_text() + '[params.batch_size]\ntype = "categorical"\nchoices = [4]\n')
-    path = study_file("live", space=space, trials=3, epochs=10, early="none", n_samples=1000, check_seeds=0)
+    path = study_file("live", space=space, trials=3, epochs=10, early="none", n_samples=1000, check_seeds=0,
+                      affinity_epochs=1)  # the second driver starts once trials run: the prepare stage can be short
     db = tmp_path / "runs" / "live" / "study.db"
     runs = ["--runs-root", str(tmp_path / "runs")]
     # the printed advice followed next to a live driver: its running trial used to be failed under it

@@ -49,7 +49,8 @@ def test_submit_a_study_as_a_ray_job_then_review_it_in_the_dashboard(tmp_path, s
                                                                     cli_environ):
     db = tmp_path / "cluster" / "study.db"
     url = f"sqlite:///{db}"
-    path = study_file("submitted", trials=5, epochs=3, storage=url)
+    # about the job and the dashboard, not the grouping decision: no paired checks, 1 affinity epoch in prepare
+    path = study_file("submitted", trials=5, epochs=3, storage=url, check_seeds=0, affinity_epochs=1)
     r = cli("submit", str(path), "--address", ray_head["address"], env=ray_head["env"], timeout=420)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
@@ -115,7 +116,8 @@ def test_submit_a_study_as_a_ray_job_then_review_it_in_the_dashboard(tmp_path, s
 
 def test_run_with_the_ray_backend_on_a_cluster_multi_objective(tmp_path, study_file, ray_head, cli):
     """`taskgraph run --backend ray --address` drives Tune on the head; per-task objectives give a Pareto front."""
-    path = study_file("pareto", trials=4, epochs=2, objective="per_task", early="none")
+    path = study_file("pareto", trials=4, epochs=2, objective="per_task", early="none", check_seeds=0,
+                      affinity_epochs=1)  # about the trials' objectives: a short prepare stage
     r = cli("run", str(path), "--backend", "ray", "--address", ray_head["gcs"], "--runs-root", str(tmp_path / "runs"),
             env=ray_head["env"], cwd=tmp_path, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -139,7 +141,7 @@ def test_ray_driver_killed_mid_run_then_resumed_keeps_every_finished_trial_once(
     """SIGKILL the driver of a Ray Tune study on a running head; `--resume` on the same head finishes it."""
     space = tmp_path / "lr_space.toml"
     space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
-    path = study_file("rayresume", space=space, trials=6, epochs=3, early="none", n_samples=600)
+    path = study_file("rayresume", space=space, trials=6, epochs=3, early="none", n_samples=600, affinity_epochs=1)
     db = tmp_path / "runs" / "rayresume" / "study.db"
     url = f"sqlite:///{db}"
     args = ["run", str(path), "--backend", "ray", "--address", ray_head["gcs"], "--runs-root", str(tmp_path / "runs")]
@@ -175,8 +177,12 @@ def test_ray_driver_killed_mid_run_then_resumed_keeps_every_finished_trial_once(
 def test_a_ray_driver_joins_a_local_driver_and_they_share_the_budget(tmp_path, study_file, ray_head, two_drivers):
     """`--backend ray --join` next to a running local driver: every trial once, the budget shared."""
     space = tmp_path / "lr_space.toml"
-    space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
-    path = study_file("rayjoin", space=space, trials=6, epochs=8, early="none", n_samples=3000, check_seeds=0,
+    space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n'
+                     '[params.batch_size]\ntype = "categorical"\nchoices = [4]\n')
+    # small batches keep the trials as long as 8 epochs of 3000 samples in batches of 64 made them (about 1 s each
+    # under coverage, measured) and the prepare stage short: its single-task baselines train the study's batch size
+    # for every epoch
+    path = study_file("rayjoin", space=space, trials=6, epochs=3, early="none", n_samples=600, check_seeds=0,
                       affinity_epochs=1)  # about the trials: a short prepare stage
     db = tmp_path / "runs" / "rayjoin" / "study.db"
     url = f"sqlite:///{db}"
@@ -203,11 +209,14 @@ def test_a_ray_trial_whose_worker_dies_is_recorded_fail_with_why_and_the_study_g
     Ray's reason (the actor died), the others complete; the driver finishes the study and exits 1, as it does
     whenever Ray reported an errored trial."""
     space = tmp_path / "lr_space.toml"
-    space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n')
-    # trials of several seconds: the victim is looked for while a trial is inside its train call
-    path = study_file("raycrash", space=space, trials=4, epochs=40, early="none", n_samples=3000,
-                      check_seeds=0, affinity_epochs=1)  # about the trials: a short prepare stage (no checks,
-    # 1 affinity epoch), else it would eat the 240 s
+    space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n'
+                     '[params.batch_size]\ntype = "categorical"\nchoices = [4]\n')
+    # trials of several seconds: the victim is looked for while a trial is inside its train call. Small batches make
+    # only the trials long (measured, plain: a trial of 10 epochs of 600 samples in batches of 4 took 4 s, one of 40
+    # epochs of 3000 in batches of 64 3 s), not the prepare stage, whose single-task baselines train the study's
+    # batch size for every epoch (4 s instead of 11 s); no checks and 1 affinity epoch, else it would eat the 240 s
+    path = study_file("raycrash", space=space, trials=4, epochs=10, early="none", n_samples=600,
+                      check_seeds=0, affinity_epochs=1)
     db = tmp_path / "runs" / "raycrash" / "study.db"
     args = ["run", str(path), "--backend", "ray", "--address", ray_head["gcs"], "--runs-root", str(tmp_path / "runs")]
     code, err = kill_a_ray_trial(args, env=ray_head["env"], cwd=tmp_path, db=db, name="raycrash",
