@@ -179,11 +179,11 @@ def test_a_ray_driver_joins_a_local_driver_and_they_share_the_budget(tmp_path, s
     space = tmp_path / "lr_space.toml"
     space.write_text('[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\nlog = true\n'
                      '[params.batch_size]\ntype = "categorical"\nchoices = [4]\n')
-    # small batches keep the trials as long as 8 epochs of 3000 samples in batches of 64 made them (about 1 s each
-    # under coverage, measured) and the prepare stage short: its single-task baselines train the study's batch size
-    # for every epoch
-    path = study_file("rayjoin", space=space, trials=6, epochs=3, early="none", n_samples=600, check_seeds=0,
-                      affinity_epochs=1)  # about the trials: a short prepare stage
+    # trials long enough (small batches: about 0.4 s an epoch) that the local driver cannot run all six before the
+    # Ray driver has connected and asks for its own (with 3 epochs it had finished them all, every time); the prepare
+    # stage short: no checks, 1 affinity epoch
+    path = study_file("rayjoin", space=space, trials=6, epochs=15, early="none", n_samples=600, check_seeds=0,
+                      affinity_epochs=1)
     db = tmp_path / "runs" / "rayjoin" / "study.db"
     url = f"sqlite:///{db}"
     runs = ["--runs-root", str(tmp_path / "runs")]
@@ -200,6 +200,9 @@ def test_a_ray_driver_joins_a_local_driver_and_they_share_the_budget(tmp_path, s
     assert len(ran) == 6, len(ran)
     assert len({t.params["lr"] for t in ran}) == 6  # no configuration twice
     assert [m.filename for m in get_all_artifact_meta(study)].count("groupings.json") == 1
+    # shared: each driver ran some of the six (a Ray trial records the node it ran on)
+    on_ray = [t.number for t in ran if "ray_node" in t.user_attrs]
+    assert 0 < len(on_ray) < 6, [(t.number, t.user_attrs.get("ray_node")) for t in ran]
 
 
 
