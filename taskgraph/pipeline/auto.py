@@ -234,7 +234,9 @@ def auto_group(
         variant: ``"partition"`` (each task in one network; the only variant checks can decide).
         singletons: ``"allow"`` (a task alone scores 0, no transfer) or ``"forbid"`` (TAG).
         top_m: how many proposals to check.
-        estimator: the affinity estimator (default: the policy's).
+        estimator: the affinity estimator (default: the policy's), or ``"pairwise"``: every single-task
+            and pair network trained once and the partitions ranked by their predicted validation total
+            (:func:`~taskgraph.pipeline.pairwise_transfer`; n(n + 1)/2 networks, for a handful of tasks).
         every: the affinity measuring period in steps (default: the policy's).
         affinity_config: the affinity run's training (default: ``check_config`` for the policy's
             ``affinity_epochs``: the networks' own optimizer, so the lookahead is their update).
