@@ -40,8 +40,6 @@ from taskgraph.pipeline.stages import (
     CheckedCandidate,
     Decision,
     GroupingPolicy,
-    _paired,
-    _typical_sample_passes,
     candidates,
     check,
     decide,
@@ -49,6 +47,7 @@ from taskgraph.pipeline.stages import (
     propose,
     reseed_loader,
     sample_shares,
+    second_look_target,
 )
 from taskgraph.training import Callback, seed_everything
 from taskgraph.training import train as train_network
@@ -121,33 +120,14 @@ def second_look(sources: Sequence[str], extra: int = 2, second: GroupingPolicy |
         shown = [first(c, 3) for c in pick(cands, *sources)]
         d = decide(shown, pol)
         used = [(c, 3) for c in shown]
+        best = second_look_target(d, pol)
+        if best is None or d.all_in_one is None:
+            return d, used
         aio = d.all_in_one
-        best = next((c for c in d.candidates if c is not aio), None)
-        if d.left_all_in_one or best is None or aio is None:
-            return d, used
-        p = _paired(best, aio, pol.confidence, pol.samples, pol.sample_test, pol.trim)
-        if p.mean >= 0 or not _typical_sample_passes(p, pol):
-            return d, used
         full = {c.source: c for c in cands}
         again = [first(full[aio.source], 3 + extra), first(full[best.source], 3 + extra)]
         return decide(again, second or pol), used + [(c, 3 + extra) for c in again]
     return rule
-
-
-RULES: dict[str, Rule] = {
-    "default": plain(["affinity #1", "single-task"]),
-    "second-look": second_look(["affinity #1", "single-task"]),
-    "second-look:99%": second_look(["affinity #1", "single-task"], second=DEFAULT_POLICY.replace(confidence=0.99)),
-    "5 seeds": plain(["affinity #1", "single-task"], seeds=5),
-    "4 seeds": plain(["affinity #1", "single-task"], seeds=4),
-    "top2": plain(["affinity #1", "affinity #2", "single-task"]),
-    "top3": plain(["affinity #1", "affinity #2", "affinity #3", "single-task"]),
-    "recombine": plain(["affinity #1", "single-task"], prefix=["affinity #1,"]),
-    "top3+recombine": plain(["affinity #1", "affinity #2", "affinity #3", "single-task"], prefix=["affinity #"]),
-    "lowest val (no 1-SE rule)": plain(["affinity #1", "single-task"]),  # replaced below
-    "single-task only": plain(["single-task"]),
-    "affinity only": plain(["affinity #1"]),
-}
 
 
 def _lowest(sources: Sequence[str]) -> Rule:
@@ -165,7 +145,22 @@ def _lowest(sources: Sequence[str]) -> Rule:
     return rule
 
 
-RULES["lowest val (no 1-SE rule)"] = _lowest(["affinity #1", "single-task"])
+RULES: dict[str, Rule] = {
+    "default": plain(["affinity #1", "single-task"]),
+    "second-look": second_look(["affinity #1", "single-task"]),
+    "second-look:99%": second_look(["affinity #1", "single-task"], second=DEFAULT_POLICY.replace(confidence=0.99)),
+    "5 seeds": plain(["affinity #1", "single-task"], seeds=5),
+    "4 seeds": plain(["affinity #1", "single-task"], seeds=4),
+    "top2": plain(["affinity #1", "affinity #2", "single-task"]),
+    "top3": plain(["affinity #1", "affinity #2", "affinity #3", "single-task"]),
+    "recombine": plain(["affinity #1", "single-task"], prefix=["affinity #1,"]),
+    "top3+recombine": plain(["affinity #1", "affinity #2", "affinity #3", "single-task"], prefix=["affinity #"]),
+    "lowest val (no 1-SE rule)": _lowest(["affinity #1", "single-task"]),
+    "single-task only": plain(["single-task"]),
+    "affinity only": plain(["affinity #1"]),
+}
+
+
 
 
 def cost(raw: dict, used: list[tuple[CheckedCandidate, int]], exhaustion_steps: int) -> float:
@@ -178,6 +173,7 @@ def replay(problems: Sequence[str], truth_seeds: Sequence[int]) -> dict:
     for name in problems:
         cands, raw = load(name)
         gt, gt3 = ground_truth(name, tuple(truth_seeds)), ground_truth(name)
+        peaked = gt.landscape()["peaked"]
         for rname, rule in RULES.items():
             d, used = rule(cands)
             a = gt.assess(d.groups)
@@ -185,11 +181,11 @@ def replay(problems: Sequence[str], truth_seeds: Sequence[int]) -> dict:
             rows.setdefault(rname, {})[name] = {
                 "groups": [list(g) for g in a.groups], "test_rank": a.test_rank, "ratio_to_best": a.ratio_to_best,
                 "diff_se": dt / se if se else 0.0, "ok": a.within_noise_of_all_in_one,
-                "cost": cost(raw, used, gt3.steps), "peaked": gt.landscape()["peaked"]}
+                "cost": cost(raw, used, gt3.steps), "peaked": peaked}
     return rows
 
 
-def table(rows: dict, problems: Sequence[str], key: str, fmt: Callable[[dict], str]) -> None:
+def table(rows: dict, problems: Sequence[str], fmt: Callable[[dict], str]) -> None:
     w = 15
     print(f"{'rule':<28}" + "".join(f"{n[:w - 1]:>{w}}" for n in problems))
     for rname, per in rows.items():
@@ -293,13 +289,13 @@ def main(argv=None) -> int:
         rows = replay(a.problems, range(seeds))
         print(f"\n=== scored on the ground truth's {seeds} seeds ===")
         print("\ntest rank (1 = best of 203)")
-        table(rows, a.problems, "test_rank", lambda r: f"{r['test_rank']}")
+        table(rows, a.problems, lambda r: f"{r['test_rank']}")
         print("\ntest / best partition")
-        table(rows, a.problems, "ratio_to_best", lambda r: f"{r['ratio_to_best']:.3f}")
+        table(rows, a.problems, lambda r: f"{r['ratio_to_best']:.3f}")
         print("\ntest − all-in-one in paired SE ('NO' when above +1)")
-        table(rows, a.problems, "diff_se", lambda r: ("ok " if r["ok"] else "NO ") + f"{r['diff_se']:+.1f}")
+        table(rows, a.problems, lambda r: ("ok " if r["ok"] else "NO ") + f"{r['diff_se']:+.1f}")
         print("\ncost / the 3-seed exhaustion's steps")
-        table(rows, a.problems, "cost", lambda r: f"{r['cost']:.1%}")
+        table(rows, a.problems, lambda r: f"{r['cost']:.1%}")
         print()
         summary(rows, a.problems)
     return 0

@@ -53,7 +53,7 @@ from taskgraph.training import Evaluation, TrainConfig, seed_everything, train
 
 __all__ = ["DEFAULT_POLICY", "CheckedCandidate", "Decision", "GroupingPolicy", "Runs", "check", "decide",
            "hoa_total", "measure", "pairwise_networks", "pairwise_transfer", "propose", "reseed_loader",
-           "run_policy", "settle"]
+           "run_policy", "second_look_target", "settle"]
 
 Groups = tuple[tuple[str, ...], ...]
 
@@ -869,6 +869,22 @@ def decide(checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT
     return Decision(aio, aio, ranked, p.mean, p.se, p.interval, n, policy.confidence, reason)
 
 
+def second_look_target(decision: Decision, policy: GroupingPolicy = DEFAULT_POLICY) -> CheckedCandidate | None:
+    """The alternative a second look would train more seeds for, or None.
+
+    It is the best alternative (over every seed) when all-in-one was kept although that alternative is
+    ahead on validation and passes the validation set's noise test: only the seeds' bar kept it out.
+    """
+    n, aio = decision.seeds, decision.all_in_one
+    if decision.left_all_in_one or n < 2 or aio is None:
+        return None
+    best = next((c for c in decision.candidates if c is not aio and len(c.val_totals) == n), None)
+    if best is None:
+        return None
+    p = _paired(best, aio, policy.confidence, policy.samples, policy.sample_test, policy.trim)
+    return best if p.mean < 0 and _typical_sample_passes(p, policy) else None
+
+
 def settle(runs: Runs, checked: Sequence[CheckedCandidate], policy: GroupingPolicy = DEFAULT_POLICY, *,
            progress: bool = False, log: Callable[[str], None] | None = None
            ) -> tuple[Decision, list[CheckedCandidate]]:
@@ -880,17 +896,10 @@ def settle(runs: Runs, checked: Sequence[CheckedCandidate], policy: GroupingPoli
     and :func:`decide` runs again on the two of them over all the seeds.
     """
     decision = decide(checked, policy)
-    n = decision.seeds
-    if policy.extra_seeds < 1 or decision.left_all_in_one or n < 2 or decision.all_in_one is None:
-        return decision, list(checked)
-    aio = decision.all_in_one
-    best = next((c for c in decision.candidates if c is not aio and len(c.val_totals) == n), None)
+    best = None if policy.extra_seeds < 1 else second_look_target(decision, policy)
     if best is None:
         return decision, list(checked)
-    p = _paired(best, aio, policy.confidence, policy.samples, policy.sample_test, policy.trim)
-    if p.mean >= 0 or not _typical_sample_passes(p, policy):
-        return decision, list(checked)
-    more = policy.replace(check_seeds=n + policy.extra_seeds)
+    more = policy.replace(check_seeds=decision.seeds + policy.extra_seeds)
     if log:
         log(f"second look: {best.source} is ahead of all-in-one but not past the seeds' bar; "
             f"{policy.extra_seeds} more paired seeds for both")
