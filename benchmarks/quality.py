@@ -79,22 +79,30 @@ def random_row(gt: GroundTruth) -> dict:
             "within_noise": statistics.mean(a.within_noise_of_all_in_one for a in rows), "cost": 0.0}
 
 
-def compare(problems, strategies, out_json: str | None, seeds: tuple[int, ...] = SEEDS) -> int:
-    results: dict = {}
+def _tables(problems, seeds: tuple[int, ...]) -> dict[str, GroundTruth]:
+    """Each problem's ground truth over ``seeds``, its landscape printed."""
     print(f"landscapes (gain = all-in-one − best partition by validation, paired over {len(seeds)} seeds):")
     gts = {name: ground_truth(name, seeds) for name in problems}
     for gt in gts.values():
         print("  " + landscape_row(gt))
-    for name, gt in gts.items():
+    return gts
+
+
+def _result(gt: GroundTruth, seeds: tuple[int, ...], exhaustion_steps: int) -> dict:
+    """A problem's entry of the results: its landscape and the references every table shows."""
+    return {"landscape": _jsonable(gt.landscape()), "exhaustion_steps": exhaustion_steps, "seeds": list(seeds),
+            "strategies": {"random": random_row(gt), "val-oracle": oracle_row(gt)}, "spearman": {}}
+
+
+def compare(problems, strategies, out_json: str | None, seeds: tuple[int, ...] = SEEDS) -> int:
+    results: dict = {}
+    for name, gt in _tables(problems, seeds).items():
         problem = PROBLEMS.get(name)
         runs = runs_for(problem)
         transfer = gt.transfer("val")
         # cost is counted against the issue's minimal exhaustion (3 seeds), however many seeds rank
         steps = gt.steps if len(seeds) == len(SEEDS) else ground_truth(name, SEEDS).steps
-        res = results[name] = {"landscape": _jsonable(gt.landscape()), "exhaustion_steps": steps,
-                               "seeds": list(seeds), "strategies": {}, "spearman": {}}
-        res["strategies"]["random"] = random_row(gt)
-        res["strategies"]["val-oracle"] = oracle_row(gt)
+        res = results[name] = _result(gt, seeds, steps)
         for s in strategies:
             t0 = time.perf_counter()
             choice = STRATEGIES[s](problem, runs)
@@ -138,17 +146,11 @@ def rescore(source: str, problems, seeds: tuple[int, ...], out_json: str | None)
     """
     stored = json.loads(Path(source).read_text())
     results: dict = {}
-    print(f"landscapes (gain = all-in-one − best partition by validation, paired over {len(seeds)} seeds):")
-    for name in [n for n in problems if n in stored]:
-        gt = ground_truth(name, seeds)
-        print("  " + landscape_row(gt))
+    for name, gt in _tables([n for n in problems if n in stored], seeds).items():
         old = stored[name]
         steps = old["exhaustion_steps"]
-        res = results[name] = {"landscape": _jsonable(gt.landscape()), "exhaustion_steps": steps,
-                               "seeds": list(seeds), "strategies": {}, "spearman": old["spearman"],
-                               "spearman_seeds": old.get("seeds", list(SEEDS))}
-        res["strategies"]["random"] = random_row(gt)
-        res["strategies"]["val-oracle"] = oracle_row(gt)
+        res = results[name] = _result(gt, seeds, steps)
+        res.update(spearman=old["spearman"], spearman_seeds=old.get("seeds", list(SEEDS)))
         for s, row in old["strategies"].items():
             if s in ("random", "val-oracle"):
                 continue
