@@ -65,6 +65,8 @@ from taskgraph.pipeline.stages import (
     decide,
     hoa_total,
     measure,
+    pairwise_networks,
+    pairwise_transfer,
     propose,
     run_policy,
     surrogate,
@@ -191,16 +193,13 @@ def _pairwise(problem: Problem, runs: Runs) -> _Outcome:
     it forms with the group's other tasks, and the partition of lowest predicted validation
     total is taken (all partitions are enumerated: n <= 7).
     """
-    trained = {s: runs.train_group(s, EVAL_SEED) for s in all_subsets(problem.tasks) if len(s) <= 2}
-    losses = {frozenset(s): r.val.losses for s, r in trained.items()}
+    policy = GroupingPolicy(seed=EVAL_SEED, check_epochs=None, check_patience=None)  # the problem's own protocol
+    matrix = pairwise_transfer(runs, policy)
+    trained = {g: runs.train_group(g, EVAL_SEED) for g, _ in pairwise_networks(runs.tasks.names, policy)}  # cached
+    losses = {frozenset(g): r.val.losses for g, r in trained.items()}
     best = min(set_partitions(problem.tasks), key=lambda p: hoa_total(losses, p))
-    n = len(problem.tasks)
-    transfer = np.zeros((n, n))  # [j, i]: task i's relative gain from j (an affinity matrix's orientation)
-    for a, i in enumerate(problem.tasks):
-        alone = losses[frozenset((i,))][i]
-        for b, j in enumerate(problem.tasks):
-            if a != b:
-                transfer[b, a] = (alone - losses[frozenset((i, j))][i]) / alone
+    alone = np.array([losses[frozenset((t,))][t] for t in matrix.names])
+    transfer = np.nan_to_num(matrix.mean) / alone[None, :]  # [j, i]: task i's gain from j, relative to i alone
     return best, sum(r.steps for r in trained.values()), {"predicted": hoa_total(losses, best),
                                                           "affinity": transfer}
 
