@@ -12,7 +12,7 @@ Two steps, both resumable:
 the committed files were built by ``python benchmarks/quality.py exhaust --workers 2`` and then
 ``... exhaust --seeds 5 --workers 2`` (seeds 3 and 4). ``--seeds N`` ranks on N seeds; ``rescore``
 scores a ``compare --json`` file's stored choices on them without retraining; ``replication``
-asks whether the best partition of seeds 0-2 stays best on seeds 3-4.
+asks whether the best partition of seeds 0-2 (``--first``) stays best on the others.
 ``compare`` runs every strategy of taskgraph.evaluation.strategies (each trains what it
 needs itself, on seeds the ground truth never used) and scores its partition on the
 ground truth: ranks among all partitions by validation and test total, the test ratio to
@@ -272,6 +272,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=len(SEEDS),
                     help="paired seeds of the ground truth: exhaust trains seeds 0..N-1 (resuming), compare and "
                          "landscape rank on them (default 3; cost is always counted against 3)")
+    ap.add_argument("--first", type=int, default=len(SEEDS),
+                    help="replication: choose on seeds 0..first-1, score on the rest (default 3)")
     a = ap.parse_args(argv)
     seeds = tuple(range(a.seeds))
     import torch
@@ -290,10 +292,11 @@ def main(argv=None) -> int:
     if a.command == "rescore":
         return rescore(a.source, a.problems, seeds, a.json)
     if a.command == "replication":
-        if len(seeds) < 5:
-            ap.error("replication needs --seeds 5 or more (3 to choose on, the rest to score on)")
+        if not 1 <= a.first < len(seeds):
+            ap.error(f"replication needs 1 <= --first < --seeds (seeds to choose on, the rest to score on), "
+                     f"got --first {a.first} --seeds {len(seeds)}")
         for name in a.problems:
-            print(replication(name, seeds))
+            print(replication(name, seeds, a.first))
         return 0
     unknown = [s for s in a.strategies if s not in STRATEGIES]
     if unknown:
