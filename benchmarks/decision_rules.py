@@ -9,13 +9,15 @@ it looks at::
 
     python benchmarks/decision_rules.py train     # per problem: candidates x 5 seeds (cached, resumable)
     python benchmarks/decision_rules.py replay    # every rule, scored on the ground truth (5 and 3 seeds)
+    python benchmarks/decision_rules.py replay --truth-seeds 10 5 3
     python benchmarks/decision_rules.py crossfit  # how much early stopping on validation flatters each candidate
 
 ``train`` measures the affinity exactly as the default policy does (seed 1000), takes its first three
 proposals, single-task and the proposals with groups split into single tasks, and trains every
 network over the paired seeds 1000..1004 with the default policy's check training; it writes
 ``benchmarks/ground_truth/checks/<problem>.json``. The replayed ``default`` rule makes the default
-policy's choice on every problem (``quality.py compare``'s ``default`` row): that checks the replay.
+policy's choice on every problem (``quality.py compare``'s ``default`` row, a second look included):
+that checks the replay; ``no second look`` is the default before it (``default:no-second-look``).
 """
 
 from __future__ import annotations
@@ -146,8 +148,8 @@ def _lowest(sources: Sequence[str]) -> Rule:
 
 
 RULES: dict[str, Rule] = {
-    "default": plain(["affinity #1", "single-task"]),
-    "second-look": second_look(["affinity #1", "single-task"]),
+    "default": second_look(["affinity #1", "single-task"]),  # the default policy: a second look of 2 seeds
+    "no second look": plain(["affinity #1", "single-task"]),  # the default before the 10-seed ground truth
     "second-look:99%": second_look(["affinity #1", "single-task"], second=DEFAULT_POLICY.replace(confidence=0.99)),
     "5 seeds": plain(["affinity #1", "single-task"], seeds=5),
     "4 seeds": plain(["affinity #1", "single-task"], seeds=4),
@@ -273,6 +275,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["train", "replay", "crossfit"])
     ap.add_argument("--problems", nargs="*", default=list(DEFAULT_PROBLEMS))
+    ap.add_argument("--truth-seeds", type=int, nargs="*", default=[5, 3],
+                    help="replay: score on the ground truth's first N seeds, one table set per N (default 5 3)")
     a = ap.parse_args(argv)
     import torch
 
@@ -285,7 +289,7 @@ def main(argv=None) -> int:
         for name in a.problems:
             crossfit(name)
         return 0
-    for seeds in (5, 3):
+    for seeds in a.truth_seeds:
         rows = replay(a.problems, range(seeds))
         print(f"\n=== scored on the ground truth's {seeds} seeds ===")
         print("\ntest rank (1 = best of 203)")

@@ -10,7 +10,9 @@ Two steps, both resumable:
 ``exhaust`` trains every non-empty task subset over 3 paired seeds with early stopping
 (taskgraph.evaluation.exhaust) and appends to ``benchmarks/ground_truth/<problem>.jsonl``;
 the committed files were built by ``python benchmarks/quality.py exhaust --workers 2`` and then
-``... exhaust --seeds 5 --workers 2`` (seeds 3 and 4). ``--seeds N`` ranks on N seeds; ``rescore``
+``... exhaust --seeds 5 --workers 2`` (seeds 3 and 4) and ``... exhaust --seeds 10 --workers 2``
+(seeds 5 to 9; digits-scarce, added last, by ``exhaust --problems digits-scarce --seeds 10``).
+``--seeds N`` ranks on N seeds; ``rescore``
 scores a ``compare --json`` file's stored choices on them without retraining; ``replication``
 asks whether the best partition of seeds 0-2 (``--first``) stays best on the others.
 ``compare`` runs every strategy of taskgraph.evaluation.strategies (each trains what it
@@ -41,7 +43,7 @@ from taskgraph.evaluation.strategies import STRATEGIES, runs_for
 HERE = Path(__file__).parent / "ground_truth"
 SEEDS = (0, 1, 2)  # the committed tables' first seeds; ``--seeds 5`` reads (and ``exhaust`` trains) 0..4
 #: the real problems the project evaluates itself on (tiny4 is the test suite's)
-DEFAULT_PROBLEMS = ("digits-shapes", "digits-pairs", "yeast6", "star6", "digits-planted", "yeast6b")
+DEFAULT_PROBLEMS = ("digits-shapes", "digits-pairs", "yeast6", "star6", "digits-planted", "yeast6b", "digits-scarce")
 
 
 def ground_truth(name: str, seeds: tuple[int, ...] = SEEDS) -> GroundTruth:

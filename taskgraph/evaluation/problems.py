@@ -134,6 +134,30 @@ def digits_pairs(*, seed: int = 0) -> MultiTaskData:
                                      info={"source": "sklearn load_digits", "pairs": pairs})
 
 
+def digits_scarce(*, seed: int = 0, digits: tuple[int, ...] = (0, 2, 3, 5, 6, 8), labelled: float = 0.04,
+                  label_seed: int = 7) -> MultiTaskData:
+    """Digits one-vs-rest where each task's training labels are scarce: every task is labelled on
+    its own random ``labelled`` share of the training rows (validation and test stay fully
+    labelled), so one task's labels teach the trunk features that the others' few labels
+    cannot: the classic case for sharing (a problem where all-in-one should be hard to beat)."""
+    from taskgraph.data.base import split_indices
+
+    x, y = _digits_xy()
+    train, _, _ = split_indices(len(x), seed=seed)
+    rng = np.random.default_rng(label_seed)
+    names = [f"is{d}" for d in digits]
+    labels = {n: (y == d).astype(np.float32) for n, d in zip(names, digits, strict=True)}
+    masks = {}
+    for n in names:
+        m = np.ones(len(x), dtype=bool)
+        m[train] = rng.random(len(train)) < labelled
+        masks[n] = m
+    tasks = TaskSet([Task(n, "binary") for n in names])
+    return MultiTaskData.from_arrays("digits-scarce", tasks, x, labels, masks, seed=seed,
+                                     info={"source": "sklearn load_digits, scarce training labels",
+                                           "labelled": labelled})
+
+
 def digits_planted(*, seed: int = 0) -> MultiTaskData:
     """Real digit images, labels planted in two families that read different pixels.
 
@@ -183,6 +207,10 @@ _register(Problem("star6", "star", ("readk", "read1", "read2", "mathk", "math1",
                   description="STAR reading/maths scores K-2 (masked labels)"))
 _register(Problem("digits-planted", digits_planted, ("a0", "a1", "a2", "b0", "b1", "b2"), TrunkSpec(hidden=(32, 4)),
                   _PROTOCOL, description="digit images, planted half-image label families"))
+_register(Problem("digits-scarce", digits_scarce, ("is0", "is2", "is3", "is5", "is6", "is8"),
+                  TrunkSpec(hidden=(32,)), _PROTOCOL,
+                  description="digits one-vs-rest, 4% of training labels per task (held out: added after the "
+                              "second look was chosen)"))
 _register(Problem("tiny4", "planted-clusters", ("t0", "t1", "t2", "t3"), TrunkSpec(hidden=(16,)),
                   TrainConfig(epochs=4, lr=1e-2, batch_size=64, patience=2, device="cpu"),
                   options={"n_tasks": 4, "n_clusters": 2, "n_samples": 300, "seed": 0},

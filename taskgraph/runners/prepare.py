@@ -80,7 +80,7 @@ def _space_grouping(spec: StudyConfig) -> tuple[int, int]:
 
 def study_policy(spec: StudyConfig, n_tasks: int) -> GroupingPolicy:
     """The study's :class:`~taskgraph.pipeline.GroupingPolicy`: the default policy with what the study
-    file sets (``[affinity]``: estimator, epochs, every, check_seeds, z and the affinity run's optimizer,
+    file sets (``[affinity]``: estimator, epochs, every, check_seeds, z, extra_seeds and the affinity run's optimizer,
     lr and momentum; the search space's grouping ``k``; ``[train]``; ``seed``). No checks when the space
     proposes no groupings (``top_m = 0``)."""
     from taskgraph.pipeline import DEFAULT_POLICY
@@ -88,9 +88,10 @@ def study_policy(spec: StudyConfig, n_tasks: int) -> GroupingPolicy:
     top_m, k = _space_grouping(spec)
     af = spec.affinity
     train_cfg = spec.train_config()
+    extra = {} if af.extra_seeds is None else {"extra_seeds": af.extra_seeds}
     return DEFAULT_POLICY.replace(estimator=af.estimator, affinity_epochs=af.epochs, every=af.every,
                                   k=min(k, n_tasks), z=af.z, check_seeds=af.check_seeds if top_m else 0,
-                                  seed=spec.seed, config=train_cfg, affinity_config=af.config(train_cfg))
+                                  seed=spec.seed, config=train_cfg, affinity_config=af.config(train_cfg), **extra)
 
 
 def prepare(spec: StudyConfig, data: MultiTaskData, study: optuna.Study, store: FileSystemArtifactStore, *,

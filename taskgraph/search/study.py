@@ -45,6 +45,7 @@ Layout (every table but ``[dataset]`` and ``[search]`` optional)::
     epochs = 3
     check_seeds = 3                # paired seeds per checked network (0: no check runs)
     # z = 4.3                      # leave all-in-one only past z SE of the seeds (default: the 95% t quantile)
+    # extra_seeds = 2              # the second look's extra paired seeds when only the seeds' bar kept all-in-one
 
     [grouping]                     # the solver that proposes groupings from the affinity
     solver = "auto"                # auto (exact up to 20 tasks, else scalable) | exact | scalable | hierarchy
@@ -462,6 +463,7 @@ class AffinitySection(Section):
     epochs: int = 5
     check_seeds: int = 3  # paired seeds per checked network (0: no check runs)
     z: float | None = None  # leave all-in-one only past z SE (None: the 95% t quantile)
+    extra_seeds: int | None = None  # the second look's extra seeds (None: the default policy's, 2; 0: none)
     # the affinity run's own optimizer, learning rate and momentum (None: the study's [train] ones)
     optimizer: str | None = None
     lr: float | None = None
@@ -469,6 +471,8 @@ class AffinitySection(Section):
     KEY: ClassVar[str] = "affinity"
     #: the keys of the affinity run's own training (each None: the study's [train] value)
     RUN_KEYS: ClassVar[tuple[str, ...]] = ("optimizer", "lr", "momentum")
+    #: keys left out of :meth:`to_dict` (and so of the study's fingerprint) while unset
+    OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = (*RUN_KEYS, "extra_seeds")
 
     @classmethod
     def from_table(cls, af: Table, *, epochs: int) -> AffinitySection:
@@ -479,6 +483,7 @@ class AffinitySection(Section):
                   epochs=af.int("epochs", epochs, low=1, high=MAX_EPOCHS),
                   check_seeds=af.int("check_seeds", 3, low=0, high=100),
                   z=af.float("z", None, low=0.0, high=100.0),
+                  extra_seeds=af.int("extra_seeds", None, low=0, high=100),
                   optimizer=None if opt is None else af.str("optimizer", choices=OPTIMIZERS),
                   lr=af.float("lr", None, low=1e-12, high=100.0),
                   momentum=af.float("momentum", None, low=0.0, high=0.999))
@@ -486,10 +491,10 @@ class AffinitySection(Section):
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """The section's values; the affinity run's optimizer keys only where set (so the fingerprint of a
-        study that sets none of them is what it was before they existed)."""
+        """The section's values; the affinity run's optimizer keys and ``extra_seeds`` only where set (so
+        the fingerprint of a study that sets none of them is what it was before they existed)."""
         d = super().to_dict()
-        for k in self.RUN_KEYS:
+        for k in self.OPTIONAL_KEYS:
             if d.get(k) is None:
                 d.pop(k, None)
         return d

@@ -245,6 +245,29 @@ def test_a_study_can_measure_affinity_with_its_own_optimizer_and_the_prepare_sta
     assert err.value.key == "affinity.estimator"
 
 
+def test_a_study_sets_the_second_look_and_its_fingerprint_is_unchanged_without_the_key(tmp_path):
+    import tomllib
+    from pathlib import Path
+
+    from taskgraph.runners.prepare import study_policy
+    from taskgraph.search import StudySpec
+
+    base = tomllib.loads(Path("studies/quickstart.toml").read_text())
+    base["search"]["space"] = str(Path("search_spaces/default.toml").resolve())
+    assert "extra_seeds" not in base["affinity"]
+    spec = StudySpec.from_dict(base, file="quickstart.toml", runs_root=tmp_path)
+    assert study_policy(spec, 6).extra_seeds == 2  # the default policy's second look
+    assert "extra_seeds" not in spec.affinity.to_dict()  # a study that does not set it keeps its fingerprint
+    off = StudySpec.from_dict({**base, "affinity": {**base["affinity"], "extra_seeds": 0}},
+                              file="quickstart.toml", runs_root=tmp_path)
+    assert study_policy(off, 6).extra_seeds == 0 and off.fingerprint() != spec.fingerprint()
+    for value, must in ((-1, "'affinity.extra_seeds'"), (1.5, "must be an int")):
+        with pytest.raises(ConfigError, match=must) as err:
+            StudySpec.from_dict({**base, "affinity": {**base["affinity"], "extra_seeds": value}},
+                                file="quickstart.toml", runs_root=tmp_path)
+        assert err.value.key == "affinity.extra_seeds"
+
+
 def test_a_second_look_adds_seeds_only_for_the_closest_alternative_when_all_in_one_was_kept():
     from taskgraph.pipeline import settle
 
@@ -252,7 +275,8 @@ def test_a_second_look_adds_seeds_only_for_the_closest_alternative_when_all_in_o
     names = runs.tasks.names
     single = [[t] for t in names]
     # an impossible bar keeps all-in-one whatever the gain: the second look's conditions alone decide
-    base = GroupingPolicy(check_seeds=2, z=1e6, samples=False)
+    base = GroupingPolicy(check_seeds=2, z=1e6, samples=False, extra_seeds=0)
+    assert GroupingPolicy().extra_seeds == 2  # the default looks twice
     checked = check(runs, [(single, "single-task")], base)
     ahead = checked[1].val_total < checked[0].val_total
     decision, every = settle(runs, checked, base)  # extra_seeds = 0: decide() alone
@@ -277,7 +301,7 @@ def test_pairwise_transfer_is_the_single_and_pair_networks_and_the_checks_reuse_
 
     runs = _runs()
     names = runs.tasks.names
-    policy = GroupingPolicy(estimator="pairwise", check_seeds=2, seed=3)
+    policy = GroupingPolicy(estimator="pairwise", check_seeds=2, seed=3, extra_seeds=0)  # no second look to count
     decision, matrix, ranked, steps = run_policy(runs, policy)
     cfg = policy.check_config(runs.config)
     nets = pairwise_networks(names, policy)
