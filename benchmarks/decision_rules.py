@@ -8,8 +8,7 @@ compared without the noise of separate training runs, and each rule's cost count
 it looks at::
 
     python benchmarks/decision_rules.py train     # per problem: candidates x 5 seeds (cached, resumable)
-    python benchmarks/decision_rules.py replay    # every rule, scored on the ground truth (5 and 3 seeds)
-    python benchmarks/decision_rules.py replay --truth-seeds 10 5 3
+    python benchmarks/decision_rules.py replay    # every rule, scored on the ground truth (10, 5 and 3 seeds)
     python benchmarks/decision_rules.py crossfit  # how much early stopping on validation flatters each candidate
 
 ``train`` measures the affinity exactly as the default policy does (seed 1000), takes its first three
@@ -275,8 +274,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["train", "replay", "crossfit"])
     ap.add_argument("--problems", nargs="*", default=list(DEFAULT_PROBLEMS))
-    ap.add_argument("--truth-seeds", type=int, nargs="*", default=[5, 3],
-                    help="replay: score on the ground truth's first N seeds, one table set per N (default 5 3)")
+    ap.add_argument("--truth-seeds", type=int, nargs="*", default=[10, 5, 3],
+                    help="replay: score on the ground truth's first N seeds, one table set per N (default 10 5 3)")
     a = ap.parse_args(argv)
     import torch
 
