@@ -4,7 +4,8 @@
 network, ranks partitions by the serving score (Standley et al., ICML 2020), trains
 each proposal's group networks and the all-in-one network over paired seeds, and
 leaves all-in-one only when the paired validation gain exceeds its noise
-(:func:`taskgraph.pipeline.decide`). Affinity alone can mislead (Azorin et al. 2023,
+(:func:`taskgraph.pipeline.decide`), looking again with two more seeds when only the
+seeds' bar held a gain back (:func:`taskgraph.pipeline.settle`). Affinity alone can mislead (Azorin et al. 2023,
 "It's a Match!"), which is why the checks decide; the result says how sure it is.
 
 Example (a few seconds, so skipped in doctests):
