@@ -17,7 +17,12 @@ network the exhaustion trains (early stopping on validation, best epoch restored
 - ``star6``: STAR reading and maths scores, kindergarten to grade 2 (missing labels);
 - ``digits-planted``: real digit images, labels planted in two opposed families (each
   family's tasks read one half of the image; the other half's tasks are their negations
-  mixed across halves), so the structure is known.
+  mixed across halves), so the structure is known;
+- ``digits-scarce``: digits one-vs-rest with 4% of the training labels per task, where
+  sharing is what makes the tasks learnable (single-task loses to all-in-one);
+- ``digits-attributes``: six properties of a digit (even, small, prime, ...) with 10% of the
+  training labels each: one trunk serves them all, so all-in-one should be hard to beat.
+  Both were added after the default policy's second look was chosen, as held-out checks.
 
 Example:
     >>> p = PROBLEMS.get("tiny4")
@@ -158,6 +163,34 @@ def digits_scarce(*, seed: int = 0, digits: tuple[int, ...] = (0, 2, 3, 5, 6, 8)
                                            "labelled": labelled})
 
 
+#: digits_attributes' tasks: properties of the digit, each a union of classes
+DIGIT_ATTRIBUTES: dict[str, tuple[int, ...]] = {
+    "even": (0, 2, 4, 6, 8), "small": (0, 1, 2, 3, 4), "prime": (2, 3, 5, 7), "loop": (0, 6, 8, 9),
+    "straight": (1, 4, 7), "mid": (3, 4, 5, 6)}
+
+
+def digits_attributes(*, seed: int = 0, labelled: float = 0.1, label_seed: int = 11) -> MultiTaskData:
+    """Six properties of a digit (even, small, prime, has a loop, straight strokes, 3-6), each a
+    union of digit classes, so one trunk that tells the digits apart serves them all; every task
+    is labelled on its own random ``labelled`` share of the training rows (validation and test
+    fully labelled). A problem where all-in-one should be hard to beat at all."""
+    from taskgraph.data.base import split_indices
+
+    x, y = _digits_xy()
+    train, _, _ = split_indices(len(x), seed=seed)
+    rng = np.random.default_rng(label_seed)
+    labels, masks = {}, {}
+    for name, digits in DIGIT_ATTRIBUTES.items():
+        labels[name] = np.isin(y, digits).astype(np.float32)
+        m = np.ones(len(x), dtype=bool)
+        m[train] = rng.random(len(train)) < labelled
+        masks[name] = m
+    tasks = TaskSet([Task(n, "binary") for n in DIGIT_ATTRIBUTES])
+    return MultiTaskData.from_arrays("digits-attributes", tasks, x, labels, masks, seed=seed,
+                                     info={"source": "sklearn load_digits, digit properties, scarce training labels",
+                                           "labelled": labelled})
+
+
 def digits_planted(*, seed: int = 0) -> MultiTaskData:
     """Real digit images, labels planted in two families that read different pixels.
 
@@ -211,6 +244,9 @@ _register(Problem("digits-scarce", digits_scarce, ("is0", "is2", "is3", "is5", "
                   TrunkSpec(hidden=(32,)), _PROTOCOL,
                   description="digits one-vs-rest, 4% of training labels per task (held out: added after the "
                               "second look was chosen)"))
+_register(Problem("digits-attributes", digits_attributes, tuple(DIGIT_ATTRIBUTES), TrunkSpec(hidden=(64, 32)),
+                  _PROTOCOL, description="digit properties (even, small, prime, ...), 10% of training labels per task "
+                                         "(held out: added after the second look was chosen)"))
 _register(Problem("tiny4", "planted-clusters", ("t0", "t1", "t2", "t3"), TrunkSpec(hidden=(16,)),
                   TrainConfig(epochs=4, lr=1e-2, batch_size=64, patience=2, device="cpu"),
                   options={"n_tasks": 4, "n_clusters": 2, "n_samples": 300, "seed": 0},

@@ -25,3 +25,22 @@ def test_digits_scarce_labels_a_few_training_rows_per_task_and_every_validation_
     # the same rows every time (a fixed label seed): the ground truth's networks all see one problem
     again = PROBLEMS.get("digits-scarce").dataset()
     assert np.array_equal(np.asarray(again.train.masks["is5"]), np.asarray(data.train.masks["is5"]))
+
+
+def test_digits_attributes_are_unions_of_digit_classes_labelled_on_a_tenth_of_the_training_rows():
+    from sklearn.datasets import load_digits
+
+    from taskgraph.data.base import split_indices
+    from taskgraph.evaluation.problems import DIGIT_ATTRIBUTES
+
+    p = PROBLEMS.get("digits-attributes")
+    data = p.data()
+    assert data.tasks.names == p.tasks == tuple(DIGIT_ATTRIBUTES)
+    y = load_digits().target
+    _, _, test = split_indices(len(y), seed=0)  # the problem's split (seed 0)
+    for t, classes in DIGIT_ATTRIBUTES.items():
+        # each task's label is "the image's digit is one of these classes", on every test row
+        assert np.array_equal(np.asarray(data.test.labels[t]), np.isin(y[test], classes).astype(np.float32)), t
+        assert np.asarray(data.test.masks[t], dtype=bool).all()
+        share = np.asarray(data.train.masks[t], dtype=bool).mean()
+        assert 0.07 < share < 0.13, (t, share)  # about a tenth of the training rows
