@@ -139,28 +139,35 @@ def digits_pairs(*, seed: int = 0) -> MultiTaskData:
                                      info={"source": "sklearn load_digits", "pairs": pairs})
 
 
-def digits_scarce(*, seed: int = 0, digits: tuple[int, ...] = (0, 2, 3, 5, 6, 8), labelled: float = 0.04,
-                  label_seed: int = 7) -> MultiTaskData:
-    """Digits one-vs-rest where each task's training labels are scarce: every task is labelled on
-    its own random ``labelled`` share of the training rows (validation and test stay fully
-    labelled), so one task's labels teach the trunk features that the others' few labels
-    cannot: the classic case for sharing (a problem where all-in-one should be hard to beat)."""
+def _digit_classes(name: str, classes: Mapping[str, tuple[int, ...]], *, seed: int, labelled: float, label_seed: int,
+                   source: str) -> MultiTaskData:
+    """Digit tasks "the image's digit is one of these classes", each labelled on its own random
+    ``labelled`` share of the training rows (drawn in task order from ``label_seed``); validation
+    and test stay fully labelled."""
     from taskgraph.data.base import split_indices
 
     x, y = _digits_xy()
     train, _, _ = split_indices(len(x), seed=seed)
     rng = np.random.default_rng(label_seed)
-    names = [f"is{d}" for d in digits]
-    labels = {n: (y == d).astype(np.float32) for n, d in zip(names, digits, strict=True)}
-    masks = {}
-    for n in names:
+    labels, masks = {}, {}
+    for task, digits in classes.items():
+        labels[task] = np.isin(y, digits).astype(np.float32)
         m = np.ones(len(x), dtype=bool)
         m[train] = rng.random(len(train)) < labelled
-        masks[n] = m
-    tasks = TaskSet([Task(n, "binary") for n in names])
-    return MultiTaskData.from_arrays("digits-scarce", tasks, x, labels, masks, seed=seed,
-                                     info={"source": "sklearn load_digits, scarce training labels",
-                                           "labelled": labelled})
+        masks[task] = m
+    tasks = TaskSet([Task(n, "binary") for n in classes])
+    return MultiTaskData.from_arrays(name, tasks, x, labels, masks, seed=seed,
+                                     info={"source": source, "labelled": labelled})
+
+
+def digits_scarce(*, seed: int = 0, digits: tuple[int, ...] = (0, 2, 3, 5, 6, 8), labelled: float = 0.04,
+                  label_seed: int = 7) -> MultiTaskData:
+    """Digits one-vs-rest where each task's training labels are scarce: every task is labelled on
+    its own random ``labelled`` share of the training rows (validation and test stay fully
+    labelled), so one task's labels teach the trunk features that the others' few labels
+    cannot: the classic case for sharing (single-task loses to all-in-one here)."""
+    return _digit_classes("digits-scarce", {f"is{d}": (d,) for d in digits}, seed=seed, labelled=labelled,
+                          label_seed=label_seed, source="sklearn load_digits, scarce training labels")
 
 
 #: digits_attributes' tasks: properties of the digit, each a union of classes
@@ -174,21 +181,8 @@ def digits_attributes(*, seed: int = 0, labelled: float = 0.1, label_seed: int =
     union of digit classes, so one trunk that tells the digits apart serves them all; every task
     is labelled on its own random ``labelled`` share of the training rows (validation and test
     fully labelled). A problem where all-in-one should be hard to beat at all."""
-    from taskgraph.data.base import split_indices
-
-    x, y = _digits_xy()
-    train, _, _ = split_indices(len(x), seed=seed)
-    rng = np.random.default_rng(label_seed)
-    labels, masks = {}, {}
-    for name, digits in DIGIT_ATTRIBUTES.items():
-        labels[name] = np.isin(y, digits).astype(np.float32)
-        m = np.ones(len(x), dtype=bool)
-        m[train] = rng.random(len(train)) < labelled
-        masks[name] = m
-    tasks = TaskSet([Task(n, "binary") for n in DIGIT_ATTRIBUTES])
-    return MultiTaskData.from_arrays("digits-attributes", tasks, x, labels, masks, seed=seed,
-                                     info={"source": "sklearn load_digits, digit properties, scarce training labels",
-                                           "labelled": labelled})
+    return _digit_classes("digits-attributes", DIGIT_ATTRIBUTES, seed=seed, labelled=labelled, label_seed=label_seed,
+                          source="sklearn load_digits, digit properties, scarce training labels")
 
 
 def digits_planted(*, seed: int = 0) -> MultiTaskData:
