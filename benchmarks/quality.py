@@ -11,7 +11,7 @@ Two steps, both resumable:
 (taskgraph.evaluation.exhaust) and appends to ``benchmarks/ground_truth/<problem>.jsonl``
 (resuming: a finished table trains nothing). The committed files were built 3 seeds first
 (``exhaust --seeds 3 --workers 2``), then ``--seeds 5`` (seeds 3 and 4), then ``--seeds 10``
-(seeds 5 to 9; digits-scarce, added last, by ``exhaust --problems digits-scarce --seeds 10``).
+(seeds 5 to 9); digits-scarce and digits-attributes, added last, by ``exhaust --problems NAME``.
 Every command ranks on the first ``--seeds`` seeds (default 10, all of them); cost is always
 counted against the issue's minimal exhaustion, 3 seeds. ``rescore`` scores a ``compare
 --json`` file's stored choices on them without retraining; ``replication`` asks whether the
