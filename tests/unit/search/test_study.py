@@ -62,7 +62,15 @@ def _set(d: dict, dotted: str, value) -> dict:
     return d
 
 
-_DEL = object()
+class _Deleted:
+    """The key is removed: a sentinel whose repr is the same in every process (pytest-xdist's workers must
+    collect the same test ids)."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+_DEL = _Deleted()
 
 BAD = [
     ("dataset.name", _DEL, "dataset.name", "is required"),
