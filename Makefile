@@ -38,13 +38,16 @@ demo: $(STAMP)
 
 # mypy reads its files and strictness from pyproject.toml ([tool.mypy]), coverage its sources, its
 # subprocess measurement and its floor ([tool.coverage.*]): the suite runs under `coverage run`, every
-# Python subprocess it starts (the CLI) writes its own data file, and the report fails under the floor.
+# Python subprocess it starts (the CLI, the pytest-xdist workers) writes its own data file, and the report fails
+# under the floor. TEST_WORKERS pytest-xdist workers (--dist loadgroup: the Ray tests run one after another on one
+# of them, tests/conftest.py); TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	@mkdir -p $(RAY_TMPDIR)
 	$(BIN)/ruff check taskgraph tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage run -m pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
