@@ -43,6 +43,11 @@ def test_group_measures_and_checks(cli, tmp_path):
     result = json.loads((out / "auto_group.json").read_text())
     # the policy checks the affinity's first proposal and single-task against all-in-one
     assert {c["source"] for c in result["candidates"]} == {"all-in-one", "affinity #1", "single-task"}
-    assert (out / "grouping.json").exists() and result["decision"]["seeds"] == 3
-    assert all(len(c["val_totals"]) == 3 for c in result["candidates"])
+    assert (out / "grouping.json").exists()
+    # 3 paired seeds for every candidate; 5 for all-in-one and one alternative where the second look ran
+    if result["decision"]["seeds"] == 3:
+        assert all(len(c["val_totals"]) == 3 for c in result["candidates"])
+    else:
+        assert result["decision"]["seeds"] == 5 and "second look" in result["decision"]["statement"]
+        assert sorted(len(c["val_totals"]) for c in result["candidates"]) in ([3, 5, 5], [3, 3, 5, 5])
     assert {"affinity", "grouping", "hierarchy"} <= set(result["pictures"])
