@@ -245,11 +245,19 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
+#: the system-attr key prefix of Optuna's artifact links (``optuna.artifacts.upload_artifact`` writes one per
+#: artifact; a canary test checks it): a retry must not inherit its dead trial's artifacts
+ARTIFACT_LINK_PREFIX = "artifacts:"
+
+
 class _RetryStale:
     """Optuna's ``RetryHeartbeatStaleTrialCallback`` whose retry also carries ``retry_of`` (a user attr).
 
     Called by ``optuna.storages.fail_stale_trials`` for each trial it failed: the trial's
-    configuration is queued again (WAITING) at most :data:`MAX_RETRY` times.
+    configuration is queued again (WAITING) at most :data:`MAX_RETRY` times. The retry starts
+    without the dead trial's artifact links (Optuna's callback copies every system attr, so a
+    trial killed after uploading its artifacts, before it was told, would hand them on and the
+    retry would show two sets).
     """
 
     def __init__(self) -> None:
@@ -264,6 +272,7 @@ class _RetryStale:
 
         t = copy.deepcopy(trial)
         t.user_attrs = {**trial.user_attrs, "retry_of": trial.number}
+        t.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith(ARTIFACT_LINK_PREFIX)}
         self._retry(study, t)
 
 

@@ -108,3 +108,25 @@ def test_heartbeat_settings_refuse_what_cannot_work(monkeypatch, interval, grace
     monkeypatch.setenv("TASKGRAPH_HEARTBEAT_GRACE_S", grace)
     with pytest.raises(ConfigError, match=match):
         heartbeat_settings()
+
+
+def test_a_retry_does_not_inherit_the_dead_trials_artifacts(storage, tmp_path):
+    """A driver killed after its trial uploaded artifacts, before the trial was told: the retry starts clean."""
+    from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+
+    from taskgraph.runners.storage import ARTIFACT_LINK_PREFIX
+
+    store = FileSystemArtifactStore(str(tmp_path))
+    study = optuna.create_study(storage=storage, study_name="s")
+    dead = study.ask({"x": X})
+    f = tmp_path / "per_task.csv"
+    f.write_text("task,loss\nt0,0.5\n")
+    upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=dead, storage=storage)
+    # canary: Optuna links an artifact to its trial by a system attr with this prefix (the retry drops those)
+    assert any(k.startswith(ARTIFACT_LINK_PREFIX) for k in study.trials[dead.number].system_attrs)
+    heartbeat(storage, "s", dead.number).start().stop()
+    assert _recover_past_grace(study, storage) == [dead.number]
+    retry = study.ask()
+    assert retry.user_attrs["retry_of"] == dead.number
+    assert get_all_artifact_meta(study.trials[retry.number], storage=storage) == []
+    assert [m.filename for m in get_all_artifact_meta(study.trials[dead.number], storage=storage)] == ["per_task.csv"]
